@@ -1,0 +1,71 @@
+# tiergate — every task a developer, CI or the README needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMPS := $(VENV)/.stamps
+RUST_SOURCES := $(shell find rust -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock rust/core/Cargo.toml rust/py/Cargo.toml
+CONFIG ?=
+# llama.cpp builds with both cores; pip keeps the built wheel in its cache, so it compiles once per machine.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: help setup run test test-rust test-python lint proto bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/deps: pyproject.toml $(STAMPS)/venv
+	@echo "==> installing dependencies (a first llama-cpp-python build takes ~6 min; later runs use pip's wheel cache)"
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"]))' > $(STAMPS)/requirements.txt
+	$(PIP) install --progress-bar off -r $(STAMPS)/requirements.txt
+	@touch $@
+
+$(STAMPS)/native: $(RUST_SOURCES) pyproject.toml $(STAMPS)/deps
+	@echo "==> building the Rust extension"
+	$(VENV)/bin/maturin develop --release
+	@touch $@
+
+$(STAMPS)/model: $(STAMPS)/native
+	@echo "==> providing the embedded model"
+	$(PY) -m tiergate.embedded_model
+	@touch $@
+
+run: setup ## start the sidecar (CONFIG=file.yaml, default: the embedded default config)
+	$(VENV)/bin/tiergate serve $(if $(CONFIG),--config $(CONFIG),)
+
+test: setup test-rust test-python ## the whole suite: cargo test, then pytest
+
+test-rust: ## cargo test for rust/
+	cargo test --workspace --exclude tiergate-py -q
+
+test-python: setup ## pytest (unit, integration; e2e skipped without keys)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff, mypy --strict, stubtest against the built extension, rustfmt, clippy
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest tiergate._native
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+proto: $(STAMPS)/deps ## regenerate python/tiergate/v1 from proto/
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=python --pyi_out=python --grpc_python_out=python proto/tiergate/v1/tiergate.proto
+
+bench: setup ## run the benchmarks in benches/ (see benches/README.md)
+	$(PY) benches/run.py
+
+clean: ## remove build outputs (keeps .venv)
+	cargo clean
+	rm -f python/tiergate/_native*.so

@@ -1,0 +1,143 @@
+"""Typed stub of the Rust extension `tiergate._native` (rust/py over rust/core).
+
+Checked against the built binary by `mypy.stubtest` (see `make lint`). Every call that can take more than
+microseconds releases the GIL; every class is thread-safe.
+"""
+
+from collections.abc import Sequence
+from typing import Literal, final
+
+__version__: str
+
+# --- clock ------------------------------------------------------------------------------------------------
+
+@final
+class ManualClock:
+    """A clock that only moves when told to: for table-testing breakers and limits."""
+
+    def __init__(self, start_ms: float = 0.0) -> None: ...
+    def now_ms(self) -> float: ...
+    def advance(self, ms: float) -> None: ...
+    def set(self, ms: float) -> None: ...
+
+# --- tokens -----------------------------------------------------------------------------------------------
+
+ENCODINGS: tuple[str, ...]
+
+def count_tokens(text: str, encoding: str = "o200k_base") -> int:
+    """Exact token count, identical to tiktoken's `len(encode_ordinary(text))`.
+
+    Raises:
+        ValueError: unknown encoding (the message names the known ones).
+    """
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+@final
+class Rule:
+    """One rule: a regex pattern or a keyword list (exactly one of them)."""
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        regex: str | None = None,
+        keywords: Sequence[str] | None = None,
+        case_insensitive: bool = False,
+        validator: Literal["luhn", "iban"] | None = None,
+    ) -> None: ...
+    @property
+    def id(self) -> str: ...
+
+@final
+class RuleMatch:
+    rule_id: str
+    start: int  # character offsets into the scanned str
+    end: int
+
+@final
+class RuleSet:
+    """Rules compiled once and matched in one pass over the text (time linear in the text).
+
+    Raises:
+        RuleError: a rule's pattern does not compile (the message names the rule id), or a rule is malformed.
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def rule_ids(self) -> list[str]: ...
+    def scan(self, text: str) -> list[RuleMatch]:
+        """Every match of every rule, ordered by start offset."""
+    def matched_ids(self, text: str) -> list[str]:
+        """The distinct ids of the rules that match, in rule order."""
+    def analyze(self, text: str, encoding: str = "o200k_base") -> tuple[int, list[str]]:
+        """One call for the request path: (token count, matched rule ids in rule order)."""
+
+class RuleError(ValueError): ...
+
+# --- breaker ----------------------------------------------------------------------------------------------
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+@final
+class CircuitBreaker:
+    """resilience4j-style breaker over a count-based sliding window.
+
+    CLOSED: calls are permitted; once `min_calls` are recorded and the failure rate or slow-call rate (in %)
+    reaches its threshold, it opens. OPEN: no permission until `open_ms` passed; the next permission request
+    then moves it to HALF_OPEN (lazily). HALF_OPEN: at most `half_open_calls` probe permits; when all probes
+    are recorded it closes, or opens again if the probes' rates reach a threshold.
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_rate: float = 50.0,
+        slow_call_rate: float = 100.0,
+        slow_call_ms: float = 10_000.0,
+        window: int = 20,
+        min_calls: int = 5,
+        open_ms: float = 30_000.0,
+        half_open_calls: int = 2,
+        clock: ManualClock | None = None,
+    ) -> None: ...
+    def try_acquire(self) -> bool:
+        """Asks for permission to call; in HALF_OPEN it takes one probe permit."""
+    def record(self, success: bool, duration_ms: float) -> None:
+        """Records a permitted call's outcome (a success slower than `slow_call_ms` counts as slow)."""
+    def release(self) -> None:
+        """Gives back a permit without an outcome (the call was cancelled before it meant anything)."""
+    @property
+    def state(self) -> BreakerState:
+        """The current state (reading it never moves OPEN to HALF_OPEN)."""
+    def metrics(self) -> dict[str, float]:
+        """failure_rate, slow_call_rate (%, -1 below min_calls), calls, failed, slow."""
+    def reset(self) -> None: ...
+
+# --- limits -----------------------------------------------------------------------------------------------
+
+@final
+class TokenBucket:
+    """Token bucket: holds up to `capacity`, refills at `refill_per_sec`."""
+
+    def __init__(self, capacity: float, refill_per_sec: float, clock: ManualClock | None = None) -> None: ...
+    def try_take(self, amount: float = 1.0) -> bool: ...
+    def available(self) -> float: ...
+    def retry_after_ms(self, amount: float = 1.0) -> float:
+        """How long until `amount` could be taken (0 if now; inf if it exceeds capacity)."""
+
+@final
+class BudgetCounter:
+    """Spend against a limit in a calendar period (UTC day or month) that resets itself.
+
+    Reserve before the call, settle with the real amount after.
+    """
+
+    def __init__(
+        self, limit: float, period: Literal["day", "month"] = "day", clock: ManualClock | None = None
+    ) -> None: ...
+    def try_reserve(self, amount: float) -> bool: ...
+    def settle(self, reserved: float, actual: float) -> None: ...
+    def spent(self) -> float: ...
+    def remaining(self) -> float: ...

@@ -1,0 +1,273 @@
+"""The YAML config: parsed strictly (unknown keys are errors), then resolved into the runtime form.
+
+Phase 1 (`parse`) validates shape and types with pydantic and names the offending key on error.
+Phase 2 (`resolve`) checks cross references (routes -> models), resolves `env:NAME` secrets and fills
+per-provider defaults. `load(path)` does both; `default_config(environ)` builds the embedded default.
+The loaded `Config` is passed explicitly to whatever needs it: there is no global config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+ENV_PREFIX = "env:"
+EMBEDDED = "embedded"
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+# Default hosted models of the embedded config, used only when the provider's key is in the environment.
+DEFAULT_HOSTED = {
+    "openai": ("OPENAI_API_KEY", "gpt-5-mini", 0.25, 2.0),
+    "anthropic": ("ANTHROPIC_API_KEY", "claude-sonnet-4-5", 3.0, 15.0),
+}
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key and says what is wrong."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveMs = Annotated[float, Field(gt=0)]
+
+
+class Listen(_Strict):
+    grpc: str = "127.0.0.1:50051"
+    http: str | None = "127.0.0.1:8080"
+
+
+class Price(_Strict):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+class ModelConfig(_Strict):
+    provider: Literal["openai", "anthropic", "llama_cpp"]
+    model: str | None = None  # the upstream model id (hosted)
+    base_url: str | None = None
+    api_key: SecretStr | None = None  # "env:NAME" is resolved at load; never logged
+    headers: dict[str, str] = Field(default_factory=dict)
+    path: str | None = None  # llama_cpp: "embedded" or a GGUF file
+    on_device: bool | None = None  # default: true for llama_cpp, false otherwise
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int = Field(1024, gt=0)  # used when the request sets none
+    price: Price = Field(default_factory=Price)
+    encoding: Literal["o200k_base", "cl100k_base"] = "o200k_base"
+    connect_timeout_ms: PositiveMs = 5_000
+    request_timeout_ms: PositiveMs = 120_000
+    # llama_cpp only
+    threads: int | None = Field(None, gt=0)
+    queue_size: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ModelConfig:
+        if self.provider == "llama_cpp":
+            if self.path is None:
+                raise ValueError("a llama_cpp model needs `path` (a GGUF file, or `embedded`)")
+            for key in ("model", "base_url", "api_key"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"`{key}` does not apply to a llama_cpp model")
+        else:
+            if not self.model:
+                raise ValueError(f"a {self.provider} model needs `model` (the provider's model id)")
+            if self.path is not None:
+                raise ValueError("`path` applies only to llama_cpp models")
+        return self
+
+    @property
+    def is_on_device(self) -> bool:
+        return self.provider == "llama_cpp" if self.on_device is None else self.on_device
+
+    @property
+    def window(self) -> int:
+        if self.context_window is not None:
+            return self.context_window
+        return 8192 if self.provider == "llama_cpp" else 128_000
+
+
+class RuleConfig(_Strict):
+    id: str = Field(min_length=1)
+    regex: str | None = None
+    keywords: list[str] | None = None
+    case_insensitive: bool = False
+    validator: Literal["luhn", "iban"] | None = None
+    sensitivity: Literal["public", "internal", "restricted"] | None = None
+    complexity: Literal["trivial", "moderate", "complex"] | None = None
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> RuleConfig:
+        if (self.regex is None) == (self.keywords is None):
+            raise ValueError("a rule needs exactly one of `regex` or `keywords`")
+        if self.keywords is not None and not self.keywords:
+            raise ValueError("`keywords` is empty")
+        return self
+
+
+class RouteConfig(_Strict):
+    chain: list[str] = Field(min_length=1)
+    objective: Literal["chain", "cost", "latency"] = "chain"
+    ttft_ms: PositiveMs | None = None
+    total_ms: PositiveMs | None = None
+    hedge_after_ms: PositiveMs | None = None
+    retries: int = Field(1, ge=0, le=10)  # extra tries of the same model on retryable errors
+    validate_: Literal["json_schema"] | None = Field(None, alias="validate")
+    trivial_max_tokens: int | None = Field(None, ge=1)  # short prompts count as trivial
+    classify_with: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BreakerConfig(_Strict):
+    failure_rate: float = Field(50.0, gt=0, le=100)
+    slow_call_rate: float = Field(100.0, gt=0, le=100)
+    slow_call_ms: PositiveMs = 10_000
+    window: int = Field(20, ge=1)
+    min_calls: int = Field(5, ge=1)
+    open_ms: PositiveMs = 30_000
+    half_open_calls: int = Field(2, ge=1)
+
+
+class BudgetConfig(_Strict):
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+
+
+class LimitsConfig(_Strict):
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_concurrent_requests: int = Field(256, ge=1)
+    max_output_tokens: int = Field(32_768, ge=1)
+
+
+class Config(_Strict):
+    listen: Listen = Field(default_factory=Listen)
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    routes: dict[str, RouteConfig] = Field(min_length=1)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    budgets: dict[str, BudgetConfig] = Field(default_factory=dict)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    state: str | None = None  # "redis://..." for fleet-wide budgets; default in-process
+
+    def route(self, task: str) -> tuple[str, RouteConfig] | None:
+        """The route for a task: its own, else `default`, else None."""
+        name = task or "default"
+        if name in self.routes:
+            return name, self.routes[name]
+        if "default" in self.routes:
+            return "default", self.routes["default"]
+        return None
+
+
+def parse(data: Any, *, source: str = "config") -> Config:
+    """Phase 1: shape and types. Raises ConfigError naming the first bad key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source: str = "config") -> Config:
+    """Phase 2: cross references and secrets. Returns the runtime config."""
+    env = os.environ if environ is None else environ
+    models = dict(config.models)
+    for name, model in config.models.items():
+        if model.api_key is not None:
+            models[name] = model.model_copy(
+                update={"api_key": SecretStr(_secret(model.api_key.get_secret_value(), env, f"models.{name}"))}
+            )
+        elif model.provider != "llama_cpp":
+            raise ConfigError(f"{source}: models.{name}.api_key: missing (use `env:NAME` to read it)")
+    seen_rules: set[str] = set()
+    for i, rule in enumerate(config.rules):
+        if rule.id in seen_rules:
+            raise ConfigError(f"{source}: rules[{i}].id: duplicate rule id {rule.id!r}")
+        seen_rules.add(rule.id)
+    for route_name, route in config.routes.items():
+        seen: set[str] = set()
+        for i, model_name in enumerate(route.chain):
+            key = f"routes.{route_name}.chain[{i}]"
+            if model_name not in models:
+                known = ", ".join(sorted(models))
+                raise ConfigError(f"{source}: {key}: unknown model {model_name!r} (models: {known})")
+            if model_name in seen:
+                raise ConfigError(f"{source}: {key}: model {model_name!r} appears twice in the chain")
+            seen.add(model_name)
+        if route.classify_with is not None and route.classify_with not in models:
+            raise ConfigError(f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}")
+    return config.model_copy(update={"models": models})
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Reads, parses and resolves a YAML config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return resolve(parse(data, source=source), environ, source=source)
+
+
+def default_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The embedded default: the bundled local model, plus each hosted provider whose key is set."""
+    env = os.environ if environ is None else environ
+    models: dict[str, Any] = {"local": {"provider": "llama_cpp", "path": EMBEDDED, "context_window": 8192}}
+    for provider, (key_var, model_id, price_in, price_out) in DEFAULT_HOSTED.items():
+        if env.get(key_var):
+            models[provider] = {
+                "provider": provider,
+                "model": model_id,
+                "api_key": f"{ENV_PREFIX}{key_var}",
+                "price": {"input_per_mtok": price_in, "output_per_mtok": price_out},
+            }
+    chain = list(models)
+    data = {"models": models, "routes": {"default": {"chain": chain, "objective": "chain"}}}
+    return resolve(parse(data, source="embedded default"), env, source="embedded default")
+
+
+def _secret(value: str, env: Mapping[str, str], key: str) -> str:
+    if not value.startswith(ENV_PREFIX):
+        return value
+    var = value[len(ENV_PREFIX) :]
+    resolved = env.get(var)
+    if not resolved:
+        raise ConfigError(f"{key}.api_key: environment variable {var} is not set")
+    return resolved
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors()[:5]:
+        loc = _path(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
+    more = len(exc.errors()) - 5
+    if more > 0:
+        lines.append(f"... and {more} more")
+    return "\n".join(lines)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -1,0 +1,118 @@
+"""Domain types of one request's life: what was asked, what was decided, what happened.
+
+Plain dataclasses with slots (no pydantic, no protobuf, no httpx): they are built per request on the hot path.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Sensitivity(enum.IntEnum):
+    """How far the data may travel. Values match the proto enum."""
+
+    UNSPECIFIED = 0
+    PUBLIC = 1
+    INTERNAL = 2
+    RESTRICTED = 3  # never leaves the device
+
+
+class Outcome(enum.StrEnum):
+    """What became of one attempt."""
+
+    OK = "ok"
+    ERROR = "error"
+    TTFT_TIMEOUT = "ttft_timeout"
+    DEADLINE = "deadline"
+    CANCELLED = "cancelled"
+    HEDGE_LOST = "hedge_lost"
+    PARTIAL = "partial"  # failed after the first token had reached the client
+    REJECTED = "rejected"  # answered, but the answer failed validation
+    PLANNED = "planned"  # Explain only: would be tried
+
+
+@dataclass(slots=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(slots=True)
+class Request:
+    """One completion request, as the application asked for it."""
+
+    task: str
+    messages: list[Message]
+    sensitivity: Sensitivity = Sensitivity.UNSPECIFIED
+    max_output_tokens: int = 0
+    temperature: float | None = None
+    tenant: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    json_schema: str = ""
+    max_cost_usd: float = 0.0
+    stream: bool = False
+
+    def prompt_text(self) -> str:
+        """All message contents joined: what the rules scan and the token count measures."""
+        return "\n".join(m.content for m in self.messages)
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class Attempt:
+    model: str
+    outcome: Outcome
+    ttft_ms: float = 0.0
+    latency_ms: float = 0.0
+    error: str = ""
+    hedged: bool = False
+
+
+@dataclass(slots=True)
+class Skip:
+    """A candidate the planner left out, and why."""
+
+    model: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Decision:
+    """Everything tiergate decided and did for one request; returned with the response."""
+
+    route: str
+    task: str
+    sensitivity: Sensitivity = Sensitivity.UNSPECIFIED
+    complexity: str = ""
+    matched_rules: list[str] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    served_by: str = ""
+    reason: str = ""
+    overhead_ms: float = 0.0
+    cost_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer from one model."""
+
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One piece of a streamed answer. The last one carries usage and finish_reason."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None

@@ -1,0 +1,1 @@
+//! TODO(breaker): filled in by its owner.

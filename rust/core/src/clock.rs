@@ -1,0 +1,1 @@
+//! TODO(clock): filled in by its owner.

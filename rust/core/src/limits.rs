@@ -1,0 +1,1 @@
+//! TODO(limits): filled in by its owner.

@@ -1,0 +1,1 @@
+//! TODO(rules): filled in by its owner.

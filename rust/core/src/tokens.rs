@@ -1,0 +1,1 @@
+//! TODO(tokens): filled in by its owner.

@@ -1,0 +1,3 @@
+//! TODO(errors)
+use pyo3::prelude::*;
+
