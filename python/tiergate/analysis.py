@@ -1,0 +1,61 @@
+"""One call into Rust per request: token count and rule matches, turned into sensitivity and complexity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiergate._native import Rule, RuleSet
+from tiergate.config import RuleConfig
+from tiergate.request import Request, Sensitivity
+
+_SENSITIVITY = {"public": Sensitivity.PUBLIC, "internal": Sensitivity.INTERNAL, "restricted": Sensitivity.RESTRICTED}
+_COMPLEXITY_RANK = {"trivial": 0, "moderate": 1, "complex": 2}
+
+
+@dataclass(slots=True, frozen=True)
+class Analysis:
+    input_tokens: int
+    matched_rules: list[str]  # rule ids only; the matched text is never kept
+    sensitivity: Sensitivity
+    complexity: str  # "" when no rule decided
+    decided_by: str  # "client", "rules", or "" (nothing matched)
+
+
+class Analyzer:
+    """Holds the compiled rule set; built once per config (load or reload)."""
+
+    def __init__(self, rules: list[RuleConfig], encoding: str = "o200k_base") -> None:
+        self._encoding = encoding
+        self._ruleset = RuleSet(
+            [
+                Rule(
+                    r.id,
+                    regex=r.regex,
+                    keywords=r.keywords,
+                    case_insensitive=r.case_insensitive,
+                    validator=r.validator,
+                )
+                for r in rules
+            ]
+        )
+        self._sensitivity = {r.id: _SENSITIVITY[r.sensitivity] for r in rules if r.sensitivity}
+        self._complexity = {r.id: r.complexity for r in rules if r.complexity}
+
+    def analyze(self, request: Request) -> Analysis:
+        tokens, matched = self._ruleset.analyze(request.prompt_text(), self._encoding)
+        # The client may raise sensitivity but never lower what the rules found: fail closed.
+        sensitivity = request.sensitivity
+        decided_by = "client" if sensitivity != Sensitivity.UNSPECIFIED else ""
+        complexity = ""
+        for rule_id in matched:
+            level = self._sensitivity.get(rule_id)
+            if level is not None and level > sensitivity:
+                sensitivity = level
+                decided_by = "rules"
+            rule_complexity = self._complexity.get(rule_id)
+            # The most demanding complexity a rule names wins: one "complex" hit outweighs a greeting.
+            if rule_complexity and (not complexity or _COMPLEXITY_RANK[rule_complexity] > _COMPLEXITY_RANK[complexity]):
+                complexity = rule_complexity
+        if sensitivity == Sensitivity.UNSPECIFIED:
+            sensitivity = Sensitivity.PUBLIC
+        return Analysis(tokens, matched, sensitivity, complexity, decided_by)

@@ -1,0 +1,73 @@
+"""`tiergate serve | check-config | count` — the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tiergate import config as config_mod
+from tiergate.config import Config, ConfigError
+
+
+def _load(path: str | None) -> Config:
+    return config_mod.load(path) if path else config_mod.default_config()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tiergate.server.lifecycle import serve
+
+    config = _load(args.config)
+    if args.grpc:
+        config = config.model_copy(update={"listen": config.listen.model_copy(update={"grpc": args.grpc})})
+    asyncio.run(serve(config))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    print(f"{args.file}: ok ({len(config.models)} models, {len(config.routes)} routes, {len(config.rules)} rules)")
+    return 0
+
+
+def _count(args: argparse.Namespace) -> int:
+    from tiergate._native import count_tokens
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    print(count_tokens(text, args.encoding))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tiergate", description="An LLM routing sidecar.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the sidecar")
+    p.add_argument("--config", help="YAML config (default: the embedded default config)")
+    p.add_argument("--grpc", help="override listen.grpc, e.g. 127.0.0.1:0")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=_check_config)
+
+    p = sub.add_parser("count", help="count tokens of a text ('-' reads stdin)")
+    p.add_argument("text")
+    p.add_argument("--encoding", default="o200k_base")
+    p.set_defaults(func=_count)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"tiergate: invalid config:\n{exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"tiergate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Executes a Plan: attempts under their time limits, the TTFT guardrail, hedging, retries, cancellation.
+
+One `Run` per request. It starts attempts from the plan's candidates in order and races them:
+
+- an attempt with no first token within the route's `ttft_ms` is cancelled (its HTTP stream closed, its local
+  generation stopped) and the next candidate starts;
+- with `hedge_after_ms`, the next candidate starts in parallel when the running one has produced nothing by
+  then; the first to produce a token wins and the other is cancelled;
+- a retryable error retries the same model after a jittered backoff that honours `retry-after`, but only while
+  the deadline allows; a non-retryable error moves straight to the next model;
+- every outcome is recorded in the model's circuit breaker; a breaker that refuses permission skips its model.
+
+Unary requests may fall back even after the first token (the client has seen nothing yet). A stream that fails
+after text reached the client ends with `StreamInterrupted`: it is never silently restarted on another model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+from tiergate._native import CircuitBreaker
+from tiergate.errors import AllAttemptsFailed, DeadlineExceeded, StreamInterrupted
+from tiergate.model_stats import ModelStats
+from tiergate._native import count_tokens
+from tiergate.providers.base import (
+    AuthenticationError,
+    PermissionDenied,
+    Provider,
+    ProviderConnectionError,
+    ProviderError,
+    RateLimited,
+    RetryableError,
+)
+from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request, Skip, Usage
+from tiergate.routing import Candidate, Plan, estimate_cost
+
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 5.0
+# Without a deadline, a retry-after longer than this moves on to the next model instead of waiting.
+MAX_RETRY_AFTER_S = 10.0
+# Non-retryable errors that say the model (its config) is broken rather than the request: they count as
+# breaker failures. Other non-retryable errors (bad request, content policy) are the request's fault.
+_MODEL_FAULTS = (AuthenticationError, PermissionDenied)
+
+
+@dataclass(slots=True)
+class _Queued:
+    candidate: Candidate
+    tries: int = 0  # attempts already made on this model
+    not_before: float = 0.0
+
+
+@dataclass(slots=True)
+class _Live:
+    """A running attempt."""
+
+    queued: _Queued
+    started: float
+    hedged: bool
+    stream: AsyncIterator[Chunk] | None = None
+    first: Chunk | None = None
+    first_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Winner:
+    """The attempt that produced a first token (or, unary without streaming, the whole answer)."""
+
+    live: _Live
+    completion: Completion | None = None
+
+
+@dataclass(slots=True)
+class _Busy:
+    """Time during which tiergate was waiting on upstreams (or backing off): not its own overhead."""
+
+    count: int = 0
+    since: float = 0.0
+    total_s: float = 0.0
+
+    def enter(self, now: float) -> None:
+        if self.count == 0:
+            self.since = now
+        self.count += 1
+
+    def leave(self, now: float) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.total_s += now - self.since
+
+
+@dataclass(slots=True)
+class Dispatcher:
+    """Shared by every request of one config: the providers, their breakers and live stats."""
+
+    providers: Mapping[str, Provider]
+    breakers: Mapping[str, CircuitBreaker]
+    stats: Mapping[str, ModelStats]
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+
+    def run(
+        self, plan: Plan, request: Request, decision: Decision, deadline: float | None, input_tokens: int = 0
+    ) -> Run:
+        return Run(self, plan, request, decision, deadline, input_tokens)
+
+
+@dataclass
+class Run:
+    """One request's dispatch. `deadline` is on the dispatcher's clock (None: unbounded)."""
+
+    dispatcher: Dispatcher
+    plan: Plan
+    request: Request
+    decision: Decision
+    deadline: float | None
+    input_tokens: int = 0  # the analysis' count: the estimate when a stream ends without usage
+    busy: _Busy = field(default_factory=_Busy)
+    _queue: deque[_Queued] = field(init=False)
+    _active: dict[asyncio.Task[Completion | Chunk], _Live] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._queue = deque(_Queued(c) for c in self.plan.candidates)
+        route = self.plan.route
+        total_s = route.total_ms / 1000 if route.total_ms else None
+        if total_s is not None:
+            own = self.dispatcher.clock() + total_s
+            self.deadline = own if self.deadline is None else min(self.deadline, own)
+
+    # -- the public entry points -------------------------------------------------------------------
+
+    async def complete(self) -> Completion:
+        """The whole answer. Falls back to the next candidate even after a first token."""
+        use_stream = self.plan.route.ttft_ms is not None or self.plan.route.hedge_after_ms is not None
+        while True:
+            winner = await self._race(use_stream)
+            if winner.completion is not None:
+                return self._succeed(winner.live, winner.completion)
+            parts: list[str] = []
+            try:
+                async for chunk in self._rest(winner.live):
+                    parts.append(chunk.text)
+                    if chunk.usage is not None or chunk.finish_reason is not None:
+                        return self._succeed(
+                            winner.live, Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop")
+                        )
+                # A stream that ends without its final event is a dropped stream.
+                raise _stream_ended()
+            except ProviderError as exc:
+                self._failed(winner.live, exc)
+            except asyncio.CancelledError:
+                self._end(winner.live, Outcome.CANCELLED, None)
+                raise
+            except DeadlineExceeded:
+                self._end(winner.live, Outcome.DEADLINE, None)
+                raise
+
+    async def stream(self) -> AsyncIterator[Chunk]:
+        """Chunks as they arrive; the last one carries usage and finish_reason."""
+        winner = await self._race(True)
+        live = winner.live
+        parts: list[str] = []
+        try:
+            async for chunk in self._rest(live):
+                parts.append(chunk.text)
+                if chunk.usage is not None or chunk.finish_reason is not None:
+                    done = self._succeed(live, Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"))
+                    yield Chunk(chunk.text, done.usage, done.finish_reason)
+                    return
+                yield chunk
+            raise _stream_ended()
+        except ProviderError as exc:
+            self._end(live, Outcome.PARTIAL, exc)
+            raise StreamInterrupted(
+                f"model {live.queued.candidate.name!r} failed after the answer had started ({exc.kind}: {exc}); "
+                "the stream is incomplete and was not restarted",
+                self.decision,
+            ) from None
+        except asyncio.CancelledError:
+            self._end(live, Outcome.CANCELLED, None)
+            raise
+        except DeadlineExceeded:
+            self._end(live, Outcome.DEADLINE, None)
+            raise
+
+    # -- racing attempts until one produces a first token ------------------------------------------------
+
+    async def _race(self, use_stream: bool) -> Winner:
+        route = self.plan.route
+        clock = self.dispatcher.clock
+        try:
+            while True:
+                now = clock()
+                if self.deadline is not None and now >= self.deadline:
+                    self._cancel_all(Outcome.DEADLINE)
+                    raise DeadlineExceeded(self._deadline_message(), self.decision)
+                if not self._active:
+                    if not self._queue:
+                        raise AllAttemptsFailed(self._failure_message(), self.decision)
+                    head = self._queue[0]
+                    if head.not_before > now:
+                        await self._backoff(head.not_before)
+                        continue
+                    self._start(self._queue.popleft(), use_stream, hedged=False)
+                    continue
+                wake = self._next_wake(now)
+                timeout = None if wake is None else max(wake - now, 0.0)
+                done, _ = await asyncio.wait(self._active, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    winner = self._settle(task)
+                    if winner is not None:
+                        self._cancel_all(Outcome.HEDGE_LOST)
+                        return winner
+                now = clock()
+                if route.ttft_ms is not None:
+                    for task, live in list(self._active.items()):
+                        if now - live.started >= route.ttft_ms / 1000:
+                            self._cancel(task, Outcome.TTFT_TIMEOUT)
+                if route.hedge_after_ms is not None and len(self._active) == 1 and self._queue:
+                    (live,) = self._active.values()
+                    if now - live.started >= route.hedge_after_ms / 1000 and self._queue[0].not_before <= now:
+                        self._start(self._queue.popleft(), use_stream, hedged=True)
+        except asyncio.CancelledError:
+            self._cancel_all(Outcome.CANCELLED)
+            raise
+
+    def _next_wake(self, now: float) -> float | None:
+        route = self.plan.route
+        wakes = [] if self.deadline is None else [self.deadline]
+        for live in self._active.values():
+            if route.ttft_ms is not None:
+                wakes.append(live.started + route.ttft_ms / 1000)
+        if route.hedge_after_ms is not None and len(self._active) == 1 and self._queue:
+            (live,) = self._active.values()
+            wakes.append(max(live.started + route.hedge_after_ms / 1000, self._queue[0].not_before))
+        return min(wakes) if wakes else None
+
+    def _start(self, queued: _Queued, use_stream: bool, *, hedged: bool) -> None:
+        name = queued.candidate.name
+        if not self.dispatcher.breakers[name].try_acquire():
+            self.decision.skipped.append(Skip(name, "circuit breaker open"))
+            return
+        provider = self.dispatcher.providers[name]
+        now = self.dispatcher.clock()
+        live = _Live(queued, now, hedged)
+        task: asyncio.Task[Completion | Chunk]
+        if use_stream:
+            live.stream = provider.stream(self.request)
+            task = asyncio.create_task(_first_chunk(live.stream))
+        else:
+            task = asyncio.create_task(provider.complete(self.request))
+        self._active[task] = live
+        self.busy.enter(now)
+
+    def _settle(self, task: asyncio.Task[Completion | Chunk]) -> Winner | None:
+        live = self._active.pop(task)
+        now = self.dispatcher.clock()
+        exc = task.exception()
+        if exc is None:
+            live.first_at = now
+            result = task.result()
+            if isinstance(result, Completion):
+                return Winner(live, result)
+            live.first = result
+            return Winner(live)
+        if isinstance(exc, ProviderError):
+            self._failed(live, exc)
+            return None
+        # Anything else is a bug in tiergate or a provider: end the attempt, then let it propagate.
+        self._end(live, Outcome.ERROR, None, note=f"internal: {type(exc).__name__}")
+        raise exc
+
+    def _failed(self, live: _Live, exc: ProviderError) -> None:
+        """Records a failed attempt and queues a retry of the same model when that makes sense."""
+        self._end(live, Outcome.ERROR, exc)
+        queued = live.queued
+        if not isinstance(exc, RetryableError) or queued.tries >= self.plan.route.retries:
+            return
+        delay = BACKOFF_BASE_S * (2**queued.tries) * self.dispatcher.jitter()
+        delay = min(delay, BACKOFF_CAP_S)
+        if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
+            delay = max(delay, exc.retry_after_s)
+            if self.deadline is None and exc.retry_after_s > MAX_RETRY_AFTER_S:
+                return
+        not_before = self.dispatcher.clock() + delay
+        if self.deadline is not None and not_before >= self.deadline:
+            return  # no time to wait for it: move on to the next model
+        queued.tries += 1
+        queued.not_before = not_before
+        self._queue.appendleft(queued)
+
+    def _cancel(self, task: asyncio.Task[Completion | Chunk], outcome: Outcome) -> None:
+        live = self._active.pop(task)
+        # The CancelledError is thrown into the provider's generator at its pending await on the task's next
+        # step, which unwinds it: the upstream HTTP stream is closed (the local generation stopped) right away.
+        task.cancel()
+        self._end(live, outcome, None)
+
+    def _cancel_all(self, outcome: Outcome) -> None:
+        for task in list(self._active):
+            self._cancel(task, outcome)
+
+    async def _backoff(self, until: float) -> None:
+        now = self.dispatcher.clock()
+        self.busy.enter(now)
+        try:
+            await asyncio.sleep(until - now)
+        finally:
+            self.busy.leave(self.dispatcher.clock())
+
+    # -- after the first token -----------------------------------------------------------------------
+
+    async def _rest(self, live: _Live) -> AsyncIterator[Chunk]:
+        """The winner's chunks: the first one, then the rest under the request's deadline."""
+        assert live.first is not None and live.stream is not None
+        stream = live.stream
+        try:
+            yield live.first
+            if live.first.usage is not None or live.first.finish_reason is not None:
+                return
+            while True:
+                try:
+                    if self.deadline is None:
+                        chunk = await anext(stream)
+                    else:
+                        async with asyncio.timeout_at(self._loop_deadline()):
+                            chunk = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise DeadlineExceeded(self._deadline_message(), self.decision) from None
+                yield chunk
+        finally:
+            await stream.aclose()
+
+    def _loop_deadline(self) -> float:
+        assert self.deadline is not None
+        # The dispatcher's clock may differ from the event loop's: translate the remaining time.
+        return asyncio.get_running_loop().time() + (self.deadline - self.dispatcher.clock())
+
+    # -- bookkeeping --------------------------------------------------------------------------------------
+
+    def _succeed(self, live: _Live, completion: Completion) -> Completion:
+        now = self.dispatcher.clock()
+        name = live.queued.candidate.name
+        model = live.queued.candidate.config
+        usage = completion.usage
+        if usage.input_tokens == 0 and usage.output_tokens == 0:
+            # The stream ended without usage: estimate it so cost and budgets still see the request.
+            usage.input_tokens = self.input_tokens
+            usage.output_tokens = count_tokens(completion.text, model.encoding)
+        usage.cost_usd = estimate_cost(model, usage.input_tokens, usage.output_tokens)
+        first_at = live.first_at or now
+        self._end(live, Outcome.OK, None, end=now)
+        self.dispatcher.stats[name].observe((first_at - live.started) * 1000, usage.output_tokens, (now - first_at) * 1000)
+        self.decision.served_by = name
+        self.decision.cost_usd = usage.cost_usd
+        return completion
+
+    def _end(self, live: _Live, outcome: Outcome, exc: ProviderError | None, *, note: str = "", end: float | None = None) -> None:
+        now = self.dispatcher.clock() if end is None else end
+        self.busy.leave(now)
+        name = live.queued.candidate.name
+        latency_ms = (now - live.started) * 1000
+        ttft_ms = (live.first_at - live.started) * 1000 if live.first_at else 0.0
+        breaker = self.dispatcher.breakers[name]
+        if outcome == Outcome.OK:
+            breaker.record(True, latency_ms)
+        elif outcome in (Outcome.TTFT_TIMEOUT, Outcome.PARTIAL) or isinstance(exc, RetryableError | _MODEL_FAULTS):
+            breaker.record(False, latency_ms)
+        else:
+            # Cancelled, lost a hedge, ran out of the request's time, or the request itself was at fault:
+            # nothing was learnt about the model's health.
+            breaker.release()
+        error = note or (f"{exc.kind}: {exc}" if exc is not None else "")
+        if outcome == Outcome.TTFT_TIMEOUT:
+            error = f"no first token within {self.plan.route.ttft_ms:g} ms"
+        self.decision.attempts.append(Attempt(name, outcome, ttft_ms, latency_ms, error[:300], live.hedged))
+
+    def _failure_message(self) -> str:
+        tried = [f"{a.model}: {a.outcome.value}" + (f" ({a.error})" if a.error else "") for a in self.decision.attempts]
+        tried += [f"{s.model}: skipped ({s.reason})" for s in self.decision.skipped]
+        return f"every candidate of route {self.plan.route_name!r} failed: " + ("; ".join(tried) or "no candidates")
+
+    def _deadline_message(self) -> str:
+        tried = ", ".join(f"{a.model}: {a.outcome.value}" for a in self.decision.attempts) or "nothing answered"
+        return f"the request's time budget ran out ({tried})"
+
+
+async def _first_chunk(stream: AsyncIterator[Chunk]) -> Chunk:
+    """Waits for the first chunk that carries text or ends the answer (the attempt's first token)."""
+    async for chunk in stream:
+        if chunk.text or chunk.usage is not None or chunk.finish_reason is not None:
+            return chunk
+    raise _stream_ended()
+
+
+def _stream_ended() -> ProviderError:
+    return ProviderConnectionError("the stream ended before its final event")

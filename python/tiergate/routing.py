@@ -1,0 +1,109 @@
+"""The policy engine: Request + Analysis + live state -> Plan (ordered attempts and their time limits).
+
+Filters, in order: sensitivity (restricted data only to on-device models; none left fails closed), context
+window, the request's cost limit. Ordering by the route's objective: `chain` (as configured), `cost` (token
+counts x price table) or `latency` (live TTFT and tokens/s, and the local model's queue). A request the rules
+call trivial goes to an on-device model of the route first. Circuit breakers are consulted by dispatch at the
+moment of each attempt, because asking for permission is what moves an OPEN breaker to HALF_OPEN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tiergate.analysis import Analysis
+from tiergate.config import Config, ModelConfig, RouteConfig
+from tiergate.errors import SensitiveDataBlocked, UnknownTask
+from tiergate.model_stats import ModelStats
+from tiergate.request import Request, Sensitivity, Skip
+
+# Output length assumed for cost and latency predictions when the request sets no max_output_tokens.
+EXPECTED_OUTPUT_TOKENS = 256
+
+
+@dataclass(slots=True)
+class Candidate:
+    name: str
+    config: ModelConfig
+    est_cost_usd: float
+    predicted_ms: float
+
+
+@dataclass(slots=True)
+class Plan:
+    route_name: str
+    route: RouteConfig
+    candidates: list[Candidate]
+    skipped: list[Skip] = field(default_factory=list)
+    reason: str = ""
+
+
+def estimate_cost(model: ModelConfig, input_tokens: int, output_tokens: int) -> float:
+    return (input_tokens * model.price.input_per_mtok + output_tokens * model.price.output_per_mtok) / 1e6
+
+
+class Router:
+    """Plans requests against one config. Rebuilt (cheaply) when the config is reloaded."""
+
+    def __init__(self, config: Config, stats: Mapping[str, ModelStats], queue_depth: Mapping[str, int]) -> None:
+        self._config = config
+        self._stats = stats
+        self._queue_depth = queue_depth  # live, owned by the on-device providers
+
+    def plan(self, request: Request, analysis: Analysis) -> Plan:
+        found = self._config.route(request.task)
+        if found is None:
+            raise UnknownTask(f"unknown task {request.task!r} and no `default` route (routes: {self._routes()})")
+        route_name, route = found
+        output_tokens = request.max_output_tokens or EXPECTED_OUTPUT_TOKENS
+        kept: list[Candidate] = []
+        skipped: list[Skip] = []
+        restricted = analysis.sensitivity >= Sensitivity.RESTRICTED
+        for name in route.chain:
+            model = self._config.models[name]
+            if restricted and not model.is_on_device:
+                skipped.append(Skip(name, "restricted data may not leave the device"))
+                continue
+            if analysis.input_tokens + (request.max_output_tokens or 1) > model.window:
+                skipped.append(Skip(name, f"prompt of {analysis.input_tokens} tokens exceeds its {model.window}-token window"))
+                continue
+            cost = estimate_cost(model, analysis.input_tokens, output_tokens)
+            if request.max_cost_usd > 0 and cost > request.max_cost_usd:
+                skipped.append(Skip(name, f"estimated ${cost:.6f} exceeds max_cost_usd ${request.max_cost_usd:.6f}"))
+                continue
+            stats = self._stats.get(name) or ModelStats()
+            predicted = stats.predict_ms(output_tokens, self._queue_depth.get(name, 0))
+            kept.append(Candidate(name, model, cost, predicted))
+        if restricted and not kept:
+            raise SensitiveDataBlocked(
+                "the request carries restricted data and no on-device model of route "
+                f"{route_name!r} can serve it; it was not forwarded"
+            )
+        reason = self._order(route, kept, analysis)
+        return Plan(route_name, route, kept, skipped, reason)
+
+    def _order(self, route: RouteConfig, candidates: list[Candidate], analysis: Analysis) -> str:
+        reasons = []
+        if route.objective == "cost":
+            candidates.sort(key=lambda c: c.est_cost_usd)  # stable: ties keep chain order
+            reasons.append("cheapest first")
+        elif route.objective == "latency":
+            candidates.sort(key=lambda c: c.predicted_ms)
+            reasons.append("fastest predicted first")
+        else:
+            reasons.append("chain order")
+        trivial = analysis.complexity == "trivial" or (
+            route.trivial_max_tokens is not None and analysis.input_tokens <= route.trivial_max_tokens
+        )
+        if trivial:
+            local = [c for c in candidates if c.config.is_on_device]
+            if local:
+                candidates[:] = local + [c for c in candidates if not c.config.is_on_device]
+                reasons.append("trivial request: on-device first")
+        if analysis.sensitivity >= Sensitivity.RESTRICTED:
+            reasons.append("restricted data: on-device only")
+        return "; ".join(reasons)
+
+    def _routes(self) -> str:
+        return ", ".join(sorted(self._config.routes))

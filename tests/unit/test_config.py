@@ -1,0 +1,136 @@
+"""config.py: strict parsing, errors that name the key, env: secrets, cross references, the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tiergate.config import ConfigError, default_config, load, parse, resolve
+
+ENV = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-ant-test"}
+
+
+def base() -> dict[str, Any]:
+    return {
+        "models": {
+            "local": {"provider": "llama_cpp", "path": "embedded"},
+            "mini": {"provider": "openai", "model": "gpt-5-mini", "api_key": "env:OPENAI_API_KEY"},
+        },
+        "routes": {"default": {"chain": ["local", "mini"]}},
+    }
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    data = base()
+    node = data
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (with_change("models.mini.bogus", 1), "models.mini.bogus: unknown key"),
+        (with_change("routes.default.chain", []), "routes.default.chain"),
+        (with_change("routes.default.ttft_ms", "fast"), "routes.default.ttft_ms"),
+        (with_change("routes.default.ttft_ms", -5), "routes.default.ttft_ms"),
+        (with_change("routes.default.objective", "vibes"), "routes.default.objective"),
+        (with_change("models.mini.provider", "cohere"), "models.mini.provider"),
+        (with_change("models.local.path", None), "needs `path`"),
+        (with_change("models.mini.model", None), "needs `model`"),
+        (with_change("breaker.failure_rate", 150), "breaker.failure_rate"),
+        (with_change("listen.grpcc", "x"), "listen.grpcc: unknown key"),
+        ({**base(), "rules": [{"id": "r", "regex": "a", "keywords": ["b"]}]}, "exactly one of"),
+        ({**base(), "extra_top": 1}, "extra_top: unknown key"),
+    ],
+)
+def test_parse_errors_name_the_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (with_change("routes.default.chain", ["local", "nope"]), "routes.default.chain[1]: unknown model 'nope'"),
+        (with_change("routes.default.chain", ["mini", "mini"]), "appears twice"),
+        (with_change("models.mini.api_key", "env:MISSING_KEY"), "MISSING_KEY is not set"),
+        (with_change("models.mini.api_key", None), "models.mini.api_key: missing"),
+        (
+            {**base(), "rules": [{"id": "a", "regex": "x"}, {"id": "a", "keywords": ["y"]}]},
+            "rules[1].id: duplicate rule id 'a'",
+        ),
+    ],
+)
+def test_resolve_errors_name_the_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(parse(data), ENV)
+    assert message in str(info.value)
+
+
+def test_env_secret_is_resolved_and_never_printed() -> None:
+    config = resolve(parse(base()), ENV)
+    key = config.models["mini"].api_key
+    assert key is not None and key.get_secret_value() == "sk-test-openai"
+    assert "sk-test-openai" not in repr(config)
+    assert "sk-test-openai" not in str(config.models["mini"])
+
+
+def test_missing_key_error_does_not_echo_other_secrets() -> None:
+    data = with_change("models.mini.api_key", "env:MISSING_KEY")
+    with pytest.raises(ConfigError) as info:
+        resolve(parse(data), ENV)
+    assert "sk-" not in str(info.value)
+
+
+def test_load_reads_yaml_and_reports_file(tmp_path: Path) -> None:
+    path = tmp_path / "tiergate.yaml"
+    path.write_text("models:\n  m: {provider: openai, model: x, api_key: k, colour: red}\nroutes: {default: {chain: [m]}}\n")
+    with pytest.raises(ConfigError) as info:
+        load(path, ENV)
+    assert str(path) in str(info.value) and "models.m.colour: unknown key" in str(info.value)
+
+
+def test_load_rejects_non_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(bad, ENV)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "absent.yaml", ENV)
+
+
+def test_architecture_example_parses(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "tiergate.yaml"
+    config = load(example, ENV)
+    assert config.routes["draft_reply"].hedge_after_ms == 800
+    assert config.routes["extract"].validate_ == "json_schema"
+    assert config.models["local"].is_on_device and not config.models["mini"].is_on_device
+
+
+@pytest.mark.parametrize(
+    ("env", "models"),
+    [
+        ({}, ["local"]),
+        ({"OPENAI_API_KEY": "k"}, ["local", "openai"]),
+        ({"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k2"}, ["local", "openai", "anthropic"]),
+    ],
+)
+def test_default_config_adds_hosted_providers_with_keys(env: dict[str, str], models: list[str]) -> None:
+    config = default_config(env)
+    assert list(config.models) == models
+    assert config.routes["default"].chain == models
+
+
+def test_route_lookup_falls_back_to_default() -> None:
+    config = resolve(parse(base()), ENV)
+    assert config.route("") == ("default", config.routes["default"])
+    assert config.route("unknown")[0] == "default"  # type: ignore[index]
+    no_default = resolve(parse(with_change("routes", {"only": {"chain": ["mini"]}})), ENV)
+    assert no_default.route("unknown") is None
