@@ -63,8 +63,8 @@ lint: setup ## ruff, mypy --strict, stubtest against the built extension, rustfm
 proto: $(STAMPS)/deps ## regenerate python/tiergate/v1 from proto/
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=python --pyi_out=python --grpc_python_out=python proto/tiergate/v1/tiergate.proto
 
-bench: setup ## run the benchmarks in benches/ (see benches/README.md)
-	$(PY) benches/run.py
+bench: setup ## run the benchmarks (BENCH="tokens rules" for some; see benches/README.md)
+	$(PY) benches/run.py $(BENCH)
 
 clean: ## remove build outputs (keeps .venv)
 	cargo clean
