@@ -60,9 +60,10 @@ class Request:
 
 @dataclass(slots=True)
 class Usage:
-    input_tokens: int = 0
+    input_tokens: int = 0  # every prompt token, cached ones included
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cached_input_tokens: int = 0  # the part of input_tokens read from the provider's prompt cache
 
 
 @dataclass(slots=True)

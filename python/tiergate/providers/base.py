@@ -25,7 +25,7 @@ provider's own error type/message only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from tiergate.request import Chunk, Completion, Request
@@ -128,8 +128,8 @@ class Provider(Protocol):
     """One configured model. `name` is the model's name in the config, not the upstream model id.
 
     `stream` yields text chunks as they arrive; the last chunk carries usage and finish_reason.
-    Cancelling the consuming task (or closing the iterator) must release the upstream at once: the HTTP
-    stream is closed, a local generation stops at its next token.
+    Cancelling the consuming task (or closing the generator: `aclose()`, `contextlib.aclosing`) must release
+    the upstream at once: the HTTP stream is closed, a local generation stops at its next token.
     """
 
     name: str
@@ -137,6 +137,6 @@ class Provider(Protocol):
 
     async def complete(self, request: Request) -> Completion: ...
 
-    def stream(self, request: Request) -> AsyncIterator[Chunk]: ...
+    def stream(self, request: Request) -> AsyncGenerator[Chunk, None]: ...
 
     async def aclose(self) -> None: ...

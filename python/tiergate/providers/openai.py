@@ -1,0 +1,283 @@
+"""OpenAI Chat Completions, and any server that speaks it (vLLM, llama.cpp server, Ollama, gateways).
+
+`POST {base_url}/chat/completions` with `Authorization: Bearer <key>`. Translation between tiergate's domain
+types and the wire format is pure (`build_body`, `parse_completion`, `StreamParser`) and tested without a
+network; `OpenAIProvider` only adds the HTTP exchange (`hosted_http`).
+
+The output limit goes out as `max_completion_tokens` (`MAX_TOKENS_FIELD`), OpenAI's current name, which its
+reasoning models require. Older OpenAI-compatible servers only know `max_tokens`: construct the provider with
+`max_tokens_field=LEGACY_MAX_TOKENS_FIELD` for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+import orjson
+
+from tiergate.config import DEFAULT_BASE_URLS, ModelConfig
+from tiergate.providers.base import BadRequest
+from tiergate.providers.hosted_http import HostedEndpoint
+from tiergate.providers.http_errors import ErrorMapper
+from tiergate.request import Chunk, Completion, Request, Usage
+
+MAX_TOKENS_FIELD = "max_completion_tokens"
+LEGACY_MAX_TOKENS_FIELD = "max_tokens"
+DONE_SENTINEL = "[DONE]"
+# response_format.json_schema.name must match this; a schema's `title` is used when it does.
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_SCHEMA_NAME = "response"
+
+
+def build_body(
+    request: Request,
+    *,
+    model: str,
+    default_max_tokens: int,
+    stream: bool,
+    max_tokens_field: str = MAX_TOKENS_FIELD,
+) -> dict[str, Any]:
+    """The JSON body of a chat completion request. Raises BadRequest if `json_schema` is not valid JSON."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        max_tokens_field: request.max_output_tokens or default_max_tokens,
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.json_schema:
+        body["response_format"] = response_format(request.json_schema)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def response_format(json_schema: str) -> dict[str, Any]:
+    """`response_format` for a JSON schema given as a JSON string.
+
+    `strict` is set only when the schema already meets OpenAI's strict-mode rules (every object closed with
+    `additionalProperties: false` and all its properties required): a strict request with any other schema
+    is rejected with a 400, while a non-strict one is followed on a best-effort basis.
+    """
+    try:
+        schema = orjson.loads(json_schema)
+    except orjson.JSONDecodeError:
+        raise BadRequest("json_schema is not valid JSON") from None
+    if not isinstance(schema, dict):
+        raise BadRequest("json_schema must be a JSON object")
+    title = schema.get("title")
+    name = title if isinstance(title, str) and _SCHEMA_NAME.match(title) else DEFAULT_SCHEMA_NAME
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": schema, "strict": is_strict_compatible(schema)},
+    }
+
+
+def is_strict_compatible(schema: Any) -> bool:
+    """True when every object in the schema is closed and requires all of its properties."""
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return False
+        required = schema.get("required", [])
+        if not isinstance(properties, dict) or not isinstance(required, list):
+            return False
+        if set(required) != set(properties):
+            return False
+    return all(is_strict_compatible(sub) for sub in _subschemas(schema))
+
+
+def _subschemas(schema: dict[str, Any]) -> list[Any]:
+    subs: list[Any] = []
+    for key in ("properties", "$defs", "definitions"):
+        value = schema.get(key)
+        if isinstance(value, dict):
+            subs.extend(value.values())
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+        value = schema.get(key)
+        if isinstance(value, list):
+            subs.extend(value)
+    for key in ("items", "additionalProperties", "not"):
+        value = schema.get(key)
+        if isinstance(value, dict):
+            subs.append(value)
+    return subs
+
+
+def parse_usage(data: Any) -> Usage:
+    """Usage from an OpenAI `usage` object (absent or null: zeros)."""
+    if not isinstance(data, dict):
+        return Usage()
+    details = data.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=_int(data.get("prompt_tokens")),
+        output_tokens=_int(data.get("completion_tokens")),
+        cached_input_tokens=_int(cached),
+    )
+
+
+def parse_completion(raw: bytes, errors: ErrorMapper) -> Completion:
+    """A Completion from a non-streamed response body."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.malformed("body is not JSON") from None
+    if not isinstance(data, dict):
+        raise errors.malformed("body is not a JSON object")
+    if data.get("error"):
+        raise errors.from_error_object(data["error"])
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise errors.malformed("no choices")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise errors.malformed("choice without a message")
+    content = message.get("content")
+    if content is None:
+        # A refusal comes as `refusal` text with null content.
+        content = message.get("refusal") or ""
+    if not isinstance(content, str):
+        raise errors.malformed("message content is not a string")
+    finish = choices[0].get("finish_reason")
+    return Completion(
+        text=content,
+        usage=parse_usage(data.get("usage")),
+        finish_reason=finish if isinstance(finish, str) else "stop",
+    )
+
+
+class StreamParser:
+    """Turns the data of each SSE event of a streamed completion into Chunks.
+
+    `feed` returns a text Chunk or None (nothing to pass on: a role-only delta, the usage event, the
+    `[DONE]` sentinel, after which `done` is True). `final` is the last Chunk, with usage and finish_reason:
+    usage arrives in its own event after the one carrying finish_reason, so both are held until the end.
+    """
+
+    __slots__ = ("_errors", "_finish_reason", "_usage", "done")
+
+    def __init__(self, errors: ErrorMapper) -> None:
+        self._errors = errors
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self.done = False
+
+    def feed(self, data: str) -> Chunk | None:
+        if data == DONE_SENTINEL:
+            self.done = True
+            return None
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise self._errors.malformed("stream event is not JSON") from None
+        if not isinstance(event, dict):
+            raise self._errors.malformed("stream event is not a JSON object")
+        if event.get("error"):
+            raise self._errors.from_error_object(event["error"])
+        usage = event.get("usage")
+        if usage:
+            self._usage = parse_usage(usage)
+        choices = event.get("choices")
+        if not choices:
+            return None
+        if not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise self._errors.malformed("stream event choices are not a list of objects")
+        choice = choices[0]
+        finish = choice.get("finish_reason")
+        if isinstance(finish, str):
+            self._finish_reason = finish
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else None
+        if text:
+            if not isinstance(text, str):
+                raise self._errors.malformed("delta content is not a string")
+            return Chunk(text=text)
+        return None
+
+    def final(self) -> Chunk:
+        """The closing Chunk: usage (zeros if the server sent none) and finish_reason."""
+        return Chunk(text="", usage=self._usage or Usage(), finish_reason=self._finish_reason or "stop")
+
+
+class OpenAIProvider:
+    """A model served over the OpenAI Chat Completions API.
+
+    Args:
+        name: the model's name in the config.
+        config: its resolved config (model id, base_url, api_key, headers, timeouts, max_output_tokens).
+        client: an httpx client to share; by default the provider owns a pooled HTTP/1.1 client.
+        max_tokens_field: `MAX_TOKENS_FIELD` or, for older compatible servers, `LEGACY_MAX_TOKENS_FIELD`.
+    """
+
+    on_device = False
+
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        client: httpx.AsyncClient | None = None,
+        *,
+        max_tokens_field: str = MAX_TOKENS_FIELD,
+    ) -> None:
+        if not config.model:
+            raise ValueError(f"model {name!r}: an OpenAI model needs `model`")
+        self.name = name
+        self._model = config.model
+        self._default_max_tokens = config.max_output_tokens
+        self._max_tokens_field = max_tokens_field
+        secret = config.api_key.get_secret_value() if config.api_key is not None else ""
+        self._errors = ErrorMapper(name, secret)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if secret:
+            headers["authorization"] = f"Bearer {secret}"
+        headers.update({k.lower(): v for k, v in config.headers.items()})
+        base_url = (config.base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/")
+        self._endpoint = HostedEndpoint(f"{base_url}/chat/completions", headers, config, self._errors, client)
+
+    def _body(self, request: Request, *, stream: bool) -> bytes:
+        return orjson.dumps(
+            build_body(
+                request,
+                model=self._model,
+                default_max_tokens=self._default_max_tokens,
+                stream=stream,
+                max_tokens_field=self._max_tokens_field,
+            )
+        )
+
+    async def complete(self, request: Request) -> Completion:
+        raw = await self._endpoint.post_json(self._body(request, stream=False))
+        return parse_completion(raw, self._errors)
+
+    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """Yields text chunks as they arrive; the last one carries usage and finish_reason.
+
+        Close the iterator when abandoning it early (`contextlib.aclosing`): that, or cancelling the task
+        awaiting it, closes the HTTP response and its connection at once.
+        """
+        body = self._body(request, stream=True)
+        parser = StreamParser(self._errors)
+        async with self._endpoint.open_sse(body) as events:
+            async for event in events:
+                chunk = parser.feed(event.data)
+                if chunk is not None:
+                    yield chunk
+                elif parser.done:
+                    await events.drain()
+                    yield parser.final()
+                    return
+        raise self._errors.stream_ended()
+
+    async def aclose(self) -> None:
+        await self._endpoint.aclose()
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
