@@ -5,7 +5,7 @@ microseconds releases the GIL; every class is thread-safe.
 """
 
 from collections.abc import Sequence
-from typing import Literal, final
+from typing import Literal, Self, TypeAlias, final
 
 __version__: str
 
@@ -15,7 +15,7 @@ __version__: str
 class ManualClock:
     """A clock that only moves when told to: for table-testing breakers and limits."""
 
-    def __init__(self, start_ms: float = 0.0) -> None: ...
+    def __new__(cls, start_ms: float = 0.0) -> Self: ...
     def now_ms(self) -> float: ...
     def advance(self, ms: float) -> None: ...
     def set(self, ms: float) -> None: ...
@@ -78,7 +78,7 @@ class RuleError(ValueError): ...
 
 # --- breaker ----------------------------------------------------------------------------------------------
 
-BreakerState = Literal["closed", "open", "half_open"]
+BreakerState: TypeAlias = Literal["closed", "open", "half_open"]
 
 @final
 class CircuitBreaker:
@@ -90,8 +90,8 @@ class CircuitBreaker:
     are recorded it closes, or opens again if the probes' rates reach a threshold.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         failure_rate: float = 50.0,
         slow_call_rate: float = 100.0,
@@ -101,7 +101,7 @@ class CircuitBreaker:
         open_ms: float = 30_000.0,
         half_open_calls: int = 2,
         clock: ManualClock | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def try_acquire(self) -> bool:
         """Asks for permission to call; in HALF_OPEN it takes one probe permit."""
     def record(self, success: bool, duration_ms: float) -> None:
@@ -121,7 +121,7 @@ class CircuitBreaker:
 class TokenBucket:
     """Token bucket: holds up to `capacity`, refills at `refill_per_sec`."""
 
-    def __init__(self, capacity: float, refill_per_sec: float, clock: ManualClock | None = None) -> None: ...
+    def __new__(cls, capacity: float, refill_per_sec: float, clock: ManualClock | None = None) -> Self: ...
     def try_take(self, amount: float = 1.0) -> bool: ...
     def available(self) -> float: ...
     def retry_after_ms(self, amount: float = 1.0) -> float:
@@ -134,9 +134,9 @@ class BudgetCounter:
     Reserve before the call, settle with the real amount after.
     """
 
-    def __init__(
-        self, limit: float, period: Literal["day", "month"] = "day", clock: ManualClock | None = None
-    ) -> None: ...
+    def __new__(
+        cls, limit: float, period: Literal["day", "month"] = "day", clock: ManualClock | None = None
+    ) -> Self: ...
     def try_reserve(self, amount: float) -> bool: ...
     def settle(self, reserved: float, actual: float) -> None: ...
     def spent(self) -> float: ...
