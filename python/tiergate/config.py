@@ -128,7 +128,7 @@ class BreakerConfig(_Strict):
     failure_rate: float = Field(50.0, gt=0, le=100)
     slow_call_rate: float = Field(100.0, gt=0, le=100)
     slow_call_ms: PositiveMs = 10_000
-    window: int = Field(20, ge=1)
+    window: int = Field(20, ge=1, le=1_000_000)
     min_calls: int = Field(5, ge=1)
     open_ms: PositiveMs = 30_000
     half_open_calls: int = Field(2, ge=1)

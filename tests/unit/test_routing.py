@@ -1,0 +1,150 @@
+"""routing.py: candidate filters and ordering, table-driven."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tiergate.analysis import Analysis
+from tiergate.config import parse, resolve
+from tiergate.errors import SensitiveDataBlocked, UnknownTask
+from tiergate.model_stats import ModelStats
+from tiergate.request import Message, Request, Sensitivity
+from tiergate.routing import Router
+
+MODELS: dict[str, Any] = {
+    "local": {"provider": "llama_cpp", "path": "embedded", "context_window": 2048},
+    "cheap": {
+        "provider": "openai",
+        "model": "c",
+        "api_key": "k",
+        "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
+    },
+    "pricey": {
+        "provider": "anthropic",
+        "model": "p",
+        "api_key": "k",
+        "price": {"input_per_mtok": 3, "output_per_mtok": 15},
+    },
+    "mid": {
+        "provider": "openai",
+        "model": "m",
+        "api_key": "k",
+        "price": {"input_per_mtok": 1, "output_per_mtok": 4},
+    },
+}
+
+
+def router(
+    routes: dict[str, Any], stats: dict[str, ModelStats] | None = None, queue: dict[str, int] | None = None
+) -> Router:
+    config = resolve(parse({"models": MODELS, "routes": routes}), {})
+    return Router(config, stats or {}, queue or {})
+
+
+def analysis(
+    tokens: int = 10, sensitivity: Sensitivity = Sensitivity.PUBLIC, complexity: str = ""
+) -> Analysis:
+    return Analysis(tokens, [], sensitivity, complexity, "")
+
+
+def req(task: str = "", max_output_tokens: int = 0, max_cost_usd: float = 0.0) -> Request:
+    return Request(
+        task, [Message("user", "hi")], max_output_tokens=max_output_tokens, max_cost_usd=max_cost_usd
+    )
+
+
+CHAIN = ["pricey", "local", "cheap", "mid"]
+
+
+@pytest.mark.parametrize(
+    ("route", "request_", "analysis_", "expected", "skipped"),
+    [
+        ({"chain": CHAIN}, req(), analysis(), ["pricey", "local", "cheap", "mid"], []),
+        ({"chain": CHAIN, "objective": "cost"}, req(), analysis(), ["local", "cheap", "mid", "pricey"], []),
+        # Restricted data: only on-device models, the rest are skipped with a reason.
+        (
+            {"chain": CHAIN},
+            req(),
+            analysis(sensitivity=Sensitivity.RESTRICTED),
+            ["local"],
+            ["pricey", "cheap", "mid"],
+        ),
+        # The prompt does not fit the local model's 2048-token window.
+        ({"chain": CHAIN}, req(), analysis(tokens=3000), ["pricey", "cheap", "mid"], ["local"]),
+        # Output tokens count against the window too.
+        (
+            {"chain": ["local", "cheap"]},
+            req(max_output_tokens=1000),
+            analysis(tokens=1500),
+            ["cheap"],
+            ["local"],
+        ),
+        # max_cost_usd: 10k input tokens cost $0.03 on pricey (plus output), $0.001 on cheap.
+        (
+            {"chain": ["pricey", "cheap"]},
+            req(max_cost_usd=0.01, max_output_tokens=100),
+            analysis(tokens=10_000),
+            ["cheap"],
+            ["pricey"],
+        ),
+        # Trivial requests go on-device first, when the route lists an on-device model.
+        ({"chain": CHAIN}, req(), analysis(complexity="trivial"), ["local", "pricey", "cheap", "mid"], []),
+        ({"chain": ["cheap", "mid"]}, req(), analysis(complexity="trivial"), ["cheap", "mid"], []),
+        # A short-prompt threshold on the route also counts as trivial.
+        (
+            {"chain": ["cheap", "local"], "trivial_max_tokens": 20},
+            req(),
+            analysis(tokens=12),
+            ["local", "cheap"],
+            [],
+        ),
+        (
+            {"chain": ["cheap", "local"], "trivial_max_tokens": 20},
+            req(),
+            analysis(tokens=21),
+            ["cheap", "local"],
+            [],
+        ),
+    ],
+)
+def test_plan_filters_and_orders(
+    route: dict[str, Any], request_: Request, analysis_: Analysis, expected: list[str], skipped: list[str]
+) -> None:
+    plan = router({"default": route}).plan(request_, analysis_)
+    assert [c.name for c in plan.candidates] == expected
+    assert [s.model for s in plan.skipped] == skipped
+    assert all(s.reason for s in plan.skipped)
+
+
+def test_latency_objective_uses_live_stats_and_queue_depth() -> None:
+    stats = {
+        "local": ModelStats(ttft_ms=20, tokens_per_s=200, samples=5),  # 270 ms for 50 tokens
+        "cheap": ModelStats(ttft_ms=400, tokens_per_s=100, samples=5),
+        "mid": ModelStats(ttft_ms=200, tokens_per_s=150, samples=5),
+    }
+    route = {"default": {"chain": ["cheap", "mid", "local"], "objective": "latency"}}
+    idle = router(route, stats).plan(req(max_output_tokens=50), analysis())
+    assert [c.name for c in idle.candidates] == ["local", "mid", "cheap"]
+    # Three jobs queued ahead of us on the local model make it the slowest choice.
+    busy = router(route, stats, {"local": 3}).plan(req(max_output_tokens=50), analysis())
+    assert [c.name for c in busy.candidates] == ["mid", "cheap", "local"]
+
+
+def test_restricted_without_on_device_model_fails_closed() -> None:
+    r = router({"default": {"chain": ["cheap", "pricey"]}})
+    with pytest.raises(SensitiveDataBlocked, match="not forwarded"):
+        r.plan(req(), analysis(sensitivity=Sensitivity.RESTRICTED))
+
+
+def test_unknown_task_without_default_route() -> None:
+    r = router({"classify": {"chain": ["cheap"]}})
+    assert r.plan(req("classify"), analysis()).route_name == "classify"
+    with pytest.raises(UnknownTask, match="classify"):
+        r.plan(req("summarise"), analysis())
+
+
+def test_unknown_task_uses_default_route() -> None:
+    r = router({"default": {"chain": ["cheap"]}, "classify": {"chain": ["mid"]}})
+    assert r.plan(req("summarise"), analysis()).route_name == "default"
