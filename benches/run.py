@@ -1,7 +1,7 @@
 """Runs the benchmarks in this folder, one process each, and leaves their Markdown in benches/results/.
 
-    python benches/run.py                 # every bench_*.py
-    python benches/run.py tokens rules    # only bench_tokens.py and bench_rules.py
+python benches/run.py                 # every bench_*.py
+python benches/run.py tokens rules    # only bench_tokens.py and bench_rules.py
 """
 
 from __future__ import annotations

@@ -8,7 +8,11 @@ from tiergate._native import Rule, RuleSet
 from tiergate.config import RuleConfig
 from tiergate.request import Request, Sensitivity
 
-_SENSITIVITY = {"public": Sensitivity.PUBLIC, "internal": Sensitivity.INTERNAL, "restricted": Sensitivity.RESTRICTED}
+_SENSITIVITY = {
+    "public": Sensitivity.PUBLIC,
+    "internal": Sensitivity.INTERNAL,
+    "restricted": Sensitivity.RESTRICTED,
+}
 _COMPLEXITY_RANK = {"trivial": 0, "moderate": 1, "complex": 2}
 
 
@@ -54,7 +58,9 @@ class Analyzer:
                 decided_by = "rules"
             rule_complexity = self._complexity.get(rule_id)
             # The most demanding complexity a rule names wins: one "complex" hit outweighs a greeting.
-            if rule_complexity and (not complexity or _COMPLEXITY_RANK[rule_complexity] > _COMPLEXITY_RANK[complexity]):
+            if rule_complexity and (
+                not complexity or _COMPLEXITY_RANK[rule_complexity] > _COMPLEXITY_RANK[complexity]
+            ):
                 complexity = rule_complexity
         if sensitivity == Sensitivity.UNSPECIFIED:
             sensitivity = Sensitivity.PUBLIC

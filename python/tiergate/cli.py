@@ -26,7 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
-    print(f"{args.file}: ok ({len(config.models)} models, {len(config.routes)} routes, {len(config.rules)} rules)")
+    print(
+        f"{args.file}: ok ({len(config.models)} models, {len(config.routes)} routes, "
+        f"{len(config.rules)} rules)"
+    )
     return 0
 
 

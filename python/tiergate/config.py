@@ -184,7 +184,9 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
     for name, model in config.models.items():
         if model.api_key is not None:
             models[name] = model.model_copy(
-                update={"api_key": SecretStr(_secret(model.api_key.get_secret_value(), env, f"models.{name}"))}
+                update={
+                    "api_key": SecretStr(_secret(model.api_key.get_secret_value(), env, f"models.{name}"))
+                }
             )
         elif model.provider != "llama_cpp":
             raise ConfigError(f"{source}: models.{name}.api_key: missing (use `env:NAME` to read it)")
@@ -204,7 +206,9 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
                 raise ConfigError(f"{source}: {key}: model {model_name!r} appears twice in the chain")
             seen.add(model_name)
         if route.classify_with is not None and route.classify_with not in models:
-            raise ConfigError(f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}")
+            raise ConfigError(
+                f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}"
+            )
     return config.model_copy(update={"models": models})
 
 

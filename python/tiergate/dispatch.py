@@ -23,10 +23,9 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from tiergate._native import CircuitBreaker
+from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.errors import AllAttemptsFailed, DeadlineExceeded, StreamInterrupted
 from tiergate.model_stats import ModelStats
-from tiergate._native import count_tokens
 from tiergate.providers.base import (
     AuthenticationError,
     PermissionDenied,
@@ -66,14 +65,6 @@ class _Live:
     stream: AsyncGenerator[Chunk, None] | None = None
     first: Chunk | None = None
     first_at: float = 0.0
-
-
-@dataclass(slots=True)
-class Winner:
-    """The attempt that produced a first token (or, unary without streaming, the whole answer)."""
-
-    live: _Live
-    completion: Completion | None = None
 
 
 @dataclass(slots=True)
@@ -123,7 +114,7 @@ class Run:
     input_tokens: int = 0  # the analysis' count: the estimate when a stream ends without usage
     busy: _Busy = field(default_factory=_Busy)
     _queue: deque[_Queued] = field(init=False)
-    _active: dict[asyncio.Task[Completion | Chunk], _Live] = field(init=False, default_factory=dict)
+    _active: dict[asyncio.Task[Chunk], _Live] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._queue = deque(_Queued(c) for c in self.plan.candidates)
@@ -137,40 +128,42 @@ class Run:
 
     async def complete(self) -> Completion:
         """The whole answer. Falls back to the next candidate even after a first token."""
-        use_stream = self.plan.route.ttft_ms is not None or self.plan.route.hedge_after_ms is not None
+        if self.plan.route.ttft_ms is None and self.plan.route.hedge_after_ms is None:
+            return await self._sequential()
         while True:
-            winner = await self._race(use_stream)
-            if winner.completion is not None:
-                return self._succeed(winner.live, winner.completion)
+            winner = await self._race()
             parts: list[str] = []
             try:
-                async for chunk in self._rest(winner.live):
+                async for chunk in self._rest(winner):
                     parts.append(chunk.text)
                     if chunk.usage is not None or chunk.finish_reason is not None:
                         return self._succeed(
-                            winner.live, Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop")
+                            winner,
+                            Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"),
                         )
                 # A stream that ends without its final event is a dropped stream.
                 raise _stream_ended()
             except ProviderError as exc:
-                self._failed(winner.live, exc)
+                self._failed(winner, exc)
             except asyncio.CancelledError:
-                self._end(winner.live, Outcome.CANCELLED, None)
+                self._end(winner, Outcome.CANCELLED, None)
                 raise
             except DeadlineExceeded:
-                self._end(winner.live, Outcome.DEADLINE, None)
+                self._end(winner, Outcome.DEADLINE, None)
                 raise
 
     async def stream(self) -> AsyncIterator[Chunk]:
         """Chunks as they arrive; the last one carries usage and finish_reason."""
-        winner = await self._race(True)
-        live = winner.live
+        live = await self._race()
         parts: list[str] = []
         try:
             async for chunk in self._rest(live):
                 parts.append(chunk.text)
                 if chunk.usage is not None or chunk.finish_reason is not None:
-                    done = self._succeed(live, Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"))
+                    done = self._succeed(
+                        live,
+                        Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"),
+                    )
                     yield Chunk(chunk.text, done.usage, done.finish_reason)
                     return
                 yield chunk
@@ -178,7 +171,8 @@ class Run:
         except ProviderError as exc:
             self._end(live, Outcome.PARTIAL, exc)
             raise StreamInterrupted(
-                f"model {live.queued.candidate.name!r} failed after the answer had started ({exc.kind}: {exc}); "
+                f"model {live.queued.candidate.name!r} failed after the answer had started "
+                f"({exc.kind}: {exc}); "
                 "the stream is incomplete and was not restarted",
                 self.decision,
             ) from None
@@ -189,9 +183,46 @@ class Run:
             self._end(live, Outcome.DEADLINE, None)
             raise
 
+    async def _sequential(self) -> Completion:
+        """No TTFT guardrail and no hedge: one whole-answer attempt at a time, awaited in this task.
+
+        The common case, so it pays for no extra task and no asyncio.wait per attempt.
+        """
+        clock = self.dispatcher.clock
+        while True:
+            now = clock()
+            if self.deadline is not None and now >= self.deadline:
+                raise DeadlineExceeded(self._deadline_message(), self.decision)
+            if not self._queue:
+                raise AllAttemptsFailed(self._failure_message(), self.decision)
+            if self._queue[0].not_before > now:
+                await self._backoff(self._queue[0].not_before)
+                continue
+            live = self._begin(self._queue.popleft(), hedged=False)
+            if live is None:
+                continue
+            provider = self.dispatcher.providers[live.queued.candidate.name]
+            try:
+                if self.deadline is None:
+                    completion = await provider.complete(self.request)
+                else:
+                    async with asyncio.timeout_at(self._loop_deadline()):
+                        completion = await provider.complete(self.request)
+            except ProviderError as exc:
+                self._failed(live, exc)
+                continue
+            except TimeoutError:
+                self._end(live, Outcome.DEADLINE, None)
+                raise DeadlineExceeded(self._deadline_message(), self.decision) from None
+            except asyncio.CancelledError:
+                self._end(live, Outcome.CANCELLED, None)
+                raise
+            live.first_at = clock()
+            return self._succeed(live, completion)
+
     # -- racing attempts until one produces a first token ------------------------------------------------
 
-    async def _race(self, use_stream: bool) -> Winner:
+    async def _race(self) -> _Live:
         route = self.plan.route
         clock = self.dispatcher.clock
         try:
@@ -207,11 +238,13 @@ class Run:
                     if head.not_before > now:
                         await self._backoff(head.not_before)
                         continue
-                    self._start(self._queue.popleft(), use_stream, hedged=False)
+                    self._start(self._queue.popleft(), hedged=False)
                     continue
                 wake = self._next_wake(now)
                 timeout = None if wake is None else max(wake - now, 0.0)
-                done, _ = await asyncio.wait(self._active, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    self._active, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done:
                     winner = self._settle(task)
                     if winner is not None:
@@ -225,7 +258,7 @@ class Run:
                 if route.hedge_after_ms is not None and len(self._active) == 1 and self._queue:
                     (live,) = self._active.values()
                     if now - live.started >= route.hedge_after_ms / 1000 and self._queue[0].not_before <= now:
-                        self._start(self._queue.popleft(), use_stream, hedged=True)
+                        self._start(self._queue.popleft(), hedged=True)
         except asyncio.CancelledError:
             self._cancel_all(Outcome.CANCELLED)
             raise
@@ -241,34 +274,31 @@ class Run:
             wakes.append(max(live.started + route.hedge_after_ms / 1000, self._queue[0].not_before))
         return min(wakes) if wakes else None
 
-    def _start(self, queued: _Queued, use_stream: bool, *, hedged: bool) -> None:
+    def _begin(self, queued: _Queued, *, hedged: bool) -> _Live | None:
+        """Asks the model's breaker for permission; an attempt that may start is counted as busy time."""
         name = queued.candidate.name
         if not self.dispatcher.breakers[name].try_acquire():
             self.decision.skipped.append(Skip(name, "circuit breaker open"))
-            return
-        provider = self.dispatcher.providers[name]
+            return None
         now = self.dispatcher.clock()
-        live = _Live(queued, now, hedged)
-        task: asyncio.Task[Completion | Chunk]
-        if use_stream:
-            live.stream = provider.stream(self.request)
-            task = asyncio.create_task(_first_chunk(live.stream))
-        else:
-            task = asyncio.create_task(provider.complete(self.request))
-        self._active[task] = live
         self.busy.enter(now)
+        return _Live(queued, now, hedged)
 
-    def _settle(self, task: asyncio.Task[Completion | Chunk]) -> Winner | None:
+    def _start(self, queued: _Queued, *, hedged: bool) -> None:
+        live = self._begin(queued, hedged=hedged)
+        if live is None:
+            return
+        live.stream = self.dispatcher.providers[queued.candidate.name].stream(self.request)
+        self._active[asyncio.create_task(_first_chunk(live.stream))] = live
+
+    def _settle(self, task: asyncio.Task[Chunk]) -> _Live | None:
+        """The winner if this attempt produced its first token; None (recorded) if it failed."""
         live = self._active.pop(task)
-        now = self.dispatcher.clock()
         exc = task.exception()
         if exc is None:
-            live.first_at = now
-            result = task.result()
-            if isinstance(result, Completion):
-                return Winner(live, result)
-            live.first = result
-            return Winner(live)
+            live.first_at = self.dispatcher.clock()
+            live.first = task.result()
+            return live
         if isinstance(exc, ProviderError):
             self._failed(live, exc)
             return None
@@ -295,10 +325,10 @@ class Run:
         queued.not_before = not_before
         self._queue.appendleft(queued)
 
-    def _cancel(self, task: asyncio.Task[Completion | Chunk], outcome: Outcome) -> None:
+    def _cancel(self, task: asyncio.Task[Chunk], outcome: Outcome) -> None:
         live = self._active.pop(task)
         # The CancelledError is thrown into the provider's generator at its pending await on the task's next
-        # step, which unwinds it: the upstream HTTP stream is closed (the local generation stopped) right away.
+        # step, which unwinds it: the upstream HTTP stream is closed (a local generation stopped) at once.
         task.cancel()
         self._end(live, outcome, None)
 
@@ -358,12 +388,22 @@ class Run:
         usage.cost_usd = estimate_cost(model, usage.input_tokens, usage.output_tokens)
         first_at = live.first_at or now
         self._end(live, Outcome.OK, None, end=now)
-        self.dispatcher.stats[name].observe((first_at - live.started) * 1000, usage.output_tokens, (now - first_at) * 1000)
+        self.dispatcher.stats[name].observe(
+            (first_at - live.started) * 1000, usage.output_tokens, (now - first_at) * 1000
+        )
         self.decision.served_by = name
         self.decision.cost_usd = usage.cost_usd
         return completion
 
-    def _end(self, live: _Live, outcome: Outcome, exc: ProviderError | None, *, note: str = "", end: float | None = None) -> None:
+    def _end(
+        self,
+        live: _Live,
+        outcome: Outcome,
+        exc: ProviderError | None,
+        *,
+        note: str = "",
+        end: float | None = None,
+    ) -> None:
         now = self.dispatcher.clock() if end is None else end
         self.busy.leave(now)
         name = live.queued.candidate.name
@@ -384,12 +424,19 @@ class Run:
         self.decision.attempts.append(Attempt(name, outcome, ttft_ms, latency_ms, error[:300], live.hedged))
 
     def _failure_message(self) -> str:
-        tried = [f"{a.model}: {a.outcome.value}" + (f" ({a.error})" if a.error else "") for a in self.decision.attempts]
+        tried = [
+            f"{a.model}: {a.outcome.value}" + (f" ({a.error})" if a.error else "")
+            for a in self.decision.attempts
+        ]
         tried += [f"{s.model}: skipped ({s.reason})" for s in self.decision.skipped]
-        return f"every candidate of route {self.plan.route_name!r} failed: " + ("; ".join(tried) or "no candidates")
+        return f"every candidate of route {self.plan.route_name!r} failed: " + (
+            "; ".join(tried) or "no candidates"
+        )
 
     def _deadline_message(self) -> str:
-        tried = ", ".join(f"{a.model}: {a.outcome.value}" for a in self.decision.attempts) or "nothing answered"
+        tried = (
+            ", ".join(f"{a.model}: {a.outcome.value}" for a in self.decision.attempts) or "nothing answered"
+        )
         return f"the request's time budget ran out ({tried})"
 
 

@@ -41,7 +41,11 @@ def ensure(directory: Path | None = None) -> Path:
     target_dir = directory or cache_dir()
     target = target_dir / str(package.MODEL_NAME)
     marker = target.with_suffix(".verified")
-    if target.exists() and marker.exists() and marker.read_text() == _fingerprint(target, package.EXPECTED_SHA256):
+    if (
+        target.exists()
+        and marker.exists()
+        and marker.read_text() == _fingerprint(target, package.EXPECTED_SHA256)
+    ):
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     if not target.exists() or _sha256(target) != package.EXPECTED_SHA256:

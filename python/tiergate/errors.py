@@ -11,8 +11,8 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     ├── AllAttemptsFailed       UNAVAILABLE          every candidate failed; the message lists each attempt
     └── StreamInterrupted       UNAVAILABLE          the serving model failed after text reached the client
 
-Provider-level failures (`providers.base.ProviderError`) never reach the client directly: dispatch records them
-as attempts and raises one of these. Every error carries the Decision made so far.
+Provider-level failures (`providers.base.ProviderError`) never reach the client directly: dispatch records
+them as attempts and raises one of these. Every error carries the Decision made so far.
 """
 
 from __future__ import annotations

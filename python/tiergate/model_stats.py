@@ -24,7 +24,9 @@ class ModelStats:
             self.ttft_ms += _ALPHA * (ttft_ms - self.ttft_ms)
         if output_tokens > 1 and generation_ms > 0:
             rate = (output_tokens - 1) * 1000.0 / generation_ms
-            self.tokens_per_s = rate if self.samples == 0 else self.tokens_per_s + _ALPHA * (rate - self.tokens_per_s)
+            self.tokens_per_s = (
+                rate if self.samples == 0 else self.tokens_per_s + _ALPHA * (rate - self.tokens_per_s)
+            )
         self.samples += 1
 
     def predict_ms(self, output_tokens: int, queued_ahead: int = 0) -> float:

@@ -17,10 +17,14 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
     size = 0
     for i, message in enumerate(request.messages):
         if message.role not in ROLES:
-            raise InvalidRequest(f"messages[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}")
+            raise InvalidRequest(
+                f"messages[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}"
+            )
         size += len(message.content)
     if size > limits.max_request_bytes:
-        raise InvalidRequest(f"the messages hold {size} characters, over the limit of {limits.max_request_bytes}")
+        raise InvalidRequest(
+            f"the messages hold {size} characters, over the limit of {limits.max_request_bytes}"
+        )
     if not any(m.content.strip() for m in request.messages):
         raise InvalidRequest("every message is empty")
     if request.max_output_tokens < 0 or request.max_output_tokens > limits.max_output_tokens:

@@ -46,7 +46,9 @@ def estimate_cost(model: ModelConfig, input_tokens: int, output_tokens: int) -> 
 class Router:
     """Plans requests against one config. Rebuilt (cheaply) when the config is reloaded."""
 
-    def __init__(self, config: Config, stats: Mapping[str, ModelStats], queue_depth: Mapping[str, int]) -> None:
+    def __init__(
+        self, config: Config, stats: Mapping[str, ModelStats], queue_depth: Mapping[str, int]
+    ) -> None:
         self._config = config
         self._stats = stats
         self._queue_depth = queue_depth  # live, owned by the on-device providers
@@ -54,7 +56,9 @@ class Router:
     def plan(self, request: Request, analysis: Analysis) -> Plan:
         found = self._config.route(request.task)
         if found is None:
-            raise UnknownTask(f"unknown task {request.task!r} and no `default` route (routes: {self._routes()})")
+            raise UnknownTask(
+                f"unknown task {request.task!r} and no `default` route (routes: {self._routes()})"
+            )
         route_name, route = found
         output_tokens = request.max_output_tokens or EXPECTED_OUTPUT_TOKENS
         kept: list[Candidate] = []
@@ -66,11 +70,18 @@ class Router:
                 skipped.append(Skip(name, "restricted data may not leave the device"))
                 continue
             if analysis.input_tokens + (request.max_output_tokens or 1) > model.window:
-                skipped.append(Skip(name, f"prompt of {analysis.input_tokens} tokens exceeds its {model.window}-token window"))
+                skipped.append(
+                    Skip(
+                        name,
+                        f"prompt of {analysis.input_tokens} tokens exceeds its {model.window}-token window",
+                    )
+                )
                 continue
             cost = estimate_cost(model, analysis.input_tokens, output_tokens)
             if request.max_cost_usd > 0 and cost > request.max_cost_usd:
-                skipped.append(Skip(name, f"estimated ${cost:.6f} exceeds max_cost_usd ${request.max_cost_usd:.6f}"))
+                skipped.append(
+                    Skip(name, f"estimated ${cost:.6f} exceeds max_cost_usd ${request.max_cost_usd:.6f}")
+                )
                 continue
             stats = self._stats.get(name) or ModelStats()
             predicted = stats.predict_ms(output_tokens, self._queue_depth.get(name, 0))

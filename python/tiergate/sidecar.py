@@ -103,7 +103,9 @@ class Sidecar:
             _finish(run, started)
         return Answer(completion, run.decision)
 
-    async def stream(self, request: Request, deadline: float | None = None) -> AsyncIterator[tuple[Chunk, Decision | None]]:
+    async def stream(
+        self, request: Request, deadline: float | None = None
+    ) -> AsyncIterator[tuple[Chunk, Decision | None]]:
         """Yields (chunk, None) as text arrives and (last chunk, decision) at the end."""
         started = time.monotonic()
         run, _ = self.prepare(request, deadline)
@@ -139,7 +141,9 @@ class Sidecar:
         if model:
             config = self.config.models.get(model)
             if config is None:
-                raise InvalidRequest(f"unknown model {model!r} (models: {', '.join(sorted(self.config.models))})")
+                raise InvalidRequest(
+                    f"unknown model {model!r} (models: {', '.join(sorted(self.config.models))})"
+                )
             provider = self.providers[model]
             own = getattr(provider, "count_tokens", None)
             if config.provider == "llama_cpp" and callable(own):

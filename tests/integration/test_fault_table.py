@@ -1,7 +1,8 @@
 """The fault table: every upstream failure mode, through the real gRPC servicer, against a loopback provider.
 
 Each row: the wire format of the primary, the fault it meets, the route's knobs, and what the client must see:
-the status code, the model that served, and every attempt (model, outcome) in order. The backup always answers.
+the status code, the model that served, and every attempt (model, outcome) in order. The backup always
+answers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""config.py: strict parsing, errors that name the key, env: secrets, cross references, the embedded default."""
+"""config.py: strict parsing, errors naming the key, env: secrets, cross references, the embedded default."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def test_parse_errors_name_the_key(data: dict[str, Any], message: str) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (with_change("routes.default.chain", ["local", "nope"]), "routes.default.chain[1]: unknown model 'nope'"),
+        (
+            with_change("routes.default.chain", ["local", "nope"]),
+            "routes.default.chain[1]: unknown model 'nope'",
+        ),
         (with_change("routes.default.chain", ["mini", "mini"]), "appears twice"),
         (with_change("models.mini.api_key", "env:MISSING_KEY"), "MISSING_KEY is not set"),
         (with_change("models.mini.api_key", None), "models.mini.api_key: missing"),
@@ -91,7 +94,10 @@ def test_missing_key_error_does_not_echo_other_secrets() -> None:
 
 def test_load_reads_yaml_and_reports_file(tmp_path: Path) -> None:
     path = tmp_path / "tiergate.yaml"
-    path.write_text("models:\n  m: {provider: openai, model: x, api_key: k, colour: red}\nroutes: {default: {chain: [m]}}\n")
+    path.write_text(
+        "models:\n  m: {provider: openai, model: x, api_key: k, colour: red}\n"
+        "routes: {default: {chain: [m]}}\n"
+    )
     with pytest.raises(ConfigError) as info:
         load(path, ENV)
     assert str(path) in str(info.value) and "models.m.colour: unknown key" in str(info.value)

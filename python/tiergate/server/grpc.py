@@ -23,7 +23,9 @@ def to_request(msg: pb.CompleteRequest, *, stream: bool) -> Request:
     return Request(
         task=msg.task,
         messages=[Message(m.role, m.content) for m in msg.messages],
-        sensitivity=Sensitivity(msg.sensitivity) if msg.sensitivity in _SENSITIVITIES else _bad_sensitivity(msg),
+        sensitivity=Sensitivity(msg.sensitivity)
+        if msg.sensitivity in _SENSITIVITIES
+        else _bad_sensitivity(msg),
         max_output_tokens=msg.max_output_tokens,
         temperature=msg.temperature if msg.HasField("temperature") else None,
         tenant=msg.tenant,
@@ -44,7 +46,9 @@ def _bad_sensitivity(msg: pb.CompleteRequest) -> Sensitivity:
 
 
 def to_usage(usage: Usage) -> pb.Usage:
-    return pb.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd)
+    return pb.Usage(
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd
+    )
 
 
 def to_decision(d: Decision) -> pb.Decision:
@@ -91,7 +95,9 @@ class TiergateServicer(pb_grpc.TiergateServicer):
     def __init__(self, sidecar: Sidecar) -> None:
         self._sidecar = sidecar
 
-    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
+    async def Complete(
+        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteResponse:
         try:
             answer = await self._sidecar.complete(to_request(request, stream=False), _deadline(context))
         except TiergateError as exc:
@@ -99,14 +105,19 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             raise  # unreachable: abort raises
         c = answer.completion
         return pb.CompleteResponse(
-            text=c.text, usage=to_usage(c.usage), decision=to_decision(answer.decision), finish_reason=c.finish_reason
+            text=c.text,
+            usage=to_usage(c.usage),
+            decision=to_decision(answer.decision),
+            finish_reason=c.finish_reason,
         )
 
     async def StreamComplete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CompleteChunk]:
         try:
-            async for chunk, decision in self._sidecar.stream(to_request(request, stream=True), _deadline(context)):
+            async for chunk, decision in self._sidecar.stream(
+                to_request(request, stream=True), _deadline(context)
+            ):
                 if decision is None:
                     yield pb.CompleteChunk(text=chunk.text)
                 else:

@@ -37,7 +37,11 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.grpc.rsplit(":", 1)[0]
-    print(f"tiergate: serving gRPC on {host}:{port} (models: {', '.join(config.models)})", file=sys.stderr, flush=True)
+    print(
+        f"tiergate: serving gRPC on {host}:{port} (models: {', '.join(config.models)})",
+        file=sys.stderr,
+        flush=True,
+    )
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
