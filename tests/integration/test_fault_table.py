@@ -7,6 +7,7 @@ answers.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,3 +328,18 @@ async def test_open_breaker_skips_the_model_without_calling_it() -> None:
             ("primary", "circuit breaker open")
         ]
         assert response.decision.served_by == "backup"
+
+
+async def test_client_cancel_of_a_unary_call_closes_the_upstream() -> None:
+    with FakeProvider() as fake:
+        fake.script("stall_first_byte", model="primary-model")
+        async with serve(config(fake, "openai", {})) as side:
+            request = pb.CompleteRequest(messages=[pb.Message(role="user", content="Say hello")])
+            call = side.stub.Complete(request, timeout=10)
+            await fake.until(lambda rs: len(rs) == 1, timeout=5)
+            call.cancel()
+            await fake.until(lambda rs: rs[0].client_closed_at is not None, timeout=5)
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        assert len(fake.requests) == 1  # cancelled, not retried or failed over
+        assert fake.requests[0].client_closed_at is not None
