@@ -35,17 +35,21 @@ def count_tokens(text: str, encoding: str = "o200k_base") -> int:
 
 @final
 class Rule:
-    """One rule: a regex pattern or a keyword list (exactly one of them)."""
+    """One rule: a regex pattern or a keyword list (exactly one of them).
 
-    def __init__(
-        self,
+    Raises:
+        RuleError: both or neither of `regex` and `keywords`, or an unknown validator.
+    """
+
+    def __new__(
+        cls,
         id: str,
         *,
         regex: str | None = None,
         keywords: Sequence[str] | None = None,
         case_insensitive: bool = False,
         validator: Literal["luhn", "iban"] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def id(self) -> str: ...
 
@@ -63,7 +67,7 @@ class RuleSet:
         RuleError: a rule's pattern does not compile (the message names the rule id), or a rule is malformed.
     """
 
-    def __init__(self, rules: Sequence[Rule]) -> None: ...
+    def __new__(cls, rules: Sequence[Rule]) -> Self: ...
     def __len__(self) -> int: ...
     @property
     def rule_ids(self) -> list[str]: ...
