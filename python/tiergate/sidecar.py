@@ -6,6 +6,7 @@ providers (one long-lived HTTP client each), the circuit breakers and the live p
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ class Sidecar:
             for provider in providers.values():
                 await provider.aclose()
             raise
+        # Load the tokenizers now: the first count per encoding builds its rank table (~0.1 s), which would
+        # otherwise land on the first request.
+        for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
+            await asyncio.to_thread(count_tokens, "warm up", encoding)
         return cls(config, providers)
 
     async def aclose(self) -> None:
