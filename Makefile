@@ -12,12 +12,21 @@ CONFIG ?=
 # llama.cpp builds with both cores; pip keeps the built wheel in its cache, so it compiles once per machine.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup run test test-rust test-python lint proto bench clean
+.PHONY: help setup redis-server run test test-rust test-python lint proto bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
+setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model redis-server ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
+
+redis-server: ## install redis-server (Debian package) if missing and we are root: the fleet-state tests run one
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing redis-server (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "==> redis-server is missing and cannot be installed here: the Redis tests will be skipped"; \
+	  fi; }
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)

@@ -16,11 +16,19 @@ def _load(path: str | None) -> Config:
 
 def _serve(args: argparse.Namespace) -> int:
     from tiergate.server.lifecycle import serve
+    from tiergate.telemetry import configure_logging
 
     config = _load(args.config)
     if args.grpc:
         config = config.model_copy(update={"listen": config.listen.model_copy(update={"grpc": args.grpc})})
-    asyncio.run(serve(config))
+    if args.http:
+        http = None if args.http == "off" else args.http
+        config = config.model_copy(update={"listen": config.listen.model_copy(update={"http": http})})
+    stop_logging = configure_logging()
+    try:
+        asyncio.run(serve(config, config_path=args.config))
+    finally:
+        stop_logging()
     return 0
 
 
@@ -48,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="run the sidecar")
     p.add_argument("--config", help="YAML config (default: the embedded default config)")
     p.add_argument("--grpc", help="override listen.grpc, e.g. 127.0.0.1:0")
+    p.add_argument("--http", help="override listen.http, e.g. 127.0.0.1:0 ('off': no HTTP listener)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check-config", help="validate a config file")

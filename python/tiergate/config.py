@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "env:"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 EMBEDDED = "embedded"
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
 # Default hosted models of the embedded config, used only when the provider's key is in the environment.
@@ -141,6 +150,11 @@ class BudgetConfig(_Strict):
     tokens_per_minute: float | None = Field(None, gt=0)
 
 
+class TelemetryConfig(_Strict):
+    decision_log: bool = True  # one JSON line per request on the `tiergate.decisions` logger
+    log_content: bool = False  # opt-in: also log prompt and answer text in decision records
+
+
 class LimitsConfig(_Strict):
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int = Field(256, ge=1)
@@ -156,6 +170,16 @@ class Config(_Strict):
     budgets: dict[str, BudgetConfig] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     state: str | None = None  # "redis://..." for fleet-wide budgets; default in-process
+    state_failure: Literal["open", "closed"] = "open"  # Redis unreachable: serve without limits, or refuse
+    state_timeout_ms: PositiveMs = 250  # per Redis operation, connecting included
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"{value!r} is not a redis:// (or rediss://, unix://) URL")
+        return value
 
     def route(self, task: str) -> tuple[str, RouteConfig] | None:
         """The route for a task: its own, else `default`, else None."""

@@ -385,7 +385,9 @@ class Run:
             # The stream ended without usage: estimate it so cost and budgets still see the request.
             usage.input_tokens = self.input_tokens
             usage.output_tokens = count_tokens(completion.text, model.encoding)
-        usage.cost_usd = estimate_cost(model, usage.input_tokens, usage.output_tokens)
+        usage.cost_usd = estimate_cost(
+            model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
+        )
         first_at = live.first_at or now
         self._end(live, Outcome.OK, None, end=now)
         self.dispatcher.stats[name].observe(

@@ -9,46 +9,63 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     ├── LimitExceeded           RESOURCE_EXHAUSTED   budget, rate limit, concurrency cap, local queue full
     ├── DeadlineExceeded        DEADLINE_EXCEEDED    the request's time budget ran out
     ├── AllAttemptsFailed       UNAVAILABLE          every candidate failed; the message lists each attempt
-    └── StreamInterrupted       UNAVAILABLE          the serving model failed after text reached the client
+    ├── StreamInterrupted       UNAVAILABLE          the serving model failed after text reached the client
+    └── StateUnavailable        UNAVAILABLE          the fleet state store (Redis) is unreachable and
+                                                     `state_failure: closed` says not to serve without it
 
 Provider-level failures (`providers.base.ProviderError`) never reach the client directly: dispatch records
-them as attempts and raises one of these. Every error carries the Decision made so far.
+them as attempts and raises one of these. Every error carries the Decision made so far, and a short stable
+`kind` for decision records and metrics.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from tiergate.request import Decision
 
 
 class TiergateError(Exception):
+    kind: ClassVar[str] = "internal"
+
     def __init__(self, message: str, decision: Decision | None = None) -> None:
         super().__init__(message)
         self.decision = decision
 
 
 class InvalidRequest(TiergateError):
-    pass
+    kind = "invalid_request"
 
 
 class UnknownTask(TiergateError):
-    pass
+    kind = "unknown_task"
 
 
 class SensitiveDataBlocked(TiergateError):
-    pass
+    kind = "sensitive_data_blocked"
 
 
 class LimitExceeded(TiergateError):
-    pass
+    """`limit` names what was exceeded, e.g. "usd_per_day" or "requests_per_minute"."""
+
+    kind = "limit_exceeded"
+
+    def __init__(self, message: str, decision: Decision | None = None, *, limit: str = "") -> None:
+        super().__init__(message, decision)
+        self.limit = limit
 
 
 class DeadlineExceeded(TiergateError):
-    pass
+    kind = "deadline_exceeded"
 
 
 class AllAttemptsFailed(TiergateError):
-    pass
+    kind = "all_attempts_failed"
 
 
 class StreamInterrupted(TiergateError):
-    pass
+    kind = "stream_interrupted"
+
+
+class StateUnavailable(TiergateError):
+    kind = "state_unavailable"

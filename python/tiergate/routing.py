@@ -39,8 +39,20 @@ class Plan:
     reason: str = ""
 
 
-def estimate_cost(model: ModelConfig, input_tokens: int, output_tokens: int) -> float:
-    return (input_tokens * model.price.input_per_mtok + output_tokens * model.price.output_per_mtok) / 1e6
+def estimate_cost(
+    model: ModelConfig, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0
+) -> float:
+    """USD from the price table. `input_tokens` includes the cached ones, which are priced at
+    `cached_input_per_mtok` when the model has one (else like any other input token)."""
+    price = model.price
+    if cached_input_tokens and price.cached_input_per_mtok is not None:
+        cached = min(cached_input_tokens, input_tokens)
+        return (
+            (input_tokens - cached) * price.input_per_mtok
+            + cached * price.cached_input_per_mtok
+            + output_tokens * price.output_per_mtok
+        ) / 1e6
+    return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
 
 
 class Router:

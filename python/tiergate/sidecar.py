@@ -1,14 +1,18 @@
 """The request path, assembled: analyse -> plan -> dispatch -> report, over one loaded config.
 
 `Sidecar` is what the gRPC server (and later the HTTP facade and the in-process Router) call. It owns the
-providers (one long-lived HTTP client each), the circuit breakers and the live per-model stats.
+providers (one long-lived HTTP client each), the circuit breakers, the live per-model stats and the tenant
+limits (`governance`). Every request, answered or failed, is handed to `Telemetry` once it is over.
+
+A config reload builds a new Sidecar from the running one (`Sidecar.start(config, previous=old)`): models
+whose config did not change keep their provider (and its connection pool), circuit breaker and stats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from tiergate._native import CircuitBreaker, count_tokens
@@ -16,12 +20,14 @@ from tiergate.analysis import Analysis, Analyzer
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.errors import InvalidRequest, TiergateError
+from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import Provider
 from tiergate.providers.factory import build_provider
 from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Router
+from tiergate.telemetry import Report, Telemetry
 
 
 @dataclass(slots=True)
@@ -33,12 +39,23 @@ class Answer:
 class Sidecar:
     """Everything one config needs to serve requests. Create with `await Sidecar.start(config)`."""
 
-    def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        providers: dict[str, Provider],
+        *,
+        telemetry: Telemetry | None = None,
+        previous: Sidecar | None = None,
+    ) -> None:
         self.config = config
         self.providers = providers
         b = config.breaker
-        self.breakers = {
-            name: CircuitBreaker(
+        kept = _unchanged_models(previous, config)
+        same_breakers = kept if previous is not None and previous.config.breaker == b else set()
+        self.breakers: dict[str, CircuitBreaker] = {
+            name: previous.breakers[name]
+            if name in same_breakers and previous is not None
+            else CircuitBreaker(
                 failure_rate=b.failure_rate,
                 slow_call_rate=b.slow_call_rate,
                 slow_call_ms=b.slow_call_ms,
@@ -49,32 +66,64 @@ class Sidecar:
             )
             for name in config.models
         }
-        self.stats = {name: ModelStats() for name in config.models}
+        self.stats: dict[str, ModelStats] = {
+            name: previous.stats[name] if name in kept and previous is not None else ModelStats()
+            for name in config.models
+        }
         self.queue_depth: dict[str, int] = {}
         self.analyzer = Analyzer(config.rules)
         self.router = Router(config, self.stats, self.queue_depth)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
+        self.telemetry = telemetry if telemetry is not None else Telemetry(config)
+        self.governor: Governor = build_governor(
+            config, previous.governor if previous is not None else None, self.telemetry.metrics.state_failure
+        )
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @classmethod
-    async def start(cls, config: Config) -> Sidecar:
-        """Builds every provider (loading local models now, so a bad model file fails at start)."""
+    async def start(
+        cls, config: Config, *, telemetry: Telemetry | None = None, previous: Sidecar | None = None
+    ) -> Sidecar:
+        """Builds every provider (loading local models now, so a bad model file fails at start).
+
+        With `previous` (a reload), models whose config is unchanged keep their provider, breaker and stats.
+        """
         providers: dict[str, Provider] = {}
+        built: list[Provider] = []
+        kept = _unchanged_models(previous, config)
         try:
             for name, model in config.models.items():
-                providers[name] = await build_provider(name, model)
+                if name in kept and previous is not None:
+                    providers[name] = previous.providers[name]
+                else:
+                    providers[name] = await build_provider(name, model)
+                    built.append(providers[name])
+            # Load the tokenizers now: the first count per encoding builds its rank table (~0.1 s), which
+            # would otherwise land on the first request.
+            for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
+                await asyncio.to_thread(count_tokens, "warm up", encoding)
+            # Compiles the rules, which may fail too (a pattern the regex engine rejects).
+            return cls(config, providers, telemetry=telemetry, previous=previous)
         except BaseException:
-            for provider in providers.values():
+            for provider in built:
                 await provider.aclose()
             raise
-        # Load the tokenizers now: the first count per encoding builds its rank table (~0.1 s), which would
-        # otherwise land on the first request.
-        for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
-            await asyncio.to_thread(count_tokens, "warm up", encoding)
-        return cls(config, providers)
 
-    async def aclose(self) -> None:
+    async def aclose(self, keep: Iterable[Provider] = ()) -> None:
+        """Closes the providers (except those in `keep`, which a successor took over) and the limits."""
+        kept = {id(p) for p in keep}
         for provider in self.providers.values():
-            await provider.aclose()
+            if id(provider) not in kept:
+                await provider.aclose()
+        await self.governor.aclose()
+
+    async def retire(self, successor: Sidecar) -> None:
+        """After a reload: waits for the requests still running on this config, then closes what the
+        successor does not use."""
+        await self._idle.wait()
+        await self.aclose(keep=successor.providers.values())
 
     # -- the request path ---------------------------------------------------------------------------------
 
@@ -101,31 +150,96 @@ class Sidecar:
 
     async def complete(self, request: Request, deadline: float | None = None) -> Answer:
         started = time.monotonic()
-        run, _ = self.prepare(request, deadline)
+        report = self._opened(request)
+        ticket: Ticket | None = None
         try:
-            completion = await run.complete()
+            run, analysis = self.prepare(request, deadline)
+            report.decision = run.decision
+            if self.governor.active:
+                run, ticket = await self._admit(run, analysis, deadline)
+            try:
+                completion = await run.complete()
+            finally:
+                _finish(run, started)
+            report.usage = completion.usage
+            if self.telemetry.log_content:
+                report.answer = completion.text
+            return Answer(completion, run.decision)
+        except BaseException as exc:
+            report.error = exc
+            raise
         finally:
-            _finish(run, started)
-        return Answer(completion, run.decision)
+            self._closed(report, started, ticket)
 
     async def stream(
         self, request: Request, deadline: float | None = None
     ) -> AsyncIterator[tuple[Chunk, Decision | None]]:
         """Yields (chunk, None) as text arrives and (last chunk, decision) at the end."""
         started = time.monotonic()
-        run, _ = self.prepare(request, deadline)
+        report = self._opened(request)
+        ticket: Ticket | None = None
         finished = False
+        parts: list[str] | None = [] if self.telemetry.log_content else None
         try:
-            async for chunk in run.stream():
-                if chunk.usage is not None:
+            run, analysis = self.prepare(request, deadline)
+            report.decision = run.decision
+            if self.governor.active:
+                run, ticket = await self._admit(run, analysis, deadline)
+            try:
+                async for chunk in run.stream():
+                    if parts is not None:
+                        parts.append(chunk.text)
+                    if chunk.usage is not None:
+                        _finish(run, started)
+                        finished = True
+                        report.usage = chunk.usage
+                        yield chunk, run.decision
+                        return
+                    yield chunk, None
+            finally:
+                if not finished:
                     _finish(run, started)
-                    finished = True
-                    yield chunk, run.decision
-                    return
-                yield chunk, None
+        except BaseException as exc:
+            # A consumer that stops reading after the last chunk has had the whole answer.
+            if not (finished and isinstance(exc, GeneratorExit)):
+                report.error = exc
+            raise
         finally:
-            if not finished:
-                _finish(run, started)
+            if parts is not None:
+                report.answer = "".join(parts)
+            self._closed(report, started, ticket)
+
+    # -- around each request: limits, in-flight count, the report ------------------------------------------
+
+    def _opened(self, request: Request) -> Report:
+        self._in_flight += 1
+        self._idle.clear()
+        return Report(request, time.time())
+
+    async def _admit(self, run: Run, analysis: Analysis, deadline: float | None) -> tuple[Run, Ticket | None]:
+        """Takes the tenant's limits; candidates over the budget left leave the plan (and a new Run)."""
+        candidates = len(run.plan.candidates)
+        ticket = await self.governor.admit(run.request, run.plan, run.decision, analysis.input_tokens)
+        if len(run.plan.candidates) != candidates:
+            run = self.dispatcher.run(run.plan, run.request, run.decision, deadline, analysis.input_tokens)
+        return run, ticket
+
+    def _closed(self, report: Report, started: float, ticket: Ticket | None) -> None:
+        error = report.error
+        if report.decision is None and isinstance(error, TiergateError):
+            report.decision = error.decision
+        if ticket is not None:
+            usage = report.usage
+            if usage is not None:
+                self.governor.settle(ticket, usage.cost_usd, usage.output_tokens)
+            else:
+                cost = report.decision.cost_usd if report.decision is not None else 0.0
+                self.governor.settle(ticket, cost, 0)
+        report.duration_s = time.monotonic() - started
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+        self.telemetry.report(report)
 
     def explain(self, request: Request) -> Decision:
         """The plan as a Decision, without calling any model."""
@@ -165,3 +279,10 @@ def _finish(run: Run, started: float) -> None:
     """Fills the overhead: wall time minus the time spent waiting on upstreams or backing off."""
     total_s = time.monotonic() - started
     run.decision.overhead_ms = max(total_s - run.busy.total_s, 0.0) * 1000
+
+
+def _unchanged_models(previous: Sidecar | None, config: Config) -> set[str]:
+    """The models a reload carries over (provider, stats; breaker too if the breaker config is the same)."""
+    if previous is None:
+        return set()
+    return {name for name, model in config.models.items() if previous.config.models.get(name) == model}

@@ -1,4 +1,8 @@
-"""Runs `tiergate serve` as a real subprocess for integration tests, on a free loopback port."""
+"""Runs `tiergate serve` as a real subprocess for integration tests, on free loopback ports.
+
+The sidecar's stderr (diagnostics) is kept in `log`; its stdout, the decision records, in `records` (one
+line each). `http_address` is where /metrics, /healthz and /readyz answer.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,26 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
 _SERVING = re.compile(r"serving gRPC on (\S+)")
+_SERVING_HTTP = re.compile(r"serving HTTP on (\S+)")
 
 
 class SidecarProcess:
-    def __init__(self, proc: subprocess.Popen[str], address: str, log: list[str]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[str],
+        address: str,
+        log: list[str],
+        *,
+        http_address: str = "",
+        records: list[str] | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.proc = proc
         self.address = address
         self.log = log
+        self.http_address = http_address
+        self.records = records if records is not None else []
+        self.config_path = config_path
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.TiergateStub(self.channel)
 
@@ -44,34 +61,54 @@ def run_sidecar(
     timeout_s: float = 60.0,
 ) -> Iterator[SidecarProcess]:
     """Starts the sidecar on `config` (None: the embedded default) and yields once it answers SERVING."""
-    args = [sys.executable, "-m", "tiergate.cli", "serve", "--grpc", "127.0.0.1:0"]
+    args = [sys.executable, "-m", "tiergate.cli", "serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+    path: Path | None = None
     if config is not None:
         path = tmp_path / "tiergate.yaml"
         path.write_text(yaml.safe_dump(dict(config)))
         args += ["--config", str(path)]
     proc_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=proc_env)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=proc_env)
     log: list[str] = []
+    records: list[str] = []
     address: list[str] = []
+    http_address: list[str] = []
     ready = threading.Event()
 
     def pump() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             log.append(line)
+            found_http = _SERVING_HTTP.search(line)
+            if found_http:
+                http_address.append(found_http.group(1))
             found = _SERVING.search(line)
             if found:
                 address.append(found.group(1))
                 ready.set()
         ready.set()
 
+    def pump_records() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            records.append(line)
+
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    record_reader = threading.Thread(target=pump_records, daemon=True)
+    record_reader.start()
     sidecar: SidecarProcess | None = None
     try:
         if not ready.wait(timeout_s) or not address:
             raise RuntimeError("the sidecar did not start:\n" + "".join(log))
-        sidecar = SidecarProcess(proc, address[0], log)
+        sidecar = SidecarProcess(
+            proc,
+            address[0],
+            log,
+            http_address=http_address[0] if http_address else "",
+            records=records,
+            config_path=path,
+        )
         deadline = time.monotonic() + timeout_s
         while sidecar.health() != health_pb2.HealthCheckResponse.SERVING:
             if time.monotonic() > deadline:
@@ -89,5 +126,8 @@ def run_sidecar(
                 proc.kill()
                 proc.wait()
         reader.join(timeout=5)
+        record_reader.join(timeout=5)
         if proc.stderr is not None:
             proc.stderr.close()
+        if proc.stdout is not None:
+            proc.stdout.close()

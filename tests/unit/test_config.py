@@ -140,3 +140,35 @@ def test_route_lookup_falls_back_to_default() -> None:
     assert config.route("unknown")[0] == "default"  # type: ignore[index]
     no_default = resolve(parse(with_change("routes", {"only": {"chain": ["mini"]}})), ENV)
     assert no_default.route("unknown") is None
+
+
+# -- observability and governance keys ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "value", "message"),
+    [
+        ("state", "http://cache:6379", "state: Value error, 'http://cache:6379' is not a redis://"),
+        ("state_failure", "maybe", "state_failure: Input should be 'open' or 'closed'"),
+        ("state_timeout_ms", 0, "state_timeout_ms: Input should be greater than 0"),
+        ("telemetry.bogus", True, "telemetry.bogus: unknown key"),
+        ("budgets.acme.usd_per_week", 1, "budgets.acme.usd_per_week: unknown key"),
+        ("budgets.acme.requests_per_minute", -1, "budgets.acme.requests_per_minute: Input should be greater"),
+        ("listen.http", 8080, "listen.http: Input should be a valid string"),
+    ],
+)
+def test_observability_and_governance_keys_are_strict(change: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(with_change(change, value))
+    assert message in str(caught.value)
+
+
+def test_observability_and_governance_defaults() -> None:
+    config = resolve(parse(base()), ENV)
+    assert config.listen.http == "127.0.0.1:8080"
+    assert (config.state, config.state_failure, config.state_timeout_ms) == (None, "open", 250)
+    assert config.telemetry.decision_log is True and config.telemetry.log_content is False
+    off = resolve(parse(with_change("listen.http", None)), ENV)
+    assert off.listen.http is None
+    fleet = resolve(parse(with_change("state", "redis://10.0.0.5:6379/2")), ENV)
+    assert fleet.state == "redis://10.0.0.5:6379/2"

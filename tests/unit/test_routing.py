@@ -148,3 +148,33 @@ def test_unknown_task_without_default_route() -> None:
 def test_unknown_task_uses_default_route() -> None:
     r = router({"default": {"chain": ["cheap"]}, "classify": {"chain": ["mid"]}})
     assert r.plan(req("summarise"), analysis()).route_name == "default"
+
+
+@pytest.mark.parametrize(
+    ("price", "tokens", "expected"),
+    [
+        # (input, output, cached) tokens; cached ones are part of the input.
+        ({"input_per_mtok": 1.0, "output_per_mtok": 2.0}, (1000, 100, 0), 0.0012),
+        # Without a cached price, cached tokens cost like any other input token.
+        ({"input_per_mtok": 1.0, "output_per_mtok": 2.0}, (1000, 100, 800), 0.0012),
+        (
+            {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "cached_input_per_mtok": 0.1},
+            (1000, 100, 800),
+            0.00048,
+        ),
+        # A provider reporting more cached than input tokens cannot make input cheaper than all-cached.
+        (
+            {"input_per_mtok": 1.0, "output_per_mtok": 0.0, "cached_input_per_mtok": 0.5},
+            (100, 0, 500),
+            0.00005,
+        ),
+    ],
+)
+def test_estimate_cost_prices_cached_input(
+    price: dict[str, float], tokens: tuple[int, int, int], expected: float
+) -> None:
+    from tiergate.config import ModelConfig
+    from tiergate.routing import estimate_cost
+
+    model = ModelConfig.model_validate({"provider": "openai", "model": "m", "api_key": "k", "price": price})
+    assert estimate_cost(model, *tokens) == pytest.approx(expected)

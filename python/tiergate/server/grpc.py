@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tiergate.errors import InvalidRequest, TiergateError
+from tiergate.reload import LiveSidecar
 from tiergate.request import Decision, Message, Request, Sensitivity, Usage
 from tiergate.server.status import status_of
 from tiergate.sidecar import Sidecar
@@ -92,8 +93,13 @@ async def _abort(context: grpc.aio.ServicerContext, exc: TiergateError) -> None:
 
 
 class TiergateServicer(pb_grpc.TiergateServicer):
-    def __init__(self, sidecar: Sidecar) -> None:
-        self._sidecar = sidecar
+    def __init__(self, sidecar: Sidecar | LiveSidecar) -> None:
+        self._live = sidecar if isinstance(sidecar, LiveSidecar) else LiveSidecar(sidecar)
+
+    @property
+    def _sidecar(self) -> Sidecar:
+        # Read once per request: a config reload swaps it, and a request keeps the one it started on.
+        return self._live.current
 
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext

@@ -14,6 +14,7 @@ STATUS: dict[type[errors.TiergateError], grpc.StatusCode] = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.AllAttemptsFailed: grpc.StatusCode.UNAVAILABLE,
     errors.StreamInterrupted: grpc.StatusCode.UNAVAILABLE,
+    errors.StateUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

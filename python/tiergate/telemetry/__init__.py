@@ -1,0 +1,109 @@
+"""What tiergate reports about each request, once it has answered: decision records and Prometheus metrics.
+
+`Sidecar` hands every finished request to `Telemetry.report` as a `Report`; the work (metrics, the JSON
+record) runs in a later turn of the event loop, after the response is on its way, so it never delays an
+answer. `records` writes the decision log, `metrics` keeps the Prometheus families. OpenTelemetry traces are
+not implemented yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from prometheus_client import CollectorRegistry
+
+from tiergate.config import Config
+from tiergate.errors import TiergateError
+from tiergate.request import Decision, Request, Usage
+from tiergate.telemetry.metrics import LiveView, Metrics
+from tiergate.telemetry.records import LOGGER_NAME, DecisionLog, LineWriter, secrets_of
+
+__all__ = ["LineWriter", "LiveView", "Metrics", "Report", "Telemetry", "configure_logging"]
+
+
+@dataclass(slots=True)
+class Report:
+    """One finished request: what was asked, decided and answered, or how it failed."""
+
+    request: Request
+    started_at: float  # wall clock (time.time()) when it arrived
+    duration_s: float = 0.0
+    decision: Decision | None = None  # None when it failed before it was planned
+    usage: Usage | None = None
+    answer: str | None = None  # kept only when the config opts in to logging content
+    error: BaseException | None = None
+
+    @property
+    def error_kind(self) -> str:
+        error = self.error
+        if error is None:
+            return "ok"
+        if isinstance(error, TiergateError):
+            return error.kind
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            return "cancelled"
+        return "internal"
+
+
+class Telemetry:
+    """The metrics registry and the decision log of one process; outlives config reloads."""
+
+    def __init__(self, config: Config | None = None, *, registry: CollectorRegistry | None = None) -> None:
+        self.metrics = Metrics(registry)
+        self.decisions = DecisionLog()
+        self.ready = False  # /readyz: the gRPC server is up and not draining
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Applies a (re)loaded config's telemetry settings."""
+        self.decisions.configure(
+            log_content=config.telemetry.log_content,
+            secrets=secrets_of(config),
+            enabled=config.telemetry.decision_log,
+        )
+
+    @property
+    def log_content(self) -> bool:
+        return self.decisions.log_content
+
+    def watch(self, view: Callable[[], LiveView | None]) -> None:
+        self.metrics.watch(view)
+
+    def report(self, report: Report) -> None:
+        """Schedules the report's metrics and record for the next turn of the loop (after the answer)."""
+        asyncio.get_running_loop().call_soon(self.emit, report)
+
+    def emit(self, report: Report) -> None:
+        self.metrics.observe(report)
+        self.decisions.emit(report)
+
+
+def configure_logging(records: TextIO | None = None, diagnostics: TextIO | None = None) -> Callable[[], None]:
+    """Decision records to `records` (stdout), one JSON line each; other tiergate logs to `diagnostics`.
+
+    Returns a function that writes what is still queued and stops the writer thread.
+    """
+    writer = LineWriter(records or sys.stdout)
+    decisions = logging.getLogger(LOGGER_NAME)
+    decisions.handlers = [writer]
+    decisions.setLevel(logging.INFO)
+    decisions.propagate = False
+    err = logging.StreamHandler(diagnostics or sys.stderr)
+    err.setFormatter(logging.Formatter("tiergate: %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tiergate")
+    root.handlers = [err]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+    def stop() -> None:
+        writer.close()
+        decisions.handlers = []
+        root.handlers = []
+
+    return stop
