@@ -36,7 +36,7 @@ $(STAMPS)/venv:
 $(STAMPS)/deps: pyproject.toml $(STAMPS)/venv
 	@echo "==> installing dependencies (a first llama-cpp-python build takes ~6 min; later runs use pip's wheel cache)"
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"]))' > $(STAMPS)/requirements.txt
+	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"] + p["optional-dependencies"]["otel"]))' > $(STAMPS)/requirements.txt
 	$(PIP) install --progress-bar off -r $(STAMPS)/requirements.txt
 	@touch $@
 

@@ -153,6 +153,8 @@ class BudgetConfig(_Strict):
 class TelemetryConfig(_Strict):
     decision_log: bool = True  # one JSON line per request on the `tiergate.decisions` logger
     log_content: bool = False  # opt-in: also log prompt and answer text in decision records
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (extra: otel)
+    service_name: str = Field("tiergate", min_length=1)  # the traces' service.name
 
 
 class LimitsConfig(_Strict):

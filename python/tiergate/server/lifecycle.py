@@ -108,4 +108,5 @@ async def serve(
         await live.current.aclose()
         if http is not None:
             await http.stop()
+        await telemetry.aclose()
         print("tiergate: stopped", file=sys.stderr, flush=True)

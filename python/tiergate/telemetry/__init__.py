@@ -1,9 +1,9 @@
 """What tiergate reports about each request, once it has answered: decision records and Prometheus metrics.
 
 `Sidecar` hands every finished request to `Telemetry.report` as a `Report`; the work (metrics, the JSON
-record) runs in a later turn of the event loop, after the response is on its way, so it never delays an
-answer. `records` writes the decision log, `metrics` keeps the Prometheus families. OpenTelemetry traces are
-not implemented yet.
+record, the trace span) runs in a later turn of the event loop, after the response is on its way, so it never
+delays an answer. `records` writes the decision log, `metrics` keeps the Prometheus families, `tracing`
+exports OTLP spans when an endpoint is configured (an optional extra).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from tiergate.errors import TiergateError
 from tiergate.request import Decision, Request, Usage
 from tiergate.telemetry.metrics import LiveView, Metrics
 from tiergate.telemetry.records import LOGGER_NAME, DecisionLog, LineWriter, secrets_of
+from tiergate.telemetry.tracing import Tracing
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LineWriter", "LiveView", "Metrics", "Report", "Telemetry", "configure_logging"]
 
@@ -57,16 +60,26 @@ class Telemetry:
         self.metrics = Metrics(registry)
         self.decisions = DecisionLog()
         self.ready = False  # /readyz: the gRPC server is up and not draining
+        self.tracing: Tracing | None = None
         if config is not None:
             self.configure(config)
 
     def configure(self, config: Config) -> None:
-        """Applies a (re)loaded config's telemetry settings."""
+        """Applies a (re)loaded config's telemetry settings.
+
+        Raises:
+            ValueError: an OTLP endpoint is configured but the `otel` extra is not installed.
+        """
         self.decisions.configure(
             log_content=config.telemetry.log_content,
             secrets=secrets_of(config),
             enabled=config.telemetry.decision_log,
         )
+        endpoint = config.telemetry.otlp_endpoint
+        if self.tracing is None and endpoint is not None:
+            self.tracing = Tracing(endpoint, config.telemetry.service_name)
+        elif (self.tracing.endpoint if self.tracing else None) != endpoint:
+            logger.warning("telemetry.otlp_endpoint changes need a restart; traces still go to the old one")
 
     @property
     def log_content(self) -> bool:
@@ -82,6 +95,13 @@ class Telemetry:
     def emit(self, report: Report) -> None:
         self.metrics.observe(report)
         self.decisions.emit(report)
+        if self.tracing is not None:
+            self.tracing.record(report)
+
+    async def aclose(self) -> None:
+        """Exports the spans still queued (the SDK blocks while it does: off the event loop)."""
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
 
 def configure_logging(records: TextIO | None = None, diagnostics: TextIO | None = None) -> Callable[[], None]:
