@@ -9,7 +9,7 @@ moment of each attempt, because asking for permission is what moves an OPEN brea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tiergate.analysis import Analysis
@@ -59,11 +59,11 @@ class Router:
     """Plans requests against one config. Rebuilt (cheaply) when the config is reloaded."""
 
     def __init__(
-        self, config: Config, stats: Mapping[str, ModelStats], queue_depth: Mapping[str, int]
+        self, config: Config, stats: Mapping[str, ModelStats], jobs_ahead: Callable[[str], int]
     ) -> None:
         self._config = config
         self._stats = stats
-        self._queue_depth = queue_depth  # live, owned by the on-device providers
+        self._jobs_ahead = jobs_ahead  # live: requests queued or running on a model (on-device models only)
 
     def plan(self, request: Request, analysis: Analysis) -> Plan:
         found = self._config.route(request.task)
@@ -96,7 +96,7 @@ class Router:
                 )
                 continue
             stats = self._stats.get(name) or ModelStats()
-            predicted = stats.predict_ms(output_tokens, self._queue_depth.get(name, 0))
+            predicted = stats.predict_ms(output_tokens, self._jobs_ahead(name))
             kept.append(Candidate(name, model, cost, predicted))
         if restricted and not kept:
             raise SensitiveDataBlocked(

@@ -70,9 +70,8 @@ class Sidecar:
             name: previous.stats[name] if name in kept and previous is not None else ModelStats()
             for name in config.models
         }
-        self.queue_depth: dict[str, int] = {}
         self.analyzer = Analyzer(config.rules)
-        self.router = Router(config, self.stats, self.queue_depth)
+        self.router = Router(config, self.stats, self.jobs_ahead)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
         self.telemetry = telemetry if telemetry is not None else Telemetry(config)
         self.governor: Governor = build_governor(
@@ -240,6 +239,11 @@ class Sidecar:
         if not self._in_flight:
             self._idle.set()
         self.telemetry.report(report)
+
+    def jobs_ahead(self, model: str) -> int:
+        """Requests queued or generating on a model: only on-device models have a queue to wait in."""
+        live_state = getattr(self.providers.get(model), "live_state", None)
+        return int(live_state().jobs_ahead) if live_state is not None else 0
 
     def explain(self, request: Request) -> Decision:
         """The plan as a Decision, without calling any model."""

@@ -39,7 +39,7 @@ MODELS: dict[str, Any] = {
 
 def planner() -> tuple[Router, Any]:
     config = resolve(parse({"models": MODELS, "routes": {"default": {"chain": ["cheap"]}}}), {})
-    return Router(config, {}, {}), config
+    return Router(config, {}, lambda _: 0), config
 
 
 def request(tenant: str = "acme") -> Request:

@@ -52,7 +52,7 @@ class Harness:
         self.config = config(budgets, chain)
         self.clock = ManualClock(0.0)
         self.governor = LocalGovernor(self.config.budgets, clock=self.clock)
-        self.router = Router(self.config, {}, {})
+        self.router = Router(self.config, {}, lambda _: 0)
 
     async def admit(self, tenant: str = "", input_tokens: int = 1000) -> tuple[Ticket | None, Plan, Decision]:
         request = Request("", [Message("user", "hi")], tenant=tenant)

@@ -40,7 +40,8 @@ def router(
     routes: dict[str, Any], stats: dict[str, ModelStats] | None = None, queue: dict[str, int] | None = None
 ) -> Router:
     config = resolve(parse({"models": MODELS, "routes": routes}), {})
-    return Router(config, stats or {}, queue or {})
+    depth = queue or {}
+    return Router(config, stats or {}, lambda name: depth.get(name, 0))
 
 
 def analysis(
