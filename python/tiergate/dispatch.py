@@ -37,6 +37,7 @@ from tiergate.providers.base import (
 )
 from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request, Skip, Usage
 from tiergate.routing import Candidate, Plan, estimate_cost
+from tiergate.validation import AnswerValidator
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 5.0
@@ -113,11 +114,14 @@ class Run:
     deadline: float | None
     input_tokens: int = 0  # the analysis' count: the estimate when a stream ends without usage
     busy: _Busy = field(default_factory=_Busy)
+    validator: AnswerValidator | None = field(init=False, default=None)
     _queue: deque[_Queued] = field(init=False)
     _active: dict[asyncio.Task[Chunk], _Live] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._queue = deque(_Queued(c) for c in self.plan.candidates)
+        if self.plan.route.validate_ == "json_schema":
+            self.validator = AnswerValidator(self.request.json_schema)
         route = self.plan.route
         total_s = route.total_ms / 1000 if route.total_ms else None
         if total_s is not None:
@@ -137,12 +141,16 @@ class Run:
                 async for chunk in self._rest(winner):
                     parts.append(chunk.text)
                     if chunk.usage is not None or chunk.finish_reason is not None:
-                        return self._succeed(
-                            winner,
-                            Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"),
+                        answer = Completion(
+                            "".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"
                         )
-                # A stream that ends without its final event is a dropped stream.
-                raise _stream_ended()
+                        accepted = self._accept(winner, answer)
+                        if accepted is None:
+                            break  # rejected by validation: escalate to the next candidate
+                        return accepted
+                else:
+                    # A stream that ends without its final event is a dropped stream.
+                    raise _stream_ended()
             except ProviderError as exc:
                 self._failed(winner, exc)
             except asyncio.CancelledError:
@@ -153,17 +161,24 @@ class Run:
                 raise
 
     async def stream(self) -> AsyncIterator[Chunk]:
-        """Chunks as they arrive; the last one carries usage and finish_reason."""
+        """Chunks as they arrive; the last one carries usage and finish_reason.
+
+        On a route that validates answers nothing can be forwarded before the whole answer passed validation:
+        the answer then arrives as one chunk.
+        """
+        if self.validator is not None:
+            answer = await self.complete()
+            yield Chunk(answer.text, answer.usage, answer.finish_reason)
+            return
         live = await self._race()
         parts: list[str] = []
         try:
             async for chunk in self._rest(live):
                 parts.append(chunk.text)
                 if chunk.usage is not None or chunk.finish_reason is not None:
-                    done = self._succeed(
-                        live,
-                        Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"),
-                    )
+                    done = Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop")
+                    self._price(live, done)
+                    self._succeed(live, done)
                     yield Chunk(chunk.text, done.usage, done.finish_reason)
                     return
                 yield chunk
@@ -218,7 +233,9 @@ class Run:
                 self._end(live, Outcome.CANCELLED, None)
                 raise
             live.first_at = clock()
-            return self._succeed(live, completion)
+            accepted = self._accept(live, completion)
+            if accepted is not None:
+                return accepted
 
     # -- racing attempts until one produces a first token ------------------------------------------------
 
@@ -376,9 +393,18 @@ class Run:
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 
-    def _succeed(self, live: _Live, completion: Completion) -> Completion:
-        now = self.dispatcher.clock()
-        name = live.queued.candidate.name
+    def _accept(self, live: _Live, completion: Completion) -> Completion | None:
+        """The answer, once it passed the route's validation; None (attempt recorded as rejected) if not."""
+        self._price(live, completion)
+        if self.validator is not None:
+            reason = self.validator.check(completion.text)
+            if reason is not None:
+                self._end(live, Outcome.REJECTED, None, note=reason)
+                return None
+        return self._succeed(live, completion)
+
+    def _price(self, live: _Live, completion: Completion) -> None:
+        """Prices an answer. Every answer is paid for, a rejected one too: all add to the request's cost."""
         model = live.queued.candidate.config
         usage = completion.usage
         if usage.input_tokens == 0 and usage.output_tokens == 0:
@@ -388,13 +414,18 @@ class Run:
         usage.cost_usd = estimate_cost(
             model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
         )
+        self.decision.cost_usd += usage.cost_usd
+
+    def _succeed(self, live: _Live, completion: Completion) -> Completion:
+        now = self.dispatcher.clock()
+        name = live.queued.candidate.name
+        usage = completion.usage
         first_at = live.first_at or now
         self._end(live, Outcome.OK, None, end=now)
         self.dispatcher.stats[name].observe(
             (first_at - live.started) * 1000, usage.output_tokens, (now - first_at) * 1000
         )
         self.decision.served_by = name
-        self.decision.cost_usd = usage.cost_usd
         return completion
 
     def _end(
@@ -412,7 +443,8 @@ class Run:
         latency_ms = (now - live.started) * 1000
         ttft_ms = (live.first_at - live.started) * 1000 if live.first_at else 0.0
         breaker = self.dispatcher.breakers[name]
-        if outcome == Outcome.OK:
+        if outcome in (Outcome.OK, Outcome.REJECTED):
+            # A rejected answer is still a healthy call: the model answered, just not well enough.
             breaker.record(True, latency_ms)
         elif outcome in (Outcome.TTFT_TIMEOUT, Outcome.PARTIAL) or isinstance(exc, _BREAKER_FAILURES):
             breaker.record(False, latency_ms)

@@ -7,6 +7,7 @@ import orjson
 from tiergate.config import LimitsConfig
 from tiergate.errors import InvalidRequest
 from tiergate.request import Request
+from tiergate.validation import check_schema
 
 ROLES = frozenset({"system", "user", "assistant"})
 
@@ -42,3 +43,4 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
             raise InvalidRequest(f"json_schema is not valid JSON: {exc}") from None
         if not isinstance(schema, dict):
             raise InvalidRequest("json_schema must be a JSON object")
+        check_schema(request.json_schema)

@@ -228,12 +228,10 @@ class Sidecar:
         if report.decision is None and isinstance(error, TiergateError):
             report.decision = error.decision
         if ticket is not None:
-            usage = report.usage
-            if usage is not None:
-                self.governor.settle(ticket, usage.cost_usd, usage.output_tokens)
-            else:
-                cost = report.decision.cost_usd if report.decision is not None else 0.0
-                self.governor.settle(ticket, cost, 0)
+            # The Decision's cost is every answer paid for, a cascade's rejected ones included.
+            cost = report.decision.cost_usd if report.decision is not None else 0.0
+            output_tokens = report.usage.output_tokens if report.usage is not None else 0
+            self.governor.settle(ticket, cost, output_tokens)
         report.duration_s = time.monotonic() - started
         self._in_flight -= 1
         if not self._in_flight:
