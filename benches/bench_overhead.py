@@ -567,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(config_path),
                     "--grpc",
                     "127.0.0.1:0",
+                    "--http",
+                    "off",
                 ],
                 r"serving gRPC on (\S+)",
             )

@@ -230,6 +230,8 @@ def profile(upstream_v1: str, requests: int, prof_out: str | None, tmp: Path) ->
         "serve",
         "--config",
         str(config_path),
+        "--http",
+        "off",
     ]
     with run_server("tiergate (cProfile)", argv, r"serving gRPC on (\S+)") as server:
         address = server.found.group(1)
@@ -327,7 +329,7 @@ def interleaved(
 def tiergate_argv(upstream: Server, tmp: Path) -> list[str]:
     config_path = tmp / "tiergate-compare.yaml"
     config_path.write_text(yaml.safe_dump(tiergate_config(upstream.found.group(1) + "/v1")))
-    return [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(config_path), "--grpc", "127.0.0.1:0"]
+    return [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(config_path), "--grpc", "127.0.0.1:0", "--http", "off"]
 
 
 def http_client_share(upstream: Server, tmp: Path, rounds: int = 8) -> list[str]:
