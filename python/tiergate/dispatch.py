@@ -24,10 +24,17 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from tiergate._native import CircuitBreaker, count_tokens
-from tiergate.errors import AllAttemptsFailed, DeadlineExceeded, StreamInterrupted
+from tiergate.errors import (
+    AllAttemptsFailed,
+    DeadlineExceeded,
+    LimitExceeded,
+    StreamInterrupted,
+    TiergateError,
+)
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import (
     AuthenticationError,
+    LocalQueueFull,
     PermissionDenied,
     Provider,
     ProviderConnectionError,
@@ -115,6 +122,7 @@ class Run:
     input_tokens: int = 0  # the analysis' count: the estimate when a stream ends without usage
     busy: _Busy = field(default_factory=_Busy)
     validator: AnswerValidator | None = field(init=False, default=None)
+    _queue_full: int = field(init=False, default=0)  # attempts refused by a full on-device queue
     _queue: deque[_Queued] = field(init=False)
     _active: dict[asyncio.Task[Chunk], _Live] = field(init=False, default_factory=dict)
 
@@ -209,7 +217,7 @@ class Run:
             if self.deadline is not None and now >= self.deadline:
                 raise DeadlineExceeded(self._deadline_message(), self.decision)
             if not self._queue:
-                raise AllAttemptsFailed(self._failure_message(), self.decision)
+                raise self._exhausted()
             if self._queue[0].not_before > now:
                 await self._backoff(self._queue[0].not_before)
                 continue
@@ -250,7 +258,7 @@ class Run:
                     raise DeadlineExceeded(self._deadline_message(), self.decision)
                 if not self._active:
                     if not self._queue:
-                        raise AllAttemptsFailed(self._failure_message(), self.decision)
+                        raise self._exhausted()
                     head = self._queue[0]
                     if head.not_before > now:
                         await self._backoff(head.not_before)
@@ -325,6 +333,8 @@ class Run:
 
     def _failed(self, live: _Live, exc: ProviderError) -> None:
         """Records a failed attempt and queues a retry of the same model when that makes sense."""
+        if isinstance(exc, LocalQueueFull):
+            self._queue_full += 1
         self._end(live, Outcome.ERROR, exc)
         queued = live.queued
         if not isinstance(exc, RetryableError) or queued.tries >= self.plan.route.retries:
@@ -456,6 +466,14 @@ class Run:
         if outcome == Outcome.TTFT_TIMEOUT:
             error = f"no first token within {self.plan.route.ttft_ms:g} ms"
         self.decision.attempts.append(Attempt(name, outcome, ttft_ms, latency_ms, error[:300], live.hedged))
+
+    def _exhausted(self) -> TiergateError:
+        """The error when no candidate is left: every one failed, or every one was a full local queue."""
+        if self._queue_full and self._queue_full == len(self.decision.attempts):
+            return LimitExceeded(
+                "the on-device model's queue is full and no other model may serve this request", self.decision
+            )
+        return AllAttemptsFailed(self._failure_message(), self.decision)
 
     def _failure_message(self) -> str:
         tried = [
