@@ -22,7 +22,8 @@ class Analysis:
     matched_rules: list[str]  # rule ids only; the matched text is never kept
     sensitivity: Sensitivity
     complexity: str  # "" when no rule decided
-    decided_by: str  # "client", "rules", or "" (nothing matched)
+    decided_by: str  # who set the sensitivity: "client", "rules", or "" (nothing matched)
+    complexity_by: str = ""  # who set the complexity: "rules", "model:NAME", or ""
 
 
 class Analyzer:
@@ -64,4 +65,4 @@ class Analyzer:
                 complexity = rule_complexity
         if sensitivity == Sensitivity.UNSPECIFIED:
             sensitivity = Sensitivity.PUBLIC
-        return Analysis(tokens, matched, sensitivity, complexity, decided_by)
+        return Analysis(tokens, matched, sensitivity, complexity, decided_by, "rules" if complexity else "")

@@ -128,7 +128,8 @@ class RouteConfig(_Strict):
     retries: int = Field(1, ge=0, le=10)  # extra tries of the same model on retryable errors
     validate_: Literal["json_schema"] | None = Field(None, alias="validate")
     trivial_max_tokens: int | None = Field(None, ge=1)  # short prompts count as trivial
-    classify_with: str | None = None
+    classify_with: str | None = None  # an on-device model that classifies what no rule decided
+    classify_ms: PositiveMs = 500  # its time budget; past it the request goes on unclassified
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -234,6 +235,11 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
         if route.classify_with is not None and route.classify_with not in models:
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}"
+            )
+        if route.classify_with is not None and not models[route.classify_with].is_on_device:
+            raise ConfigError(
+                f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is not an on-device "
+                "model (classifying would send every request's text to it)"
             )
     return config.model_copy(update={"models": models})
 

@@ -92,6 +92,7 @@ class Decision:
     task: str
     sensitivity: Sensitivity = Sensitivity.UNSPECIFIED
     complexity: str = ""
+    complexity_by: str = ""  # "rules", "model:NAME", or "" when nothing decided
     matched_rules: list[str] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)

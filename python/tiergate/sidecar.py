@@ -11,12 +11,14 @@ whose config did not change keep their provider (and its connection pool), circu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.analysis import Analysis, Analyzer
+from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.errors import InvalidRequest, TiergateError
@@ -127,14 +129,34 @@ class Sidecar:
     # -- the request path ---------------------------------------------------------------------------------
 
     def prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:
-        """Checks, analyses and plans a request; returns the Run that will dispatch it."""
+        """Checks, analyses (rules only) and plans a request; returns the Run that will dispatch it."""
         check_request(request, self.config.limits)
         analysis = self.analyzer.analyze(request)
+        return self._plan(request, analysis, deadline), analysis
+
+    async def _prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:
+        """`prepare`, then, where the route asks for it and no rule decided, the model's classification."""
+        run, analysis = self.prepare(request, deadline)
+        classifier = run.plan.route.classify_with
+        if classifier is None or analysis.complexity:
+            return run, analysis
+        complexity = await classify(self.providers[classifier], request, run.plan.route.classify_ms)
+        if complexity:
+            analysis = dataclasses.replace(
+                analysis, complexity=complexity, complexity_by=f"model:{classifier}"
+            )
+            run = self._plan(request, analysis, deadline)
+        else:
+            run.decision.complexity_by = f"model:{classifier} (no answer in time)"
+        return run, analysis
+
+    def _plan(self, request: Request, analysis: Analysis, deadline: float | None) -> Run:
         decision = Decision(
             route="",
             task=request.task,
             sensitivity=analysis.sensitivity,
             complexity=analysis.complexity,
+            complexity_by=analysis.complexity_by,
             matched_rules=analysis.matched_rules,
         )
         try:
@@ -145,14 +167,14 @@ class Sidecar:
         decision.route = plan.route_name
         decision.skipped.extend(plan.skipped)
         decision.reason = plan.reason
-        return self.dispatcher.run(plan, request, decision, deadline, analysis.input_tokens), analysis
+        return self.dispatcher.run(plan, request, decision, deadline, analysis.input_tokens)
 
     async def complete(self, request: Request, deadline: float | None = None) -> Answer:
         started = time.monotonic()
         report = self._opened(request)
         ticket: Ticket | None = None
         try:
-            run, analysis = self.prepare(request, deadline)
+            run, analysis = await self._prepare(request, deadline)
             report.decision = run.decision
             if self.governor.active:
                 run, ticket = await self._admit(run, analysis, deadline)
@@ -180,7 +202,7 @@ class Sidecar:
         finished = False
         parts: list[str] | None = [] if self.telemetry.log_content else None
         try:
-            run, analysis = self.prepare(request, deadline)
+            run, analysis = await self._prepare(request, deadline)
             report.decision = run.decision
             if self.governor.active:
                 run, ticket = await self._admit(run, analysis, deadline)

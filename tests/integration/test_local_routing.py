@@ -84,3 +84,25 @@ async def test_restricted_data_is_served_on_device_never_forwarded() -> None:
     d = response.decision
     assert d.served_by == "local" and d.sensitivity == pb.RESTRICTED and list(d.matched_rules) == ["email"]
     assert [s.model for s in d.skipped] == ["hosted"]
+
+
+async def test_the_local_model_classifies_what_no_rule_decided() -> None:
+    with FakeProvider() as fake:
+        async with serve(config(fake, ["hosted", "local"], classify_with="local", classify_ms=20000)) as side:
+            by_rule = await side.stub.Complete(ask("thanks a lot"), timeout=60)
+            by_model = await side.stub.Complete(ask("What is 2 + 2?"), timeout=60)
+    assert (by_rule.decision.complexity, by_rule.decision.complexity_by) == ("trivial", "rules")
+    assert by_model.decision.complexity_by == "model:local"
+    assert by_model.decision.complexity in ("trivial", "moderate", "complex")
+    # Whatever it decided, the route followed it: trivial goes on-device first, the rest keeps chain order.
+    expected = "local" if by_model.decision.complexity == "trivial" else "hosted"
+    assert by_model.decision.served_by == expected
+
+
+async def test_classification_out_of_time_goes_on_unclassified() -> None:
+    with FakeProvider() as fake:
+        async with serve(config(fake, ["hosted", "local"], classify_with="local", classify_ms=1)) as side:
+            response = await side.stub.Complete(ask("What is 2 + 2?"), timeout=60)
+    d = response.decision
+    assert (d.complexity, d.complexity_by) == ("", "model:local (no answer in time)")
+    assert d.served_by == "hosted"

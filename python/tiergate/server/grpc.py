@@ -73,6 +73,7 @@ def to_decision(d: Decision) -> pb.Decision:
         reason=d.reason,
         task=d.task,
         complexity=d.complexity,
+        complexity_by=d.complexity_by,
         skipped=[pb.Skipped(model=s.model, reason=s.reason) for s in d.skipped],
         cost_usd=d.cost_usd,
     )
