@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+
+from tests.fakes.provider_server import FakeProvider, RecordedRequest
 from tiergate.config import ModelConfig
 from tiergate.providers.anthropic import AnthropicProvider
 from tiergate.providers.base import (
@@ -36,8 +38,6 @@ from tiergate.providers.base import (
 )
 from tiergate.providers.openai import OpenAIProvider
 from tiergate.request import Chunk, Completion, Message, Request, Usage
-
-from tests.fakes.provider_server import FakeProvider, RecordedRequest
 
 KEY = "sk-test-integration-0123456789"
 PROMPT = [Message("system", "be brief"), Message("user", "hello there")]  # 4 words: the fake's token count

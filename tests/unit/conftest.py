@@ -13,13 +13,14 @@ import tiktoken.load
 
 # -- tiktoken, offline ------------------------------------------------------------------------------------
 #
-# tiktoken downloads its vocabularies on first use; tests have no network. tests/data holds OpenAI's public
-# vocab files (gzipped, as the bpe-openai crate ships them). They are unpacked into a cache directory laid
-# out as tiktoken's own cache: one file per blob URL, named by the SHA-1 of the URL that
-# tiktoken_ext/openai_public.py loads. tiktoken still checks each file against its expected SHA-256, so a
-# corrupted or outdated file fails loudly instead of silently changing the reference counts.
+# tiktoken downloads its vocabularies on first use; tests have no network. rust/core/data holds OpenAI's
+# public vocab files, gzipped: the very files the extension embeds, so parity with tiktoken also checks what
+# is embedded. They are unpacked into a cache directory laid out as tiktoken's own cache: one file per blob
+# URL, named by the SHA-1 of the URL that tiktoken_ext/openai_public.py loads. tiktoken still checks each
+# file against its expected SHA-256, so a corrupted or outdated file fails loudly instead of silently
+# changing the reference counts.
 
-TIKTOKEN_DATA = Path(__file__).resolve().parent.parent / "data"
+TIKTOKEN_DATA = Path(__file__).resolve().parents[2] / "rust" / "core" / "data"
 TIKTOKEN_BLOBS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
@@ -35,7 +36,7 @@ def tiktoken_encodings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(blob)
 
     def no_download(blobpath: str) -> bytes:
-        raise RuntimeError(f"tiktoken tried to download {blobpath}: the offline cache in tests/data lacks it")
+        raise RuntimeError(f"tiktoken tried to download {blobpath}: {TIKTOKEN_DATA} lacks it")
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TIKTOKEN_CACHE_DIR", str(cache))

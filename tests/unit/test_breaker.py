@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from tiergate._native import CircuitBreaker, ManualClock
 
 # -- a tiny step language: each scenario is a list of calls and what they must return or leave behind --------

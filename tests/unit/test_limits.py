@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tiergate._native import BudgetCounter, ManualClock, TokenBucket
 
 INF = math.inf

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
+
 from tiergate.config import ModelConfig
 from tiergate.providers.base import (
     AuthenticationError,
