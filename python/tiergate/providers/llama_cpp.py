@@ -172,8 +172,15 @@ def _load(path: Path, *, n_ctx: int, threads: int) -> llama_cpp.Llama:
         raise LocalModelError(f"{path} is not a GGUF model file")
     try:
         # verbose=False keeps llama.cpp's load log off stdout.
+        # swa_full=False: sliding-window layers (Gemma 3 has them) keep only their window in the KV cache
+        # instead of the whole context: ~100 MB less RSS for the embedded model at 8192 tokens.
         return llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            swa_full=False,
+            verbose=False,
         )
     except ValueError as exc:  # llama-cpp-python's report of any load failure (truncated, unsupported, ...)
         raise LocalModelError(f"llama.cpp cannot load {path}, corrupt or unsupported: {exc}") from exc
