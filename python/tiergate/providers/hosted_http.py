@@ -2,9 +2,9 @@
 
 Every failure leaves this module already mapped by `http_errors.ErrorMapper`; nothing here knows a provider's
 wire format. Both calls hold the response inside `async with client.stream(...)`, so a cancelled task or a
-closed stream closes the response at once. httpcore returns a connection to the pool only when the response
-was read to its end; a response closed early closes its connection, which is how the upstream learns that
-we gave up on it.
+closed stream closes the response at once. `FastTransport` returns a connection to the pool only when the
+response was read to its end; a response closed early closes its connection, which is how the upstream learns
+that we gave up on it.
 
 Timeouts: `connect_timeout_ms` for connecting; `request_timeout_ms` for each read, write and pool wait, and
 for the whole of a `post_json` call. A stream has no total limit here (it may rightly run long): the
@@ -21,6 +21,7 @@ import httpx
 
 from tiergate.config import ModelConfig
 from tiergate.providers.base import ProviderError
+from tiergate.providers.fast_transport import FastTransport
 from tiergate.providers.http_errors import MAX_ERROR_BODY_BYTES, ErrorMapper
 from tiergate.providers.sse import SSEDecoder, SSEEvent
 
@@ -40,18 +41,13 @@ def timeouts(config: ModelConfig) -> httpx.Timeout:
 
 
 def new_client(config: ModelConfig) -> httpx.AsyncClient:
-    """A long-lived HTTP/1.1 client with keep-alive pooling, for one provider."""
-    return httpx.AsyncClient(
-        timeout=timeouts(config),
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS,
-            max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-            keepalive_expiry=KEEPALIVE_EXPIRY_S,
-        ),
-        http1=True,
-        http2=False,
-        follow_redirects=False,
+    """A long-lived HTTP/1.1 client with keep-alive pooling, for one provider (over `FastTransport`)."""
+    transport = FastTransport(
+        max_connections=MAX_CONNECTIONS,
+        max_idle_per_host=MAX_KEEPALIVE_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
     )
+    return httpx.AsyncClient(transport=transport, timeout=timeouts(config), follow_redirects=False)
 
 
 class EventStream:
