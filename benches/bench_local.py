@@ -169,8 +169,14 @@ async def main() -> None:
     config = ModelConfig(provider="llama_cpp", path=args.model, context_window=N_CTX, threads=threads)
     provider = LlamaCppProvider("bench", config)
     path = embedded_model.ensure() if args.model == "embedded" else Path(args.model)
+    # The same engine settings as the provider (swa_full=False: see providers/llama_cpp.py).
     llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads, verbose=False
+        model_path=str(path),
+        n_ctx=N_CTX,
+        n_threads=threads,
+        n_threads_batch=threads,
+        swa_full=False,
+        verbose=False,
     )
     penalty = InstructionFormat.repeat_penalty
     load_before = os.getloadavg()[0]
