@@ -7,7 +7,7 @@ German, Russian, Chinese, Japanese, Arabic and emoji (about a tenth). They are d
 with a fixed seed, so every run measures the same bytes. Counts are checked equal before anything is timed.
 Each figure is the median over REPEATS runs of a timed loop (after a warm-up) of one call per iteration,
 divided by the iterations; throughput is UTF-8 bytes per second. tiktoken's vocabularies are read from
-tests/data (no network), as in the tests. Results go to benches/results/bench_tokens.md and are printed.
+rust/core/data (no network), as in the tests. Results go to benches/results/bench_tokens.md and are printed.
 """
 
 # The fragments are deliberately multilingual: look-alike characters are the point, not typos.
@@ -85,8 +85,8 @@ def realistic_text(size: int) -> str:
 
 
 def offline_tiktoken(cache: Path) -> dict[str, tiktoken.Encoding]:
-    """tiktoken's encodings, read from tests/data through its cache layout (as tests/unit/conftest.py)."""
-    data = harness.ROOT / "tests" / "data"
+    """tiktoken's encodings, read from rust/core/data through its cache layout (as tests/unit/conftest.py)."""
+    data = harness.ROOT / "rust" / "core" / "data"
     for name in ENCODINGS:
         url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
         blob = gzip.decompress((data / f"{name}.tiktoken.gz").read_bytes())
