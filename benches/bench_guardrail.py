@@ -174,7 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config(fake, t_ms, window)
         path = Path(tmp) / "tiergate.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        argv_t = [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(path), "--grpc", "127.0.0.1:0", "--http", "off"]
+        argv_t = [
+            PYTHON,
+            "-m",
+            "tiergate.cli",
+            "serve",
+            "--config",
+            str(path),
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+        ]
         with run_server("tiergate", argv_t, r"serving gRPC on (\S+)") as server:
             address = server.found.group(1)
             for label, concurrency, n, stagger_s in levels:

@@ -329,7 +329,18 @@ def interleaved(
 def tiergate_argv(upstream: Server, tmp: Path) -> list[str]:
     config_path = tmp / "tiergate-compare.yaml"
     config_path.write_text(yaml.safe_dump(tiergate_config(upstream.found.group(1) + "/v1")))
-    return [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(config_path), "--grpc", "127.0.0.1:0", "--http", "off"]
+    return [
+        PYTHON,
+        "-m",
+        "tiergate.cli",
+        "serve",
+        "--config",
+        str(config_path),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "off",
+    ]
 
 
 def http_client_share(upstream: Server, tmp: Path, rounds: int = 8) -> list[str]:
