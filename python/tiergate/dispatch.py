@@ -313,7 +313,11 @@ class Run:
         live = self._begin(queued, hedged=hedged)
         if live is None:
             return
-        live.stream = self.dispatcher.providers[queued.candidate.name].stream(self.request)
+        try:
+            live.stream = self.dispatcher.providers[queued.candidate.name].stream(self.request)
+        except ProviderError as exc:  # a provider may refuse the request before opening anything
+            self._failed(live, exc)
+            return
         self._active[asyncio.create_task(_first_chunk(live.stream))] = live
 
     def _settle(self, task: asyncio.Task[Chunk]) -> _Live | None:

@@ -211,24 +211,9 @@ class AnthropicProvider:
         raw = await self._endpoint.post_json(self._body(request, stream=False))
         return parse_completion(raw, self._errors)
 
-    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
-        """Yields text chunks as they arrive; the last one carries usage and finish_reason.
-
-        Close the iterator when abandoning it early (`contextlib.aclosing`): that, or cancelling the task
-        awaiting it, closes the HTTP response and its connection at once.
-        """
-        body = self._body(request, stream=True)
-        parser = StreamParser(self._errors)
-        async with self._endpoint.open_sse(body) as events:
-            async for event in events:
-                chunk = parser.feed(event.data)
-                if chunk is not None:
-                    yield chunk
-                elif parser.done:
-                    await events.drain()
-                    yield parser.final()
-                    return
-        raise self._errors.stream_ended()
+    def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """Text chunks as they arrive; the last one carries usage and finish_reason (see `stream_chunks`)."""
+        return self._endpoint.stream_chunks(self._body(request, stream=True), StreamParser(self._errors))
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import httpx
 
@@ -24,6 +25,7 @@ from tiergate.providers.base import ProviderError
 from tiergate.providers.fast_transport import FastTransport
 from tiergate.providers.http_errors import MAX_ERROR_BODY_BYTES, ErrorMapper
 from tiergate.providers.sse import SSEDecoder, SSEEvent
+from tiergate.request import Chunk
 
 # Pool sizing: as many connections as the sidecar admits concurrent requests by default
 # (config.limits.max_concurrent_requests); idle connections are kept long enough to serve bursts.
@@ -93,6 +95,16 @@ class EventStream:
             await self._lines.aclose()
 
 
+class ChunkParser(Protocol):
+    """A provider's reading of its SSE events: text chunks, then `done` and a `final` chunk with usage."""
+
+    done: bool
+
+    def feed(self, data: str) -> Chunk | None: ...
+
+    def final(self) -> Chunk: ...
+
+
 class HostedEndpoint:
     """One POST endpoint of one provider: URL, headers, timeouts and the (shared) pooled client."""
 
@@ -150,6 +162,23 @@ class HostedEndpoint:
                     await events.aclose()
         except httpx.HTTPError as exc:
             raise self._errors.from_exception(exc) from exc
+
+    async def stream_chunks(self, body: bytes, parser: ChunkParser) -> AsyncGenerator[Chunk, None]:
+        """POSTs `body` and yields the chunks `parser` makes of the events; the last carries usage.
+
+        Close the generator when abandoning it early (`contextlib.aclosing`): that, or cancelling the task
+        awaiting it, closes the HTTP response and its connection at once.
+        """
+        async with self.open_sse(body) as events:
+            async for event in events:
+                chunk = parser.feed(event.data)
+                if chunk is not None:
+                    yield chunk
+                elif parser.done:
+                    await events.drain()
+                    yield parser.final()
+                    return
+        raise self._errors.stream_ended()
 
     async def aclose(self) -> None:
         """Closes the pooled client if this endpoint created it."""
