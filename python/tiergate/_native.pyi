@@ -7,6 +7,23 @@ microseconds releases the GIL; every class is thread-safe.
 from collections.abc import Sequence
 from typing import Literal, Self, TypeAlias, final
 
+__all__ = [
+    "ENCODINGS",
+    "BreakerState",
+    "BudgetCounter",
+    "CircuitBreaker",
+    "DefaultRule",
+    "ManualClock",
+    "Rule",
+    "RuleError",
+    "RuleMatch",
+    "RuleSet",
+    "TokenBucket",
+    "__version__",
+    "count_tokens",
+    "default_rules",
+]
+
 __version__: str
 
 # --- clock ------------------------------------------------------------------------------------------------
@@ -52,6 +69,28 @@ class Rule:
     ) -> Self: ...
     @property
     def id(self) -> str: ...
+    @property
+    def regex(self) -> str | None: ...
+    @property
+    def keywords(self) -> list[str] | None: ...
+    @property
+    def case_insensitive(self) -> bool: ...
+    @property
+    def validator(self) -> Literal["luhn", "iban"] | None: ...
+
+@final
+class DefaultRule:
+    """One rule of the default pack: its stable id, what it matches, and the rule itself."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def rule(self) -> Rule: ...
+
+def default_rules() -> list[DefaultRule]:
+    """The default rule pack (personal data and secrets), in pack order; ids are stable."""
 
 @final
 class RuleMatch:

@@ -1,4 +1,4 @@
-"""RuleSet (rust/core/src/rules.rs via rust/py/src/rules.rs): regex and keyword rules, spans, validators."""
+"""RuleSet (rust/core/src/rules/ via rust/py/src/rules.rs): regex and keyword rules, spans, validators."""
 
 from __future__ import annotations
 
@@ -245,6 +245,14 @@ def test_rule_set_introspection() -> None:
     assert match != rules.scan(" hello")[0]
     assert len({match, rules.scan("hello")[0]}) == 1
     assert isinstance(match, RuleMatch)
+
+
+def test_rule_attributes_read_back_what_was_given() -> None:
+    card = Rule("card", regex=CARD, validator="luhn")
+    words = Rule("greeting", keywords=["hello", "hi"], case_insensitive=True)
+    assert (card.regex, card.keywords, card.case_insensitive, card.validator) == (CARD, None, False, "luhn")
+    assert (words.regex, words.keywords, words.case_insensitive) == (None, ["hello", "hi"], True)
+    assert words.validator is None
 
 
 def test_empty_rule_set_matches_nothing() -> None:

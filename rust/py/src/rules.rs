@@ -1,4 +1,5 @@
-//! `Rule`, `RuleSet`, `RuleMatch` and `RuleError` over `tiergate_core::rules`.
+//! `Rule`, `RuleSet`, `RuleMatch`, `RuleError` and the default pack (`default_rules`, `DefaultRule`) over
+//! `tiergate_core::rules`.
 //!
 //! Core reports byte offsets into UTF-8; Python indexes `str` by character, so spans are converted here,
 //! in one walk over the text per call, before they cross the boundary.
@@ -61,6 +62,32 @@ impl Rule {
         &self.rule.id
     }
 
+    #[getter]
+    fn regex(&self) -> Option<&str> {
+        match &self.rule.pattern {
+            Pattern::Regex(regex) => Some(regex),
+            Pattern::Keywords(_) => None,
+        }
+    }
+
+    #[getter]
+    fn keywords(&self) -> Option<Vec<String>> {
+        match &self.rule.pattern {
+            Pattern::Regex(_) => None,
+            Pattern::Keywords(words) => Some(words.clone()),
+        }
+    }
+
+    #[getter]
+    fn case_insensitive(&self) -> bool {
+        self.rule.case_insensitive
+    }
+
+    #[getter]
+    fn validator(&self) -> Option<&'static str> {
+        self.rule.validator.map(Validator::name)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let rule = &self.rule;
         let pattern = match &rule.pattern {
@@ -81,6 +108,45 @@ impl Rule {
 
 fn py_repr(py: Python<'_>, text: &str) -> PyResult<String> {
     Ok(PyString::new(py, text).repr()?.to_string())
+}
+
+/// One rule of the default pack: its stable id, what it matches, and the rule itself.
+#[pyclass(module = "tiergate._native", frozen)]
+pub(crate) struct DefaultRule {
+    pack: &'static core::PackRule,
+}
+
+#[pymethods]
+impl DefaultRule {
+    #[getter]
+    fn id(&self) -> &'static str {
+        self.pack.id
+    }
+
+    #[getter]
+    fn description(&self) -> &'static str {
+        self.pack.description
+    }
+
+    #[getter]
+    fn rule(&self) -> Rule {
+        Rule {
+            rule: self.pack.rule(),
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("DefaultRule({})", py_repr(py, self.pack.id)?))
+    }
+}
+
+/// The default rule pack (personal data and secrets), in pack order.
+#[pyfunction]
+fn default_rules() -> Vec<DefaultRule> {
+    core::DEFAULT_PACK
+        .iter()
+        .map(|pack| DefaultRule { pack })
+        .collect()
 }
 
 /// One occurrence of one rule; `start`/`end` are character offsets into the scanned `str`.
@@ -299,6 +365,8 @@ fn to_char_offsets(text: &str, found: &mut [core::RuleMatch]) {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Rule>()?;
+    m.add_class::<DefaultRule>()?;
+    m.add_function(wrap_pyfunction!(default_rules, m)?)?;
     m.add_class::<RuleMatch>()?;
     m.add_class::<RuleSet>()?;
     m.add("RuleError", m.py().get_type::<RuleError>())?;

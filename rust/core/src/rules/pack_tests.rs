@@ -1,0 +1,214 @@
+//! The default pack, table by table: what each rule finds, and what no rule may find.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use super::*;
+use crate::rules::RuleSet;
+
+fn pack() -> RuleSet {
+    RuleSet::new(default_rules()).unwrap()
+}
+
+/// The matches of one pack rule in `text`, as text.
+fn found<'t>(set: &RuleSet, id: &str, text: &'t str) -> Vec<&'t str> {
+    set.scan(text)
+        .into_iter()
+        .filter(|m| set.ids()[m.rule] == id)
+        .map(|m| &text[m.start..m.end])
+        .collect()
+}
+
+#[test]
+fn ids_are_stable() {
+    // Configs name these ids (to replace or disable a rule): renaming one breaks them.
+    let ids: Vec<&str> = DEFAULT_PACK.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        [
+            "email",
+            "phone",
+            "payment_card",
+            "iban",
+            "ipv4",
+            "ipv6",
+            "openai_key",
+            "anthropic_key",
+            "aws_access_key",
+            "github_token",
+            "slack_token",
+            "google_api_key",
+            "stripe_key",
+            "jwt",
+            "private_key",
+            "url_credentials",
+        ]
+    );
+    assert_eq!(pack().ids(), ids);
+    assert!(DEFAULT_PACK.iter().all(|r| !r.description.is_empty()));
+}
+
+#[test]
+fn every_rule_finds_what_it_is_for() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("email", "write to ann.lee+news@example.co.uk today", &["ann.lee+news@example.co.uk"]),
+        ("email", "Mail: JOHN_DOE@Mail.Example.COM.", &["JOHN_DOE@Mail.Example.COM"]),
+        ("email", "à zoë.müller@exämple.de, 😀", &["zoë.müller@exämple.de"]),
+        ("email", "<a.b@sub-domain.example.org>, c@d.io", &["a.b@sub-domain.example.org", "c@d.io"]),
+        ("phone", "call +44 20 7946 0958 now", &["+44 20 7946 0958"]),
+        ("phone", "US: +1 (415) 555-0132.", &["+1 (415) 555-0132"]),
+        ("phone", "Paris +33 1 42 68 53 00", &["+33 1 42 68 53 00"]),
+        ("phone", "whatsapp +4915123456789", &["+4915123456789"]),
+        ("phone", "tel:+81-3-1234-5678", &["+81-3-1234-5678"]),
+        ("phone", "or 0044 20 7946 0958", &["0044 20 7946 0958"]),
+        ("phone", "(415) 555-0132 or 415-555-0132 or 415.555.0132", &["(415) 555-0132", "415-555-0132", "415.555.0132"]),
+        ("phone", "London 020 7946 0958", &["020 7946 0958"]),
+        ("phone", "Paris 01 42 68 53 00 / 01.42.68.53.00", &["01 42 68 53 00", "01.42.68.53.00"]),
+        ("phone", "mobile 07700 900123", &["07700 900123"]),
+        ("phone", "Tokyo 03-1234-5678", &["03-1234-5678"]),
+        ("phone", "Berlin 030 1234567", &["030 1234567"]),
+        ("phone", "Zürich 044 668 18 00, Roma 06 1234 5678", &["044 668 18 00", "06 1234 5678"]),
+        ("payment_card", "card 4111 1111 1111 1111 exp 12/27", &["4111 1111 1111 1111"]),
+        ("payment_card", "4111-1111-1111-1111", &["4111-1111-1111-1111"]),
+        ("payment_card", "pan=4111111111111111;", &["4111111111111111"]),
+        ("payment_card", "paid 2024 4111 1111 1111 1111 in full", &["4111 1111 1111 1111"]),
+        ("payment_card", "mc 5555 5555 5555 4444", &["5555 5555 5555 4444"]),
+        ("payment_card", "mc 2223003122003222", &["2223003122003222"]),
+        ("payment_card", "amex 378282246310005 / 3782 822463 10005", &["378282246310005", "3782 822463 10005"]),
+        ("payment_card", "diners 30569309025904 / 3056 930902 5904", &["30569309025904", "3056 930902 5904"]),
+        ("payment_card", "discover 6011111111111117, jcb 3530111333300000", &["6011111111111117", "3530111333300000"]),
+        ("payment_card", "visa-13 4222222222222", &["4222222222222"]),
+        ("payment_card", "unionpay 6221 2600 0000 0000 001", &["6221 2600 0000 0000 001"]),
+        ("iban", "IBAN GB82 WEST 1234 5698 7654 32.", &["GB82 WEST 1234 5698 7654 32"]),
+        ("iban", "BE68 5390 0754 7034 2024", &["BE68 5390 0754 7034"]),
+        ("iban", "DE89370400440532013000 and DE89 3704 0044 0532 0130 00", &["DE89370400440532013000", "DE89 3704 0044 0532 0130 00"]),
+        ("iban", "FR14 2004 1010 0505 0001 3M02 606", &["FR14 2004 1010 0505 0001 3M02 606"]),
+        ("iban", "to NL91ABNA0417164300, ref BE68 5390 0754 7034", &["NL91ABNA0417164300", "BE68 5390 0754 7034"]),
+        ("ipv4", "from 10.0.0.1 and 192.168.1.254", &["10.0.0.1", "192.168.1.254"]),
+        ("ipv4", "dns 8.8.8.8, mask 255.255.255.255", &["8.8.8.8", "255.255.255.255"]),
+        ("ipv4", "upstream=203.0.113.7:8080", &["203.0.113.7"]),
+        ("ipv6", "at 2001:0db8:85a3:0000:0000:8a2e:0370:7334", &["2001:0db8:85a3:0000:0000:8a2e:0370:7334"]),
+        ("ipv6", "2001:db8::8a2e:370:7334", &["2001:db8::8a2e:370:7334"]),
+        ("ipv6", "link fe80::1ff:fe23:4567:890a%eth0", &["fe80::1ff:fe23:4567:890a"]),
+        ("ipv6", "[2001:db8::1]:443", &["2001:db8::1"]),
+        ("ipv6", "prefix 2001:db8:1:: routed", &["2001:db8:1::"]),
+        ("ipv6", "mapped ::ffff:c000:280", &["::ffff:c000:280"]),
+        ("openai_key", "OPENAI_API_KEY=sk-proj-abcDEF123_-ghiJKL456mnoPQR789", &["sk-proj-abcDEF123_-ghiJKL456mnoPQR789"]),
+        ("openai_key", "key sk-T3BlbkFJabcdefghijklmnopqrstuvwxyz0123456789AB", &["sk-T3BlbkFJabcdefghijklmnopqrstuvwxyz0123456789AB"]),
+        ("anthropic_key", "x-api-key: sk-ant-api03-AbC_dEf-123456789012345678901234", &["sk-ant-api03-AbC_dEf-123456789012345678901234"]),
+        ("aws_access_key", "aws_access_key_id = AKIAIOSFODNN7EXAMPLE", &["AKIAIOSFODNN7EXAMPLE"]),
+        ("aws_access_key", "ASIAY34FZKBOKMUTVV7A", &["ASIAY34FZKBOKMUTVV7A"]),
+        ("github_token", "token ghp_0123456789abcdefghijABCDEFGHIJ012345", &["ghp_0123456789abcdefghijABCDEFGHIJ012345"]),
+        ("github_token", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", &["github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"]),
+        ("slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", &["xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"]),
+        ("slack_token", "POST https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX", &["https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"]),
+        ("google_api_key", "key=AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe&q=1", &["AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"]),
+        ("stripe_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc and rk_test_51Habcdefghijklmnop", &["sk_live_4eC39HqLyjWDarjtT1zdp7dc", "rk_test_51Habcdefghijklmnop"]),
+        (
+            "jwt",
+            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            &["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"],
+        ),
+        ("jwt", "unsigned eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjMifQ.", &["eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjMifQ."]),
+        ("private_key", "-----BEGIN RSA PRIVATE KEY-----\nMIIE", &["-----BEGIN RSA PRIVATE KEY-----"]),
+        ("private_key", "-----BEGIN PRIVATE KEY-----", &["-----BEGIN PRIVATE KEY-----"]),
+        ("private_key", "-----BEGIN OPENSSH PRIVATE KEY-----", &["-----BEGIN OPENSSH PRIVATE KEY-----"]),
+        ("private_key", "-----BEGIN ENCRYPTED PRIVATE KEY-----", &["-----BEGIN ENCRYPTED PRIVATE KEY-----"]),
+        ("private_key", "-----BEGIN EC PRIVATE KEY-----", &["-----BEGIN EC PRIVATE KEY-----"]),
+        ("private_key", "-----BEGIN PGP PRIVATE KEY BLOCK-----", &["-----BEGIN PGP PRIVATE KEY BLOCK-----"]),
+        ("url_credentials", "db=postgres://admin:s3cr3t@db.internal:5432/app", &["postgres://admin:s3cr3t@db.internal:5432"]),
+        ("url_credentials", "redis://:hunter2@cache:6379 and https://bob:pw@example.com/x", &["redis://:hunter2@cache:6379", "https://bob:pw@example.com"]),
+    ];
+    let set = pack();
+    for &(id, text, expected) in cases {
+        assert_eq!(found(&set, id, text), expected, "{id} in {text:?}");
+    }
+}
+
+#[test]
+fn ordinary_text_matches_no_rule() {
+    let cases: &[(&str, &str)] = &[
+        ("prose", "The quick brown fox jumps over the lazy dog. Meet me at 10:30 in room 4B."),
+        ("small numbers", "extension 4021, PIN 123456, room 12345, 1 2 3 4 5 6 7 8, score 3-2"),
+        ("order numbers failing Luhn", "Order 4000123456789010 and 4111 1111 1111 1112 were refunded"),
+        ("long ids that are no card", "Order #1234567890123, tracking 1Z999AA10123456784, population 8000000000"),
+        ("ISBNs", "ISBN 978-3-16-148410-0, ISBN 9783161484100, ISBN 0-306-40615-2"),
+        ("ISO timestamps", "2024-11-22T08:14:03Z, 2024-11-22 08:14:03.123+01:00, 20241122"),
+        ("epoch timestamps", "ts=1700000000 ts_ms=1700000000123 ns=1700000000123456789"),
+        ("digit timestamps", "Luhn-valid ones: 20240115093005, 2024011509300005, 19991231235952"),
+        ("dates", "11/22/2024, 22.11.2024 08:14, 01.02.2024 10:30, 01-02-2024, Mon, 22 Nov 2024 08:14:03 GMT"),
+        ("dates then small numbers", "2049-11-03 42 42, on 05 10 15 and 03 42 42 42"),
+        ("semver", "v1.2.3, 2.10.0, 1.0.0-alpha.1+001, 1.0.0+20130313144700, Python 3.11.7"),
+        ("four-part build numbers", "Chrome 120.0.6099.109, Windows 10.0.19041.1"),
+        ("UUIDs", "550e8400-e29b-41d4-a716-446655440000 and 123e4567-e89b-12d3-a456-426614174000"),
+        ("decimal UUIDs", "00000000-0000-0000-0000-000000000000, 12345678-0123-4567-8901-234567890123, \
+                           00000000-0010-0000-0000-000000000000"),
+        ("prices", "$1,299.99, € 49,90, 1.234.567,89 EUR, 4999 USD, total: 12345, up +12.5% since 2019"),
+        ("hashes", "commit 2d9be8a1f0c3e4b5a6978877665544332211ffee, sha256 e3b0c44298fc1c149afbf4c8996fb924"),
+        ("code paths", "std::vector<int>, a::b::c, Foo::Bar::baz(), Dead::Beef"),
+        ("handles and package pins", "@username, @types/node, lodash@4.17.21, react@latest, user@localhost"),
+        ("loopback and short IPv6", "localhost 127.0.0.1:8080, bind 0.0.0.0, ::1, fe80::1"),
+        ("MAC and clock times", "mac 00:1a:2b:3c:4d:5e at 12:30:45 and 08:00"),
+        ("public keys", "-----BEGIN PUBLIC KEY-----\n-----BEGIN CERTIFICATE-----\na private key is secret"),
+        ("key-like words", "sk-learn, task-1234, xoxo-gossip-girl-fan-club, AKIA short, ghp_short, eyJ only"),
+        ("upper-case codes", "SKU12 ABCD EFGH IJKL, ISO8601, AB12CDEFGHIJ1234"),
+        ("plain URLs", "https://example.com/path?q=1#frag, http://[::1]:8080/, ftp://files.example.org/a:b"),
+        ("non-ASCII digits", "٤١١١١١١١١١١١١١١١ and ４１１１１１１１１１１１１１１１"),
+    ];
+    let set = pack();
+    for &(what, text) in cases {
+        let hits: Vec<(&str, &str)> = set
+            .scan(text)
+            .into_iter()
+            .map(|m| (set.ids()[m.rule].as_str(), &text[m.start..m.end]))
+            .collect();
+        assert!(hits.is_empty(), "{what}: {hits:?}");
+        assert!(set.matched(text).is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn matched_agrees_with_scan_on_mixed_text() {
+    let text = "Hi, I'm ann@example.com (+44 20 7946 0958). Card 4111 1111 1111 1111, order 4000123456789010, \
+                server 10.1.2.3, v1.2.3, key AKIAIOSFODNN7EXAMPLE. Grüße, Zoë 👋";
+    let set = pack();
+    let from_scan: Vec<usize> = {
+        let mut rules: Vec<usize> = set.scan(text).into_iter().map(|m| m.rule).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    };
+    assert_eq!(set.matched(text), from_scan);
+    let ids: Vec<&str> = from_scan.iter().map(|&i| set.ids()[i].as_str()).collect();
+    assert_eq!(
+        ids,
+        ["email", "phone", "payment_card", "ipv4", "aws_access_key"]
+    );
+}
+
+#[test]
+fn matching_stays_linear_on_adversarial_text() {
+    // Long runs of what the patterns are made of: digits with separators, hex groups with colons, local
+    // parts without a domain, key prefixes without a key. Linear time keeps each of these far below 1 s.
+    let texts = [
+        "4 ".repeat(100_000),
+        "1-".repeat(100_000),
+        "+1 ".repeat(100_000),
+        "ab:".repeat(100_000),
+        "a.".repeat(100_000) + "@",
+        "a@".repeat(100_000),
+        "GB82 ".repeat(100_000),
+        "sk-".repeat(100_000),
+        "-----BEGIN ".repeat(50_000),
+    ];
+    let set = pack();
+    for text in &texts {
+        let started = std::time::Instant::now();
+        set.matched(text);
+        set.scan(text);
+        assert!(
+            started.elapsed().as_secs() < 2,
+            "{:?}…",
+            &text[..20.min(text.len())]
+        );
+    }
+}
