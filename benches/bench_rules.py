@@ -11,6 +11,10 @@ applies the same validators; both results are checked equal before anything is t
 measured: the plain one, and the same with accented words and emoji mixed in (non-ASCII text takes other
 paths in the regex engine). Each figure is the median over REPEATS timed runs after a warm-up. Results go to
 benches/results/bench_rules.md and are printed.
+
+A second table times the request-path call with the default rule pack (personal data and secrets, what every
+config compiles unless `default_rules: false`) on 1 KB prompts: `RuleSet.analyze()` (token count + matched
+ids) and `matched_ids()` alone.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from collections.abc import Callable
 
 import harness
 
-from tiergate._native import Rule, RuleSet
+from tiergate._native import Rule, RuleSet, default_rules
 
 TARGET_RATIO = 10.0
 TEXT_BYTES = 8 * 1024
+PROMPT_BYTES = 1024
 REPEATS = 9
 RUN_NS = 300_000_000
 SEED = 7
@@ -213,6 +218,30 @@ def per_call_ns(call: Callable[[], object]) -> float:
     return statistics.median(samples)
 
 
+def pack_rows() -> list[list[str]]:
+    """The default pack on 1 KB prompts: plain prose, prose with personal data, and with accents and emoji."""
+    pack = RuleSet([r.rule for r in default_rules()])
+    clean = [f for f in FRAGMENTS if not pack.matched_ids(f)]
+    prompts = {
+        "no personal data": make_text(clean, PROMPT_BYTES, SEED),
+        "mixed (support tickets, logs, code)": make_text(FRAGMENTS, PROMPT_BYTES, SEED),
+        "mixed, with accents and emoji": make_text(FRAGMENTS + UNICODE_FRAGMENTS, PROMPT_BYTES, SEED),
+    }
+    rows = []
+    for label, prompt in prompts.items():
+        matched = pack.matched_ids(prompt)
+        rows.append(
+            [
+                label,
+                f"{len(prompt.encode()):,} B",
+                ", ".join(matched) or "none",
+                f"{per_call_ns(lambda p=prompt: pack.analyze(p)) / 1000:,.1f}",
+                f"{per_call_ns(lambda p=prompt: pack.matched_ids(p)) / 1000:,.1f}",
+            ]
+        )
+    return rows
+
+
 def main() -> int:
     machine = harness.machine()
     ours = rule_set()
@@ -277,6 +306,16 @@ def main() -> int:
         "",
         f"Median of {REPEATS} runs of ~{RUN_NS / 1e9:.1f} s each, after a warm-up. `matched_ids` and "
         "`analyze` are the request-path calls (ids only, no spans); `analyze` also counts o200k_base tokens.",
+        "",
+        f"## The default rule pack on {PROMPT_BYTES // 1024} KB prompts",
+        "",
+        f"`RuleSet.analyze(prompt)` with the {len(default_rules())} rules of the default pack: the analysis "
+        "step of every request unless the config says `default_rules: false`.",
+        "",
+        *harness.table(
+            ["prompt", "size", "rules matched", "`analyze` µs (+ o200k count)", "`matched_ids` µs"],
+            pack_rows(),
+        ),
         "",
         *machine,
         f"- command: `{harness.command_line()}` (extension built with `maturin develop --release`)",

@@ -1,9 +1,10 @@
 """The YAML config: parsed strictly (unknown keys are errors), then resolved into the runtime form.
 
 Phase 1 (`parse`) validates shape and types with pydantic and names the offending key on error.
-Phase 2 (`resolve`) checks cross references (routes -> models), resolves `env:NAME` secrets and fills
-per-provider defaults. `load(path)` does both; `default_config(environ)` builds the embedded default.
-The loaded `Config` is passed explicitly to whatever needs it: there is no global config.
+Phase 2 (`resolve`) checks cross references (routes -> models), resolves `env:NAME` secrets, fills
+per-provider defaults and puts the default rule pack (less what `disabled_rules` and `rules` take out) in
+front of the config's own rules. `load(path)` does both; `default_config(environ)` builds the embedded
+default. The loaded `Config` is passed explicitly to whatever needs it: there is no global config.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from tiergate._native import default_rules as default_rule_pack
 
 ENV_PREFIX = "env:"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -168,6 +171,10 @@ class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
     models: dict[str, ModelConfig] = Field(min_length=1)
     rules: list[RuleConfig] = Field(default_factory=list)
+    # The built-in pack of personal-data and secret rules (README: "Sensitive data"), each setting
+    # sensitivity restricted. A rule in `rules` with a pack rule's id replaces it.
+    default_rules: bool = True
+    disabled_rules: list[str] = Field(default_factory=list)  # pack rule ids to leave out
     routes: dict[str, RouteConfig] = Field(min_length=1)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     budgets: dict[str, BudgetConfig] = Field(default_factory=dict)
@@ -222,6 +229,7 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
         if rule.id in seen_rules:
             raise ConfigError(f"{source}: rules[{i}].id: duplicate rule id {rule.id!r}")
         seen_rules.add(rule.id)
+    rules = _with_default_rules(config, seen_rules, source)
     for route_name, route in config.routes.items():
         seen: set[str] = set()
         for i, model_name in enumerate(route.chain):
@@ -241,7 +249,7 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
                 f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is not an on-device "
                 "model (classifying would send every request's text to it)"
             )
-    return config.model_copy(update={"models": models})
+    return config.model_copy(update={"models": models, "rules": rules})
 
 
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -273,6 +281,40 @@ def default_config(environ: Mapping[str, str] | None = None) -> Config:
     chain = list(models)
     data = {"models": models, "routes": {"default": {"chain": chain, "objective": "chain"}}}
     return resolve(parse(data, source="embedded default"), env, source="embedded default")
+
+
+def _with_default_rules(config: Config, own_ids: set[str], source: str) -> list[RuleConfig]:
+    """The rules to compile: the default pack, less `disabled_rules` and the rules `rules` replaces by id,
+    then the config's own rules. Resolving the result again changes nothing (its pack rules replace the
+    pack's)."""
+    if not config.default_rules:
+        if config.disabled_rules:
+            raise ConfigError(f"{source}: disabled_rules: has no effect with `default_rules: false`")
+        return list(config.rules)
+    pack = default_rule_pack()
+    known = [r.id for r in pack]
+    disabled: set[str] = set()
+    for i, rule_id in enumerate(config.disabled_rules):
+        key = f"{source}: disabled_rules[{i}]"
+        if rule_id not in known:
+            raise ConfigError(f"{key}: unknown default rule {rule_id!r} (default rules: {', '.join(known)})")
+        if rule_id in disabled:
+            raise ConfigError(f"{key}: {rule_id!r} is listed twice")
+        if rule_id in own_ids:
+            raise ConfigError(f"{key}: {rule_id!r} is disabled and also defined in `rules`; keep one of them")
+        disabled.add(rule_id)
+    kept = [
+        RuleConfig(
+            id=r.id,
+            regex=r.rule.regex,
+            case_insensitive=r.rule.case_insensitive,
+            validator=r.rule.validator,
+            sensitivity="restricted",
+        )
+        for r in pack
+        if r.id not in disabled and r.id not in own_ids
+    ]
+    return [*kept, *config.rules]
 
 
 def _secret(value: str, env: Mapping[str, str], key: str) -> str:

@@ -172,3 +172,88 @@ def test_observability_and_governance_defaults() -> None:
     assert off.listen.http is None
     fleet = resolve(parse(with_change("state", "redis://10.0.0.5:6379/2")), ENV)
     assert fleet.state == "redis://10.0.0.5:6379/2"
+
+
+# -- the default rule pack ----------------------------------------------------------------------------------
+
+
+def rule_ids(config_data: dict[str, Any]) -> list[str]:
+    return [r.id for r in resolve(parse(config_data), ENV).rules]
+
+
+def test_default_rules_come_first_and_are_restricted() -> None:
+    config = resolve(parse({**base(), "rules": [{"id": "greeting", "keywords": ["hello"]}]}), ENV)
+    ids = [r.id for r in config.rules]
+    assert ids[0] == "email" and ids[-1] == "greeting" and len(ids) == 17
+    assert {r.sensitivity for r in config.rules[:-1]} == {"restricted"}
+    assert "email" in [r.id for r in default_config({}).rules]
+
+
+@pytest.mark.parametrize(
+    ("top", "without", "replaced"),
+    [
+        ({"default_rules": False}, "all", None),
+        ({"disabled_rules": ["phone", "ipv4"]}, {"phone", "ipv4"}, None),
+        ({"rules": [{"id": "email", "regex": "@corp", "sensitivity": "internal"}]}, set(), "email"),
+    ],
+)
+def test_default_rules_off_disabled_or_replaced(
+    top: dict[str, Any], without: Any, replaced: str | None
+) -> None:
+    everything = rule_ids(base())
+    ids = rule_ids({**base(), **top})
+    if without == "all":
+        assert ids == []
+        return
+    kept = [i for i in everything if i not in without and i != replaced]
+    assert ids == kept + ([replaced] if replaced else [])
+    config = resolve(parse({**base(), **top}), ENV)
+    if replaced:
+        (rule,) = [r for r in config.rules if r.id == replaced]
+        assert (rule.regex, rule.sensitivity) == ("@corp", "internal")
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        (
+            {"disabled_rules": ["phone", "ssn"]},
+            "config: disabled_rules[1]: unknown default rule 'ssn' (default rules: email, phone, ",
+        ),
+        ({"disabled_rules": ["phone", "phone"]}, "config: disabled_rules[1]: 'phone' is listed twice"),
+        (
+            {"disabled_rules": ["email"], "rules": [{"id": "email", "regex": "@"}]},
+            "config: disabled_rules[0]: 'email' is disabled and also defined in `rules`",
+        ),
+        (
+            {"default_rules": False, "disabled_rules": ["email"]},
+            "config: disabled_rules: has no effect with `default_rules: false`",
+        ),
+    ],
+)
+def test_default_rule_settings_are_validated(top: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(parse({**base(), **top}), ENV)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("default_rules", "yes please", "default_rules: Input should be a valid boolean"),
+        ("disabled_rules", "email", "disabled_rules: Input should be a valid list"),
+    ],
+)
+def test_default_rule_keys_are_typed(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse({**base(), key: value})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "top",
+    [{}, {"disabled_rules": ["jwt"]}, {"default_rules": False}, {"rules": [{"id": "ipv4", "regex": "x"}]}],
+)
+def test_resolving_twice_changes_nothing(top: dict[str, Any]) -> None:
+    once = resolve(parse({**base(), **top}), ENV)
+    assert resolve(once, ENV).rules == once.rules
