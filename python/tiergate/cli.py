@@ -1,4 +1,4 @@
-"""`tiergate serve | check-config | count` — the command line."""
+"""`tiergate serve | check-config | count | ask | explain | health` — the command line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from tiergate import config as config_mod
+from tiergate.cli_client import add_commands as add_client_commands
 from tiergate.config import Config, ConfigError
 
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("text")
     p.add_argument("--encoding", default="o200k_base")
     p.set_defaults(func=_count)
+
+    add_client_commands(sub)
 
     args = parser.parse_args(argv)
     try:
