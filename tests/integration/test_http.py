@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
-from tiergate.server.http import HttpServer, observability_routes
+from tiergate.server.http import HttpRequest, HttpServer, Response, StreamResponse, observability_routes
 from tiergate.telemetry import Telemetry
 
 
@@ -111,3 +111,61 @@ async def test_stop_closes_idle_keep_alive_connections() -> None:
 async def test_a_bad_address_is_an_os_error() -> None:
     with pytest.raises(OSError, match="not host:port"):
         await HttpServer({}).start("8080")
+
+
+class EchoApp:
+    """A mounted App: echoes POST bodies to /echo, streams them back in pieces to /stream."""
+
+    paths = frozenset({"/echo", "/stream"})
+
+    async def __call__(self, request: HttpRequest) -> Response | StreamResponse:
+        if request.path == "/echo":
+            return Response(200, request.body, headers=(("X-Method", request.method),))
+
+        async def pieces() -> AsyncGenerator[bytes, None]:
+            for byte in request.body:
+                yield bytes([byte])
+
+        return StreamResponse(200, pieces(), "text/event-stream")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "body"),
+    [
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),
+        (b"POST /echo HTTP/1.1\r\n\r\n", 200, b""),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400, b"malformed Content-Length\n"),
+        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 413, b"send a Content-Length\n"),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            413,
+            b"request body over 4194304 bytes\n",
+        ),
+    ],
+)
+async def test_a_mounted_app_gets_bodies(raw: bytes, status: int, body: bytes) -> None:
+    server = HttpServer({})
+    server.mount(EchoApp())
+    _, port = await server.start("127.0.0.1:0")
+    try:
+        ((got, headers, answer),) = await exchange(port, raw)
+    finally:
+        await server.stop()
+    assert (got, answer) == (status, body)
+    assert (headers.get("x-method") == "POST") is (status == 200)
+
+
+async def test_a_mounted_app_streams_chunked() -> None:
+    server = HttpServer({})
+    server.mount(EchoApp())
+    _, port = await server.start("127.0.0.1:0")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /stream HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        assert await reader.readuntil(b"0\r\n\r\n") == b"1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await server.stop()

@@ -1,7 +1,8 @@
 """The HTTP listener (`listen.http`): `/metrics` (Prometheus), `/healthz` (process up), `/readyz` (serving).
 
 A small HTTP/1.1 server on asyncio streams, enough for scrapers and probes: GET and HEAD of fixed paths,
-keep-alive, no request bodies. The OpenAI-compatible facade will extend or replace it.
+keep-alive. A mounted `App` (the OpenAI-compatible facade, `server/openai_facade.py`) serves its own paths,
+with request bodies (Content-Length only) and streamed responses (chunked transfer encoding).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,16 +21,22 @@ from tiergate.telemetry import Telemetry
 logger = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
 IDLE_TIMEOUT_S = 60.0  # a keep-alive connection with no new request is closed after this
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 TEXT = "text/plain; charset=utf-8"
 
@@ -38,6 +46,34 @@ class Response:
     status: int
     body: bytes
     content_type: str = TEXT
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResponse:
+    """Sent with chunked transfer encoding, one chunk per item of `chunks` (e.g. server-sent events)."""
+
+    status: int
+    chunks: AsyncGenerator[bytes, None]
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # names lower-cased
+    body: bytes
+
+
+class App(Protocol):
+    """Serves every method of `paths`, with request bodies; mounted once the sidecar is up."""
+
+    @property
+    def paths(self) -> Collection[str]: ...
+
+    def __call__(self, request: HttpRequest) -> Awaitable[Response | StreamResponse]: ...
 
 
 Handler = Callable[[], Response]
@@ -69,6 +105,7 @@ class HttpServer:
 
     def __init__(self, routes: Mapping[str, Handler]) -> None:
         self._routes = dict(routes)
+        self._app: App | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -84,6 +121,10 @@ class HttpServer:
             raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         bound = self._server.sockets[0].getsockname()
         return host, int(bound[1])
+
+    def mount(self, app: App) -> None:
+        """From now on `app` serves its paths (before, they answer 404)."""
+        self._app = app
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -126,12 +167,21 @@ class HttpServer:
             await _write(writer, Response(431, b"request head too large\n"), keep_alive=False)
             return False
         try:
-            method, path, keep_alive = _parse(head)
+            method, path, headers, keep_alive = _parse(head)
+            app = self._app if self._app is not None and path in self._app.paths else None
+            length = _body_length(headers, accepted=app is not None)
         except _BadRequest as exc:
             await _write(writer, Response(exc.status, f"{exc}\n".encode()), keep_alive=False)
             return False
         handler = self._routes.get(path)
-        if handler is None:
+        if app is not None:
+            body = await reader.readexactly(length) if length else b""
+            answer = await app(HttpRequest(method, path, headers, body))
+            if isinstance(answer, StreamResponse):
+                await _write_stream(writer, answer, keep_alive=keep_alive)
+                return keep_alive
+            response = answer
+        elif handler is None:
             response = Response(404, f"not found: {path} (try {', '.join(self._routes)})\n".encode())
         elif method not in ("GET", "HEAD"):
             response = Response(405, b"only GET and HEAD\n")
@@ -141,8 +191,8 @@ class HttpServer:
         return keep_alive
 
 
-def _parse(head: bytes) -> tuple[str, str, bool]:
-    """(method, path without the query, keep-alive) of a request head."""
+def _parse(head: bytes) -> tuple[str, str, dict[str, str], bool]:
+    """(method, path without the query, headers, keep-alive) of a request head."""
     lines = head.decode("latin-1").split("\r\n")  # latin-1 decodes any byte
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -156,11 +206,21 @@ def _parse(head: bytes) -> tuple[str, str, bool]:
         if not sep:
             raise _BadRequest(400, "malformed header line")
         headers[name.strip().lower()] = value.strip().lower()
-    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-        raise _BadRequest(413, "request bodies are not accepted")
     connection = headers.get("connection", "")
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    return method, target.split("?", 1)[0], keep_alive
+    return method, target.split("?", 1)[0], headers, keep_alive
+
+
+def _body_length(headers: Mapping[str, str], *, accepted: bool) -> int:
+    """The request body's length; bodies only where `accepted`, and only with a Content-Length."""
+    length = headers.get("content-length", "0")
+    if "transfer-encoding" in headers or (not accepted and length != "0"):
+        raise _BadRequest(413, "request bodies are not accepted" if not accepted else "send a Content-Length")
+    if not length.isdigit():
+        raise _BadRequest(400, "malformed Content-Length")
+    if int(length) > MAX_BODY_BYTES:
+        raise _BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
+    return int(length)
 
 
 async def _write(
@@ -171,10 +231,32 @@ async def _write(
         f"Content-Type: {response.content_type}",
         f"Content-Length: {len(response.body)}",
     ]
-    if response.status == 405:
+    if response.status == 405 and not response.headers:
         lines.append("Allow: GET, HEAD")
+    lines.extend(f"{name}: {value}" for name, value in response.headers)
     if not keep_alive:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     writer.write(head if head_only else head + response.body)
+    await writer.drain()
+
+
+async def _write_stream(writer: asyncio.StreamWriter, response: StreamResponse, *, keep_alive: bool) -> None:
+    lines = [
+        f"HTTP/1.1 {response.status} {_REASONS.get(response.status, '')}",
+        f"Content-Type: {response.content_type}",
+        "Transfer-Encoding: chunked",
+        "Cache-Control: no-cache",
+        *(f"{name}: {value}" for name, value in response.headers),
+    ]
+    if not keep_alive:
+        lines.append("Connection: close")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    # aclosing: a client that goes away mid-stream ends the producer (and the model's generation) at once.
+    async with contextlib.aclosing(response.chunks) as chunks:
+        async for data in chunks:
+            if data:
+                writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+                await writer.drain()
+    writer.write(b"0\r\n\r\n")
     await writer.drain()

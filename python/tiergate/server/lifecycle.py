@@ -1,5 +1,6 @@
 """Starting and stopping the sidecar: the gRPC server with health and reflection, the HTTP listener
-(metrics, health, readiness), config reload on SIGHUP or file change, signals, shutdown."""
+(metrics, health, readiness, the OpenAI-compatible facade), config reload on SIGHUP or file change, signals,
+shutdown."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tiergate.config import Config
 from tiergate.reload import ConfigReloader, LiveSidecar
 from tiergate.server.grpc import TiergateServicer
 from tiergate.server.http import HttpServer, observability_routes
+from tiergate.server.openai_facade import OpenAIFacade
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 from tiergate.v1 import tiergate_pb2 as pb
@@ -43,7 +45,7 @@ async def serve(
         http = HttpServer(observability_routes(telemetry))
         http_host, http_port = await http.start(config.listen.http)
         print(
-            f"tiergate: serving HTTP on {http_host}:{http_port} (/metrics, /healthz, /readyz)",
+            f"tiergate: serving HTTP on {http_host}:{http_port} (/metrics, /healthz, /readyz, /v1)",
             file=sys.stderr,
             flush=True,
         )
@@ -54,6 +56,8 @@ async def serve(
             await http.stop()
         raise
     live = LiveSidecar(sidecar)
+    if http is not None:
+        http.mount(OpenAIFacade(live))
     telemetry.watch(lambda: live.current)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_TiergateServicer_to_server(TiergateServicer(live), server)
