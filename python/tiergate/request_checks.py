@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
-
 from tiergate.config import LimitsConfig
 from tiergate.errors import InvalidRequest
 from tiergate.request import Request
@@ -37,10 +35,4 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
     if request.max_cost_usd < 0:
         raise InvalidRequest("max_cost_usd is negative")
     if request.json_schema:
-        try:
-            schema = orjson.loads(request.json_schema)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"json_schema is not valid JSON: {exc}") from None
-        if not isinstance(schema, dict):
-            raise InvalidRequest("json_schema must be a JSON object")
         check_schema(request.json_schema)

@@ -174,10 +174,7 @@ class Sidecar:
         report = self._opened(request)
         ticket: Ticket | None = None
         try:
-            run, analysis = await self._prepare(request, deadline)
-            report.decision = run.decision
-            if self.governor.active:
-                run, ticket = await self._admit(run, analysis, deadline)
+            run, ticket = await self._ready(request, deadline, report)
             try:
                 completion = await run.complete()
             finally:
@@ -202,10 +199,7 @@ class Sidecar:
         finished = False
         parts: list[str] | None = [] if self.telemetry.log_content else None
         try:
-            run, analysis = await self._prepare(request, deadline)
-            report.decision = run.decision
-            if self.governor.active:
-                run, ticket = await self._admit(run, analysis, deadline)
+            run, ticket = await self._ready(request, deadline, report)
             try:
                 async for chunk in run.stream():
                     if parts is not None:
@@ -236,6 +230,16 @@ class Sidecar:
         self._in_flight += 1
         self._idle.clear()
         return Report(request, time.time())
+
+    async def _ready(
+        self, request: Request, deadline: float | None, report: Report
+    ) -> tuple[Run, Ticket | None]:
+        """Prepares the request and, where limits apply, takes them: the Run to dispatch and its ticket."""
+        run, analysis = await self._prepare(request, deadline)
+        report.decision = run.decision
+        if not self.governor.active:
+            return run, None
+        return await self._admit(run, analysis, deadline)
 
     async def _admit(self, run: Run, analysis: Analysis, deadline: float | None) -> tuple[Run, Ticket | None]:
         """Takes the tenant's limits; candidates over the budget left leave the plan (and a new Run)."""

@@ -22,7 +22,14 @@ class AnswerValidator:
 
     def __init__(self, json_schema: str) -> None:
         # No schema: the answer must still be JSON, since the route asked for JSON validation.
-        schema: Any = orjson.loads(json_schema) if json_schema else {}
+        schema: Any = {}
+        if json_schema:
+            try:
+                schema = orjson.loads(json_schema)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidRequest(f"json_schema is not valid JSON: {exc}") from None
+            if not isinstance(schema, dict):
+                raise InvalidRequest("json_schema must be a JSON object")
         cls = validators.validator_for(schema)
         try:
             cls.check_schema(schema)
