@@ -55,7 +55,7 @@ def estimate_cost(
     return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
 
 
-class Router:
+class Planner:
     """Plans requests against one config. Rebuilt (cheaply) when the config is reloaded."""
 
     def __init__(

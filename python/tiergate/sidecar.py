@@ -1,6 +1,6 @@
 """The request path, assembled: analyse -> plan -> dispatch -> report, over one loaded config.
 
-`Sidecar` is what the gRPC server (and later the HTTP facade and the in-process Router) call. It owns the
+`Sidecar` is what the gRPC server (and later the HTTP facade and the in-process tiergate.Router) call. It owns the
 providers (one long-lived HTTP client each), the circuit breakers, the live per-model stats and the tenant
 limits (`governance`). Every request, answered or failed, is handed to `Telemetry` once it is over.
 
@@ -28,7 +28,7 @@ from tiergate.providers.base import Provider
 from tiergate.providers.factory import build_provider
 from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request
 from tiergate.request_checks import check_request
-from tiergate.routing import Plan, Router
+from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
 
 
@@ -36,6 +36,20 @@ from tiergate.telemetry import Report, Telemetry
 class Answer:
     completion: Completion
     decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """One model's live state, as `tiergate status` shows it."""
+
+    name: str
+    provider: str
+    on_device: bool
+    breaker: str  # closed, open or half_open
+    ttft_ms: float
+    tokens_per_s: float
+    samples: int
+    queue: int  # on-device: requests queued or generating
 
 
 class Sidecar:
@@ -73,7 +87,7 @@ class Sidecar:
             for name in config.models
         }
         self.analyzer = Analyzer(config.rules)
-        self.router = Router(config, self.stats, self.jobs_ahead)
+        self.planner = Planner(config, self.stats, self.jobs_ahead)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
         self.telemetry = telemetry if telemetry is not None else Telemetry(config)
         self.governor: Governor = build_governor(
@@ -160,7 +174,7 @@ class Sidecar:
             matched_rules=analysis.matched_rules,
         )
         try:
-            plan = self.router.plan(request, analysis)
+            plan = self.planner.plan(request, analysis)
         except TiergateError as exc:
             exc.decision = decision
             raise
@@ -268,6 +282,26 @@ class Sidecar:
         """Requests queued or generating on a model: only on-device models have a queue to wait in."""
         live_state = getattr(self.providers.get(model), "live_state", None)
         return int(live_state().jobs_ahead) if live_state is not None else 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def status(self) -> list[ModelState]:
+        """Every model's live state: breaker, measured TTFT and speed, on-device queue."""
+        return [
+            ModelState(
+                name=name,
+                provider=model.provider,
+                on_device=model.is_on_device,
+                breaker=self.breakers[name].state,
+                ttft_ms=self.stats[name].ttft_ms,
+                tokens_per_s=self.stats[name].tokens_per_s,
+                samples=self.stats[name].samples,
+                queue=self.jobs_ahead(name),
+            )
+            for name, model in self.config.models.items()
+        ]
 
     def explain(self, request: Request) -> Decision:
         """The plan as a Decision, without calling any model."""

@@ -21,7 +21,7 @@ from tiergate.errors import LimitExceeded, StateUnavailable
 from tiergate.governance import NANOS
 from tiergate.governance_redis import RedisGovernor
 from tiergate.request import Decision, Message, Request, Sensitivity
-from tiergate.routing import Plan, Router
+from tiergate.routing import Plan, Planner
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 from tiergate.v1 import tiergate_pb2 as pb
@@ -37,16 +37,16 @@ MODELS: dict[str, Any] = {
 }
 
 
-def planner() -> tuple[Router, Any]:
+def planner() -> tuple[Planner, Any]:
     config = resolve(parse({"models": MODELS, "routes": {"default": {"chain": ["cheap"]}}}), {})
-    return Router(config, {}, lambda _: 0), config
+    return Planner(config, {}, lambda _: 0), config
 
 
 def request(tenant: str = "acme") -> Request:
     return Request("", [Message("user", "hi")], tenant=tenant, max_output_tokens=4)
 
 
-def plan_for(router: Router, req: Request) -> Plan:
+def plan_for(router: Planner, req: Request) -> Plan:
     return router.plan(req, Analysis(10, [], Sensitivity.PUBLIC, "", ""))
 
 

@@ -12,7 +12,7 @@ from tiergate.config import BudgetConfig, parse, resolve
 from tiergate.errors import LimitExceeded
 from tiergate.governance import LocalGovernor, NoLimits, Ticket, build_governor, limits_for
 from tiergate.request import Decision, Message, Request, Sensitivity
-from tiergate.routing import Plan, Router
+from tiergate.routing import Plan, Planner
 
 MINUTE_MS = 60_000.0
 DAY_MS = 86_400_000.0
@@ -46,17 +46,17 @@ def config(budgets: dict[str, Any], chain: list[str] | None = None) -> Any:
 
 
 class Harness:
-    """A governor over a config, on a manual clock, with requests planned by the real Router."""
+    """A governor over a config, on a manual clock, with requests planned by the real Planner."""
 
     def __init__(self, budgets: dict[str, Any], chain: list[str] | None = None) -> None:
         self.config = config(budgets, chain)
         self.clock = ManualClock(0.0)
         self.governor = LocalGovernor(self.config.budgets, clock=self.clock)
-        self.router = Router(self.config, {}, lambda _: 0)
+        self.planner = Planner(self.config, {}, lambda _: 0)
 
     async def admit(self, tenant: str = "", input_tokens: int = 1000) -> tuple[Ticket | None, Plan, Decision]:
         request = Request("", [Message("user", "hi")], tenant=tenant)
-        plan = self.router.plan(request, Analysis(input_tokens, [], Sensitivity.PUBLIC, "", ""))
+        plan = self.planner.plan(request, Analysis(input_tokens, [], Sensitivity.PUBLIC, "", ""))
         decision = Decision(route=plan.route_name, task="")
         ticket = await self.governor.admit(request, plan, decision, input_tokens)
         return ticket, plan, decision

@@ -11,7 +11,7 @@ from tiergate.config import parse, resolve
 from tiergate.errors import SensitiveDataBlocked, UnknownTask
 from tiergate.model_stats import ModelStats
 from tiergate.request import Message, Request, Sensitivity
-from tiergate.routing import Router
+from tiergate.routing import Planner
 
 MODELS: dict[str, Any] = {
     "local": {"provider": "llama_cpp", "path": "embedded", "context_window": 2048},
@@ -38,10 +38,10 @@ MODELS: dict[str, Any] = {
 
 def router(
     routes: dict[str, Any], stats: dict[str, ModelStats] | None = None, queue: dict[str, int] | None = None
-) -> Router:
+) -> Planner:
     config = resolve(parse({"models": MODELS, "routes": routes}), {})
     depth = queue or {}
-    return Router(config, stats or {}, lambda name: depth.get(name, 0))
+    return Planner(config, stats or {}, lambda name: depth.get(name, 0))
 
 
 def analysis(

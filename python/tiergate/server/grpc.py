@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
 DECISION_TRAILER = "tiergate-decision-bin"
+VERSION = importlib.metadata.version("tiergate")
 # Answer a little before the client's deadline so it gets our status, not its own DEADLINE_EXCEEDED.
 DEADLINE_MARGIN_S = 0.005
 
@@ -96,6 +98,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: TiergateError) -> None:
 class TiergateServicer(pb_grpc.TiergateServicer):
     def __init__(self, sidecar: Sidecar | LiveSidecar) -> None:
         self._live = sidecar if isinstance(sidecar, LiveSidecar) else LiveSidecar(sidecar)
+        self._started = time.monotonic()
 
     @property
     def _sidecar(self) -> Sidecar:
@@ -153,3 +156,24 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             await _abort(context, exc)
             raise
         return pb.CountTokensResponse(tokens=tokens, encoding=encoding)
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        sidecar = self._sidecar
+        return pb.StatusResponse(
+            models=[
+                pb.ModelStatus(
+                    name=m.name,
+                    provider=m.provider,
+                    on_device=m.on_device,
+                    breaker=m.breaker,
+                    ttft_ms=m.ttft_ms,
+                    tokens_per_s=m.tokens_per_s,
+                    samples=m.samples,
+                    queue=m.queue,
+                )
+                for m in sidecar.status()
+            ],
+            in_flight=sidecar.in_flight,
+            uptime_s=time.monotonic() - self._started,
+            version=VERSION,
+        )

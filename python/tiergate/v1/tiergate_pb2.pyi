@@ -158,3 +158,39 @@ class CountTokensResponse(_message.Message):
     tokens: int
     encoding: str
     def __init__(self, tokens: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("name", "provider", "on_device", "breaker", "ttft_ms", "tokens_per_s", "samples", "queue")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ON_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    provider: str
+    on_device: bool
+    breaker: str
+    ttft_ms: float
+    tokens_per_s: float
+    samples: int
+    queue: int
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., on_device: _Optional[bool] = ..., breaker: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., samples: _Optional[int] = ..., queue: _Optional[int] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("models", "in_flight", "uptime_s", "version")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    in_flight: int
+    uptime_s: float
+    version: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., in_flight: _Optional[int] = ..., uptime_s: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...

@@ -55,6 +55,11 @@ class TiergateStub:
                 request_serializer=tiergate_dot_v1_dot_tiergate__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/tiergate.v1.Tiergate/Status',
+                request_serializer=tiergate_dot_v1_dot_tiergate__pb2.StatusRequest.SerializeToString,
+                response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.StatusResponse.FromString,
+                _registered_method=True)
 
 
 class TiergateServicer:
@@ -89,6 +94,13 @@ class TiergateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """Live per-model state: circuit breaker, measured TTFT and tokens/s, on-device queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TiergateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +123,11 @@ def add_TiergateServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.CountTokensRequest.FromString,
                     response_serializer=tiergate_dot_v1_dot_tiergate__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.StatusRequest.FromString,
+                    response_serializer=tiergate_dot_v1_dot_tiergate__pb2.StatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +239,33 @@ class Tiergate:
             '/tiergate.v1.Tiergate/CountTokens',
             tiergate_dot_v1_dot_tiergate__pb2.CountTokensRequest.SerializeToString,
             tiergate_dot_v1_dot_tiergate__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiergate.v1.Tiergate/Status',
+            tiergate_dot_v1_dot_tiergate__pb2.StatusRequest.SerializeToString,
+            tiergate_dot_v1_dot_tiergate__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
