@@ -50,8 +50,38 @@ PositiveMs = Annotated[float, Field(gt=0)]
 
 
 class Listen(_Strict):
-    grpc: str = "127.0.0.1:50051"
+    grpc: str = "127.0.0.1:50051"  # host:port, or unix:PATH for a Unix domain socket
     http: str | None = "127.0.0.1:8080"
+    # Bearer token every gRPC call (metadata `authorization: Bearer T`) and HTTP request to /v1 and /metrics
+    # must carry; the health endpoints stay open for probes. "env:NAME" is resolved at load; never logged.
+    auth_token: SecretStr | None = None
+    tls_cert: str | None = None  # PEM files: with both set, gRPC and HTTP serve TLS only
+    tls_key: str | None = None
+    shutdown_grace_ms: PositiveMs = 10_000  # on SIGTERM, how long in-flight requests may take to finish
+
+    @field_validator("grpc")
+    @classmethod
+    def _grpc_address(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if not value.removeprefix("unix:").lstrip("/"):
+                raise ValueError("unix: needs a socket path, e.g. unix:/run/tiergate/grpc.sock")
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{value!r} is not host:port or unix:PATH")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Listen:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both `tls_cert` and `tls_key`")
+        if self.auth_token is not None and not self.auth_token.get_secret_value():
+            raise ValueError("`auth_token` is empty")
+        return self
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        return (self.tls_cert, self.tls_key) if self.tls_cert and self.tls_key else None
 
 
 class Price(_Strict):
@@ -214,14 +244,12 @@ def parse(data: Any, *, source: str = "config") -> Config:
 def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source: str = "config") -> Config:
     """Phase 2: cross references and secrets. Returns the runtime config."""
     env = os.environ if environ is None else environ
+    listen = _resolve_listen(config.listen, env, source)
     models = dict(config.models)
     for name, model in config.models.items():
         if model.api_key is not None:
-            models[name] = model.model_copy(
-                update={
-                    "api_key": SecretStr(_secret(model.api_key.get_secret_value(), env, f"models.{name}"))
-                }
-            )
+            key = _secret(model.api_key.get_secret_value(), env, f"models.{name}.api_key")
+            models[name] = model.model_copy(update={"api_key": SecretStr(key)})
         elif model.provider != "llama_cpp":
             raise ConfigError(f"{source}: models.{name}.api_key: missing (use `env:NAME` to read it)")
     seen_rules: set[str] = set()
@@ -249,7 +277,24 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
                 f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is not an on-device "
                 "model (classifying would send every request's text to it)"
             )
-    return config.model_copy(update={"models": models, "rules": rules})
+    return config.model_copy(update={"listen": listen, "models": models, "rules": rules})
+
+
+def _resolve_listen(listen: Listen, env: Mapping[str, str], source: str) -> Listen:
+    """The auth token's `env:` secret, and TLS files that exist and are readable."""
+    update: dict[str, Any] = {}
+    if listen.auth_token is not None:
+        token = _secret(listen.auth_token.get_secret_value(), env, f"{source}: listen.auth_token")
+        update["auth_token"] = SecretStr(token)
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(listen, key)
+        if path is None:
+            continue
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{source}: listen.{key}: cannot read {path}: {exc.strerror}") from None
+    return listen.model_copy(update=update) if update else listen
 
 
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -323,7 +368,7 @@ def _secret(value: str, env: Mapping[str, str], key: str) -> str:
     var = value[len(ENV_PREFIX) :]
     resolved = env.get(var)
     if not resolved:
-        raise ConfigError(f"{key}.api_key: environment variable {var} is not set")
+        raise ConfigError(f"{key}: environment variable {var} is not set")
     return resolved
 
 

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
 _SERVING = re.compile(r"serving gRPC on (\S+)")
-_SERVING_HTTP = re.compile(r"serving HTTP on (\S+)")
+_SERVING_HTTP = re.compile(r"serving HTTPS? on (\S+)")
 
 
 class SidecarProcess:
@@ -38,6 +38,7 @@ class SidecarProcess:
         http_address: str = "",
         records: list[str] | None = None,
         config_path: Path | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.proc = proc
         self.address = address
@@ -45,7 +46,9 @@ class SidecarProcess:
         self.http_address = http_address
         self.records = records if records is not None else []
         self.config_path = config_path
-        self.channel = grpc.insecure_channel(address)
+        self.channel = (
+            grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+        )
         self.stub = pb_grpc.TiergateStub(self.channel)
 
     def health(self, service: str = "") -> int:
@@ -59,9 +62,14 @@ def run_sidecar(
     tmp_path: Path,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
+    *,
+    grpc_address: str = "127.0.0.1:0",
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[SidecarProcess]:
-    """Starts the sidecar on `config` (None: the embedded default) and yields once it answers SERVING."""
-    args = [sys.executable, "-m", "tiergate.cli", "serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+    """Starts the sidecar on `config` (None: the embedded default) and yields once it answers SERVING.
+
+    `credentials`: for a sidecar serving TLS (the channel `stub` and `health` use)."""
+    args = [sys.executable, "-m", "tiergate.cli", "serve", "--grpc", grpc_address, "--http", "127.0.0.1:0"]
     path: Path | None = None
     if config is not None:
         path = tmp_path / "tiergate.yaml"
@@ -108,6 +116,7 @@ def run_sidecar(
             http_address=http_address[0] if http_address else "",
             records=records,
             config_path=path,
+            credentials=credentials,
         )
         deadline = time.monotonic() + timeout_s
         while sidecar.health() != health_pb2.HealthCheckResponse.SERVING:

@@ -139,7 +139,7 @@ class EchoApp:
         (
             b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
             413,
-            b"request body over 4194304 bytes\n",
+            b"request body over 4194304 bytes (limits.max_request_bytes)\n",
         ),
     ],
 )

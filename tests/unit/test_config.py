@@ -257,3 +257,43 @@ def test_default_rule_keys_are_typed(key: str, value: Any, message: str) -> None
 def test_resolving_twice_changes_nothing(top: dict[str, Any]) -> None:
     once = resolve(parse({**base(), **top}), ENV)
     assert resolve(once, ENV).rules == once.rules
+
+
+# -- listeners: addresses, auth, TLS, shutdown ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "value", "message"),
+    [
+        ("listen.grpc", "50051", "listen.grpc: Value error, '50051' is not host:port or unix:PATH"),
+        ("listen.grpc", "host:99999", "is not host:port"),
+        ("listen.grpc", "unix:", "unix: needs a socket path"),
+        ("listen.tls_cert", "cert.pem", "listen: Value error, TLS needs both `tls_cert` and `tls_key`"),
+        ("listen.auth_token", "", "`auth_token` is empty"),
+        ("listen.shutdown_grace_ms", 0, "listen.shutdown_grace_ms: Input should be greater than 0"),
+        ("limits.max_concurrent_requests", 0, "limits.max_concurrent_requests: Input should be greater"),
+    ],
+)
+def test_listen_keys_are_checked(change: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(with_change(change, value))
+    assert message in str(caught.value)
+
+
+def test_auth_token_from_the_environment_is_never_printed() -> None:
+    data = parse(with_change("listen.auth_token", "env:TG_TOKEN"))
+    config = resolve(data, {**ENV, "TG_TOKEN": "s3cr3t-t0ken"})
+    assert config.listen.auth_token is not None
+    assert config.listen.auth_token.get_secret_value() == "s3cr3t-t0ken"
+    assert "s3cr3t-t0ken" not in repr(config) and "s3cr3t-t0ken" not in str(config.listen)
+    with pytest.raises(ConfigError, match=r"listen.auth_token: environment variable TG_TOKEN is not set"):
+        resolve(parse(with_change("listen.auth_token", "env:TG_TOKEN")), ENV)
+
+
+def test_tls_files_must_be_readable(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    data = with_change("listen.tls_cert", str(cert))
+    data["listen"]["tls_key"] = str(tmp_path / "missing.pem")
+    with pytest.raises(ConfigError, match=r"listen.tls_key: cannot read .*missing.pem: No such file"):
+        resolve(parse(data), ENV)

@@ -2,7 +2,9 @@
 
 A small HTTP/1.1 server on asyncio streams, enough for scrapers and probes: GET and HEAD of fixed paths,
 keep-alive. A mounted `App` (the OpenAI-compatible facade, `server/openai_facade.py`) serves its own paths,
-with request bodies (Content-Length only) and streamed responses (chunked transfer encoding).
+with request bodies (Content-Length only) and streamed responses (chunked transfer encoding). With a bearer
+token (`server/auth.py`) every path but the health ones needs it; with an `ssl.SSLContext` it serves HTTPS.
+`drain` stops accepting and lets requests in progress finish, for a graceful shutdown.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tiergate.server.auth import BearerToken
 from tiergate.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -26,6 +31,7 @@ IDLE_TIMEOUT_S = 60.0  # a keep-alive connection with no new request is closed a
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -63,7 +69,7 @@ class StreamResponse:
 class HttpRequest:
     method: str
     path: str
-    headers: Mapping[str, str]  # names lower-cased
+    headers: Mapping[str, str]  # names lower-cased, values as sent
     body: bytes
 
 
@@ -103,11 +109,23 @@ class _BadRequest(Exception):
 class HttpServer:
     """Serves GET/HEAD of `routes` (path -> handler)."""
 
-    def __init__(self, routes: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        token: BearerToken | None = None,
+        tls: ssl.SSLContext | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self._routes = dict(routes)
         self._app: App | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # connections in the middle of a request
+        self._token = token
+        self._tls = tls
+        self._max_body = max_body_bytes
+        self._draining = False
 
     async def start(self, address: str) -> tuple[str, int]:
         """Listens on "host:port" (port 0: any free one); returns the address actually bound."""
@@ -116,7 +134,7 @@ class HttpServer:
             raise OSError(f"listen.http: {address!r} is not host:port")
         host = host.strip("[]")
         try:
-            self._server = await asyncio.start_server(self._accept, host, int(port))
+            self._server = await asyncio.start_server(self._accept, host, int(port), ssl=self._tls)
         except OSError as exc:
             raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         bound = self._server.sockets[0].getsockname()
@@ -125,6 +143,17 @@ class HttpServer:
     def mount(self, app: App) -> None:
         """From now on `app` serves its paths (before, they answer 404)."""
         self._app = app
+
+    async def drain(self, grace_s: float) -> None:
+        """Stops accepting, closes idle connections, and gives requests in progress `grace_s` to finish;
+        then `stop` cancels what is left."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+        for task in self._connections - self._busy:
+            task.cancel()
+        if self._busy:
+            await asyncio.wait(list(self._busy), timeout=grace_s)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -141,17 +170,20 @@ class HttpServer:
         assert task is not None
         self._connections.add(task)
         try:
-            while await self._serve_one(reader, writer):
+            while await self._serve_one(reader, writer, task) and not self._draining:
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             logger.debug("HTTP client went away: %s", exc)
         finally:
             self._connections.discard(task)
+            self._busy.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None]
+    ) -> bool:
         """Answers one request; False when the connection should close."""
         try:
             async with asyncio.timeout(IDLE_TIMEOUT_S):
@@ -163,15 +195,26 @@ class HttpServer:
             return False
         except asyncio.IncompleteReadError:
             return False  # closed between requests
+        self._busy.add(task)
+        try:
+            return await self._answer(head, reader, writer)
+        finally:
+            self._busy.discard(task)
+
+    async def _answer(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         if len(head) > MAX_HEAD_BYTES:
             await _write(writer, Response(431, b"request head too large\n"), keep_alive=False)
             return False
         try:
             method, path, headers, keep_alive = _parse(head)
             app = self._app if self._app is not None and path in self._app.paths else None
-            length = _body_length(headers, accepted=app is not None)
+            length = _body_length(headers, accepted=app is not None, limit=self._max_body)
         except _BadRequest as exc:
             await _write(writer, Response(exc.status, f"{exc}\n".encode()), keep_alive=False)
+            return False
+        if self._token is not None and not self._token.http_allows(path, headers):
+            # The body stays unread, so the connection cannot be reused.
+            await _write(writer, _unauthorized(path), keep_alive=False)
             return False
         handler = self._routes.get(path)
         if app is not None:
@@ -205,22 +248,31 @@ def _parse(head: bytes) -> tuple[str, str, dict[str, str], bool]:
         name, sep, value = line.partition(":")
         if not sep:
             raise _BadRequest(400, "malformed header line")
-        headers[name.strip().lower()] = value.strip().lower()
-    connection = headers.get("connection", "")
+        headers[name.strip().lower()] = value.strip()
+    connection = headers.get("connection", "").lower()
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     return method, target.split("?", 1)[0], headers, keep_alive
 
 
-def _body_length(headers: Mapping[str, str], *, accepted: bool) -> int:
+def _body_length(headers: Mapping[str, str], *, accepted: bool, limit: int) -> int:
     """The request body's length; bodies only where `accepted`, and only with a Content-Length."""
     length = headers.get("content-length", "0")
     if "transfer-encoding" in headers or (not accepted and length != "0"):
         raise _BadRequest(413, "request bodies are not accepted" if not accepted else "send a Content-Length")
     if not length.isdigit():
         raise _BadRequest(400, "malformed Content-Length")
-    if int(length) > MAX_BODY_BYTES:
-        raise _BadRequest(413, f"request body over {MAX_BODY_BYTES} bytes")
+    if int(length) > limit:
+        raise _BadRequest(413, f"request body over {limit} bytes (limits.max_request_bytes)")
     return int(length)
+
+
+def _unauthorized(path: str) -> Response:
+    message = "missing or wrong bearer token (header `Authorization: Bearer <token>`)"
+    headers = (("WWW-Authenticate", 'Bearer realm="tiergate"'),)
+    if path.startswith("/v1/"):  # the OpenAI SDKs read this shape
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+        return Response(401, orjson.dumps({"error": {**error, "param": None}}), "application/json", headers)
+    return Response(401, f"{message}\n".encode(), TEXT, headers)
 
 
 async def _write(

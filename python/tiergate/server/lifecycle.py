@@ -1,13 +1,22 @@
 """Starting and stopping the sidecar: the gRPC server with health and reflection, the HTTP listener
-(metrics, health, readiness, the OpenAI-compatible facade), config reload on SIGHUP or file change, signals,
-shutdown."""
+(metrics, health, readiness, the OpenAI-compatible facade), auth and TLS, config reload on SIGHUP or file
+change, signals, graceful shutdown.
+
+Shutdown (SIGTERM, SIGINT or `stop`): readiness and the gRPC health service turn NOT_SERVING at once, both
+listeners stop accepting, requests in progress get `listen.shutdown_grace_ms` to finish, and whatever is
+still running then is cancelled (its upstream connections closed). A second signal skips the rest of the
+grace period.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
+from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tiergate.config import Config
 from tiergate.reload import ConfigReloader, LiveSidecar
+from tiergate.server.auth import BearerToken, GrpcAuthInterceptor, is_loopback
 from tiergate.server.grpc import TiergateServicer
 from tiergate.server.http import HttpServer, observability_routes
 from tiergate.server.openai_facade import OpenAIFacade
@@ -24,7 +34,62 @@ from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Tiergate"].full_name
-SHUTDOWN_GRACE_S = 10.0
+# Room for the protobuf framing around a request whose text is at the size limit.
+_MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+def _say(line: str) -> None:
+    print(f"tiergate: {line}", file=sys.stderr, flush=True)
+
+
+def _token(config: Config) -> BearerToken | None:
+    token = config.listen.auth_token
+    return BearerToken(token.get_secret_value()) if token is not None else None
+
+
+def _warn_if_exposed(config: Config) -> None:
+    if config.listen.auth_token is not None:
+        return
+    for name, address in (("grpc", config.listen.grpc), ("http", config.listen.http)):
+        if address is not None and not is_loopback(address):
+            _say(f"warning: listen.{name} {address} is reachable from other hosts and no auth_token is set")
+
+
+def _http_tls(config: Config) -> ssl.SSLContext | None:
+    if config.listen.tls is None:
+        return None
+    cert, key = config.listen.tls
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _grpc_server(config: Config) -> grpc.aio.Server:
+    token = _token(config)
+    return grpc.aio.server(
+        interceptors=[GrpcAuthInterceptor(token)] if token is not None else None,
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", config.limits.max_request_bytes + _MESSAGE_OVERHEAD_BYTES),
+        ],
+    )
+
+
+def _listen_grpc(server: grpc.aio.Server, config: Config) -> str:
+    """Adds the gRPC port (TLS when configured); returns the address bound, for the log line."""
+    address = config.listen.grpc
+    try:
+        if config.listen.tls is not None:
+            cert, key = config.listen.tls
+            credentials = grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from None
+    if address.startswith("unix:"):
+        return address
+    return f"{address.rsplit(':', 1)[0]}:{port}"
 
 
 async def serve(
@@ -34,21 +99,24 @@ async def serve(
     config_path: str | None = None,
     telemetry: Telemetry | None = None,
 ) -> None:
-    """Serves until SIGTERM/SIGINT (or `stop` is set), then drains in-flight requests and returns.
+    """Serves until SIGTERM/SIGINT (or `stop` is set), then shuts down gracefully and returns.
 
     With `config_path`, SIGHUP or a change of that file reloads the config.
     """
     telemetry = telemetry if telemetry is not None else Telemetry(config)
+    _warn_if_exposed(config)
+    scheme = "HTTPS" if config.listen.tls is not None else "HTTP"
     http: HttpServer | None = None
     if config.listen.http is not None:
         # Up before the models load, so that /healthz answers (and /readyz says "not ready") meanwhile.
-        http = HttpServer(observability_routes(telemetry))
-        http_host, http_port = await http.start(config.listen.http)
-        print(
-            f"tiergate: serving HTTP on {http_host}:{http_port} (/metrics, /healthz, /readyz, /v1)",
-            file=sys.stderr,
-            flush=True,
+        http = HttpServer(
+            observability_routes(telemetry),
+            token=_token(config),
+            tls=_http_tls(config),
+            max_body_bytes=config.limits.max_request_bytes + _MESSAGE_OVERHEAD_BYTES,
         )
+        http_host, http_port = await http.start(config.listen.http)
+        _say(f"serving {scheme} on {http_host}:{http_port} (/metrics, /healthz, /readyz, /v1)")
     try:
         sidecar = await Sidecar.start(config, telemetry=telemetry)
     except BaseException:
@@ -59,35 +127,36 @@ async def serve(
     if http is not None:
         http.mount(OpenAIFacade(live))
     telemetry.watch(lambda: live.current)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = _grpc_server(config)
     pb_grpc.add_TiergateServicer_to_server(TiergateServicer(live), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(config.listen.grpc)
-    except RuntimeError as exc:
+        bound = _listen_grpc(server, config)
+    except OSError:
         await sidecar.aclose()
         if http is not None:
             await http.stop()
-        raise OSError(f"cannot listen on {config.listen.grpc}: {exc}") from None
+        raise
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    host = config.listen.grpc.rsplit(":", 1)[0]
-    print(
-        f"tiergate: serving gRPC on {host}:{port} (models: {', '.join(config.models)})",
-        file=sys.stderr,
-        flush=True,
-    )
-
+    tls = ", TLS" if config.listen.tls is not None else ""
+    auth = ", bearer token required" if config.listen.auth_token is not None else ""
+    _say(f"serving gRPC on {bound} (models: {', '.join(config.models)}{tls}{auth})")
     telemetry.ready = True
 
     stop = stop or asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: skip the rest of the grace period
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     signals = [signal.SIGTERM, signal.SIGINT]
     for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     reloader: ConfigReloader | None = None
     watcher: asyncio.Task[None] | None = None
     if config_path is not None:
@@ -97,20 +166,46 @@ async def serve(
         watcher = asyncio.create_task(reloader.watch())
     try:
         await stop.wait()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        grace_s = live.current.config.listen.shutdown_grace_ms / 1000
+        _say(f"stopping: {live.current.in_flight} requests in flight, {grace_s:g} s to finish")
         telemetry.ready = False
+        await health_servicer.enter_graceful_shutdown()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await health_servicer.enter_graceful_shutdown()
-        await server.stop(SHUTDOWN_GRACE_S)
+        await _drain(server, http, grace_s, hurry)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        telemetry.ready = False
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+        await server.stop(None)
         if reloader is not None:
             await reloader.aclose()
         await live.current.aclose()
         if http is not None:
             await http.stop()
         await telemetry.aclose()
-        print("tiergate: stopped", file=sys.stderr, flush=True)
+        _say("stopped")
+
+
+async def _drain(
+    server: grpc.aio.Server, http: HttpServer | None, grace_s: float, hurry: asyncio.Event
+) -> None:
+    """Stops accepting on both listeners and waits up to `grace_s` (or until a second signal) for the
+    requests in progress; gRPC cancels its calls still running when the grace ends (HTTP's: `http.stop`)."""
+    http_drain = http.drain(grace_s) if http is not None else asyncio.sleep(0)
+    draining: asyncio.Future[Any] = asyncio.gather(server.stop(grace_s), http_drain)
+    hurried: asyncio.Future[Any] = asyncio.ensure_future(hurry.wait())
+    try:
+        await asyncio.wait([draining, hurried], return_when=asyncio.FIRST_COMPLETED)
+        if not draining.done():
+            _say("second signal: cancelling the requests still in flight")
+            await server.stop(None)  # cancels every call now
+            draining.cancel()
+            await asyncio.gather(draining, return_exceptions=True)
+    finally:
+        hurried.cancel()
+        await asyncio.gather(hurried, return_exceptions=True)

@@ -7,6 +7,9 @@ listed by `/v1/models`); any other name is a 404, never a silent fallback to the
 The Decision travels in the `x-tiergate-decision` response header (compact JSON) and, for streams, whose
 headers leave before it exists, in an extra `tiergate_decision` field of the last chunk before `[DONE]`.
 
+A request deadline, the counterpart of a gRPC deadline, comes in the `x-tiergate-timeout-ms` header (the
+SDKs' own `timeout` only bounds how long the client waits): past it the answer is a 504.
+
 Errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with status codes from
 `ERRORS`. Restricted data that no on-device model can serve is a 403 (`permission_error`): the request is
 well-formed, policy forbids sending it anywhere, and the SDKs do not retry a 403. Non-standard request fields:
@@ -33,6 +36,7 @@ from tiergate.sidecar import Sidecar
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 DECISION_HEADER = "x-tiergate-decision"
+TIMEOUT_HEADER = "x-tiergate-timeout-ms"
 JSON = "application/json"
 SSE = "text/event-stream"
 
@@ -154,6 +158,19 @@ def parse_chat(body: bytes, routes: Mapping[str, object]) -> ChatCall:
     return ChatCall(request, model, include_usage)
 
 
+def parse_deadline(header: str | None) -> float | None:
+    """The monotonic deadline an `x-tiergate-timeout-ms` header sets (None without one)."""
+    if header is None:
+        return None
+    try:
+        ms = float(header)
+    except ValueError:
+        ms = -1.0
+    if not 0 < ms < float("inf"):
+        raise errors.InvalidRequest(f"{TIMEOUT_HEADER}: positive milliseconds expected, got {header[:40]!r}")
+    return time.monotonic() + ms / 1000
+
+
 def _field(data: dict[str, Any], name: str, kind: Any, *, required: bool = False) -> Any:
     value = data.get(name)
     if value is None:
@@ -233,10 +250,11 @@ class OpenAIFacade:
         if request.method != "POST":
             return _method_not_allowed("POST")
         try:
+            deadline = parse_deadline(request.headers.get(TIMEOUT_HEADER))
             call = parse_chat(request.body, sidecar.config.routes)
             if call.request.stream:
-                return await self._stream(sidecar, call)
-            answer = await sidecar.complete(call.request)
+                return await self._stream(sidecar, call, deadline)
+            answer = await sidecar.complete(call.request, deadline)
         except errors.TiergateError as exc:
             return _error(exc)
         c, decision = answer.completion, answer.decision
@@ -264,9 +282,9 @@ class OpenAIFacade:
         ]
         return Response(200, orjson.dumps({"object": "list", "data": data}), JSON)
 
-    async def _stream(self, sidecar: Sidecar, call: ChatCall) -> StreamResponse:
+    async def _stream(self, sidecar: Sidecar, call: ChatCall, deadline: float | None) -> StreamResponse:
         """Waits for the first chunk, so that errors before any text get their own status code."""
-        chunks = aiter(sidecar.stream(call.request))
+        chunks = aiter(sidecar.stream(call.request, deadline))
         try:
             first = await anext(chunks)
         except BaseException:
