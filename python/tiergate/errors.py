@@ -10,8 +10,9 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     ├── DeadlineExceeded        DEADLINE_EXCEEDED    the request's time budget ran out
     ├── AllAttemptsFailed       UNAVAILABLE          every candidate failed; the message lists each attempt
     ├── StreamInterrupted       UNAVAILABLE          the serving model failed after text reached the client
-    └── StateUnavailable        UNAVAILABLE          the fleet state store (Redis) is unreachable and
-                                                     `state_failure: closed` says not to serve without it
+    ├── StateUnavailable        UNAVAILABLE          the fleet state store (Redis) is unreachable and
+    │                                                `state_failure: closed` says not to serve without it
+    └── ShuttingDown            UNAVAILABLE          the sidecar is stopping and takes no new requests
 
 Provider-level failures (`providers.base.ProviderError`) never reach the client directly: dispatch records
 them as attempts and raises one of these. Every error carries the Decision made so far, and a short stable
@@ -69,3 +70,7 @@ class StreamInterrupted(TiergateError):
 
 class StateUnavailable(TiergateError):
     kind = "state_unavailable"
+
+
+class ShuttingDown(TiergateError):
+    kind = "shutting_down"

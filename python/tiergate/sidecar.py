@@ -1,6 +1,6 @@
 """The request path, assembled: analyse -> plan -> dispatch -> report, over one loaded config.
 
-`Sidecar` is what the gRPC server (and later the HTTP facade and the in-process tiergate.Router) call. It owns the
+`Sidecar` is what the gRPC server, the HTTP facade and the in-process `tiergate.Router` call. It owns the
 providers (one long-lived HTTP client each), the circuit breakers, the live per-model stats and the tenant
 limits (`governance`). Every request, answered or failed, is handed to `Telemetry` once it is over.
 
@@ -21,7 +21,7 @@ from tiergate.analysis import Analysis, Analyzer
 from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
-from tiergate.errors import InvalidRequest, TiergateError
+from tiergate.errors import InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import Provider
@@ -96,6 +96,7 @@ class Sidecar:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._refusing = False
 
     @classmethod
     async def start(
@@ -133,6 +134,14 @@ class Sidecar:
             if id(provider) not in kept:
                 await provider.aclose()
         await self.governor.aclose()
+
+    def refuse_new(self) -> None:
+        """From now on new requests fail with ShuttingDown; those in progress go on (a graceful stop)."""
+        self._refusing = True
+
+    async def wait_idle(self) -> None:
+        """Returns once no request is in progress."""
+        await self._idle.wait()
 
     async def retire(self, successor: Sidecar) -> None:
         """After a reload: waits for the requests still running on this config, then closes what the
@@ -249,6 +258,14 @@ class Sidecar:
         self, request: Request, deadline: float | None, report: Report
     ) -> tuple[Run, Ticket | None]:
         """Prepares the request and, where limits apply, takes them: the Run to dispatch and its ticket."""
+        if self._refusing:
+            raise ShuttingDown("the sidecar is shutting down and takes no new requests: retry elsewhere")
+        cap = self.config.limits.max_concurrent_requests
+        if self._in_flight > cap:  # counts this request: rejected before any work, so overload stays cheap
+            raise LimitExceeded(
+                f"over {cap} requests in flight (limits.max_concurrent_requests): retry shortly",
+                limit="max_concurrent_requests",
+            )
         run, analysis = await self._prepare(request, deadline)
         report.decision = run.decision
         if not self.governor.active:

@@ -51,6 +51,16 @@ class SidecarProcess:
         )
         self.stub = pb_grpc.TiergateStub(self.channel)
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The first stderr line containing `text`, once the sidecar has printed it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.log):
+                if text in line:
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"the sidecar never printed {text!r}:\n{''.join(self.log)}")
+
     def health(self, service: str = "") -> int:
         stub = health_pb2_grpc.HealthStub(self.channel)
         return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)

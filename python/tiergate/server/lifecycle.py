@@ -2,10 +2,11 @@
 (metrics, health, readiness, the OpenAI-compatible facade), auth and TLS, config reload on SIGHUP or file
 change, signals, graceful shutdown.
 
-Shutdown (SIGTERM, SIGINT or `stop`): readiness and the gRPC health service turn NOT_SERVING at once, both
-listeners stop accepting, requests in progress get `listen.shutdown_grace_ms` to finish, and whatever is
-still running then is cancelled (its upstream connections closed). A second signal skips the rest of the
-grace period.
+Shutdown (SIGTERM, SIGINT or `stop`): readiness and the gRPC health service turn NOT_SERVING at once; new
+requests are refused (gRPC UNAVAILABLE, HTTP 503: "shutting down") while the health service keeps answering
+NOT_SERVING, and the HTTP listener stops accepting connections. Requests in progress get
+`listen.shutdown_grace_ms` to finish; whatever still runs then is cancelled (its upstream connections closed).
+A second signal skips the rest of the grace period. The process then exits 0.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -166,22 +168,25 @@ async def serve(
         watcher = asyncio.create_task(reloader.watch())
     try:
         await stop.wait()
-        grace_s = live.current.config.listen.shutdown_grace_ms / 1000
-        _say(f"stopping: {live.current.in_flight} requests in flight, {grace_s:g} s to finish")
-        telemetry.ready = False
-        await health_servicer.enter_graceful_shutdown()
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await _drain(server, http, grace_s, hurry)
+        current = live.current
+        current.refuse_new()
+        telemetry.ready = False
+        await health_servicer.enter_graceful_shutdown()
+        grace_s = current.config.listen.shutdown_grace_ms / 1000
+        _say(f"stopping: {current.in_flight} requests in flight, {grace_s:g} s to finish")
+        if not await _drain(current, http, grace_s, hurry):
+            _say(f"cancelling the {current.in_flight} requests still in flight")
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
         telemetry.ready = False
         if watcher is not None and not watcher.done():
             watcher.cancel()
-        await server.stop(None)
+        await server.stop(0)  # cancels the calls still running
         if reloader is not None:
             await reloader.aclose()
         await live.current.aclose()
@@ -191,21 +196,18 @@ async def serve(
         _say("stopped")
 
 
-async def _drain(
-    server: grpc.aio.Server, http: HttpServer | None, grace_s: float, hurry: asyncio.Event
-) -> None:
-    """Stops accepting on both listeners and waits up to `grace_s` (or until a second signal) for the
-    requests in progress; gRPC cancels its calls still running when the grace ends (HTTP's: `http.stop`)."""
-    http_drain = http.drain(grace_s) if http is not None else asyncio.sleep(0)
-    draining: asyncio.Future[Any] = asyncio.gather(server.stop(grace_s), http_drain)
-    hurried: asyncio.Future[Any] = asyncio.ensure_future(hurry.wait())
+async def _drain(sidecar: Sidecar, http: HttpServer | None, grace_s: float, hurry: asyncio.Event) -> bool:
+    """Waits up to `grace_s` (or until a second signal) for the requests in progress; whether they all
+    finished. The HTTP listener stops accepting now; `server.stop` and `http.stop` cancel what is left."""
+    finishing: list[Awaitable[Any]] = [sidecar.wait_idle()]
+    if http is not None:
+        finishing.append(http.drain(grace_s))
+    finished = asyncio.ensure_future(asyncio.gather(*finishing))
+    hurried = asyncio.ensure_future(hurry.wait())
     try:
-        await asyncio.wait([draining, hurried], return_when=asyncio.FIRST_COMPLETED)
-        if not draining.done():
-            _say("second signal: cancelling the requests still in flight")
-            await server.stop(None)  # cancels every call now
-            draining.cancel()
-            await asyncio.gather(draining, return_exceptions=True)
+        await asyncio.wait([finished, hurried], timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+        return bool(finished.done())
     finally:
-        hurried.cancel()
-        await asyncio.gather(hurried, return_exceptions=True)
+        for task in (finished, hurried):
+            task.cancel()
+        await asyncio.gather(finished, hurried, return_exceptions=True)

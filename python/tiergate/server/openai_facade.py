@@ -50,6 +50,7 @@ ERRORS: dict[type[errors.TiergateError], tuple[int, str]] = {
     errors.AllAttemptsFailed: (502, "api_error"),
     errors.StreamInterrupted: (502, "api_error"),
     errors.StateUnavailable: (503, "api_error"),
+    errors.ShuttingDown: (503, "api_error"),
 }
 _FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
 _SENSITIVITIES = {s.name.lower(): s for s in Sensitivity if s is not Sensitivity.UNSPECIFIED}

@@ -15,6 +15,7 @@ STATUS: dict[type[errors.TiergateError], grpc.StatusCode] = {
     errors.AllAttemptsFailed: grpc.StatusCode.UNAVAILABLE,
     errors.StreamInterrupted: grpc.StatusCode.UNAVAILABLE,
     errors.StateUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
 
 
