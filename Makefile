@@ -12,7 +12,7 @@ CONFIG ?=
 # llama.cpp builds with both cores; pip keeps the built wheel in its cache, so it compiles once per machine.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup redis-server run test test-rust test-python lint proto bench clean
+.PHONY: help setup redis-server run test test-rust test-python lint proto examples-proto bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ lint: setup ## ruff, mypy --strict, stubtest against the built extension, rustfm
 
 proto: $(STAMPS)/deps ## regenerate python/tiergate/v1 from proto/
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=python --pyi_out=python --grpc_python_out=python proto/tiergate/v1/tiergate.proto
+
+examples-proto: $(STAMPS)/deps ## regenerate examples/go/gen from proto/ (needs go; plugins at examples/go/go.mod's versions)
+	PYTHON=$(PY) examples/go/generate.sh
 
 bench: setup ## run the benchmarks (BENCH="tokens rules" for some; see benches/README.md)
 	$(PY) benches/run.py $(BENCH)
