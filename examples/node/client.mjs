@@ -1,0 +1,116 @@
+// Asks a tiergate sidecar one question over gRPC, with Complete or StreamComplete, and prints the answer on
+// stdout and the routing Decision on stderr.
+//
+//   node client.mjs "Say hello"                                   # Complete
+//   node client.mjs --stream --address 127.0.0.1:50051 "Say hello"  # StreamComplete
+//
+// The address is --address, else $TIERGATE_ADDRESS, else 127.0.0.1:50051. When $TIERGATE_TOKEN is set, every
+// call carries `authorization: Bearer <token>`. On a gRPC error it prints the status code and message and
+// exits with status 1.
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+
+// The repository's contract, loaded at run time: nothing is generated, so it is never stale.
+const PROTO_ROOT = fileURLToPath(new URL("../../proto", import.meta.url));
+
+const { values: options, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    address: { type: "string", default: process.env.TIERGATE_ADDRESS || "127.0.0.1:50051" },
+    task: { type: "string", default: "default" },
+    stream: { type: "boolean", default: false },
+    timeout: { type: "string", default: "30" }, // seconds: the request's whole latency budget
+  },
+});
+if (positionals.length !== 1) {
+  console.error("usage: node client.mjs [--address HOST:PORT] [--task NAME] [--stream] [--timeout SECONDS] PROMPT");
+  process.exit(2);
+}
+
+const definition = protoLoader.loadSync("tiergate/v1/tiergate.proto", {
+  includeDirs: [PROTO_ROOT],
+  longs: String,
+  enums: String, // Sensitivity as "PUBLIC", not 1
+  defaults: true,
+});
+const { Tiergate } = grpc.loadPackageDefinition(definition).tiergate.v1;
+
+function callMetadata() {
+  const metadata = new grpc.Metadata();
+  if (process.env.TIERGATE_TOKEN) {
+    metadata.set("authorization", `Bearer ${process.env.TIERGATE_TOKEN}`);
+  }
+  return metadata;
+}
+
+function complete(client, request, callOptions) {
+  return new Promise((resolve, reject) => {
+    client.Complete(request, callMetadata(), callOptions, (error, response) =>
+      error ? reject(error) : resolve(response),
+    );
+  });
+}
+
+async function streamComplete(client, request, callOptions) {
+  let last = null;
+  let printed = false;
+  try {
+    // A server stream is a Node Readable: iterate it; a non-OK status is thrown.
+    for await (const chunk of client.StreamComplete(request, callMetadata(), callOptions)) {
+      process.stdout.write(chunk.text);
+      printed ||= chunk.text !== "";
+      if (chunk.decision) last = chunk; // usage and the Decision ride on the last chunk only
+    }
+  } finally {
+    if (printed) process.stdout.write("\n");
+  }
+  return last;
+}
+
+// The same layout as examples/go/main.go.
+function printDecision(decision, usage) {
+  const d = decision ?? {};
+  const u = usage ?? {};
+  const lines = [
+    `served_by:   ${d.servedBy ?? ""}`,
+    `route:       ${d.route ?? ""} (${d.reason ?? ""})`,
+    `sensitivity: ${d.sensitivity ?? "SENSITIVITY_UNSPECIFIED"}`,
+  ];
+  if (d.matchedRules?.length) lines.push(`rules:       ${d.matchedRules.join(", ")}`);
+  for (const a of d.attempts ?? []) {
+    let line = `attempt:     ${a.model} ${a.outcome} ttft=${a.ttftMs.toFixed(1)}ms latency=${a.latencyMs.toFixed(1)}ms`;
+    if (a.hedged) line += " hedged";
+    if (a.error) line += ` error=${a.error}`;
+    lines.push(line);
+  }
+  lines.push(
+    `tokens:      ${u.inputTokens ?? 0} in, ${u.outputTokens ?? 0} out`,
+    `cost_usd:    ${(d.costUsd ?? 0).toFixed(6)}`,
+    `overhead_ms: ${(d.overheadMs ?? 0).toFixed(2)}`,
+  );
+  console.error(lines.join("\n"));
+}
+
+// Plaintext, as the sidecar listens on loopback by default; use grpc.credentials.createSsl() for a remote one.
+const client = new Tiergate(options.address, grpc.credentials.createInsecure());
+const request = { task: options.task, messages: [{ role: "user", content: positionals[0] }] };
+const callOptions = { deadline: new Date(Date.now() + Number(options.timeout) * 1000) };
+try {
+  if (options.stream) {
+    const last = await streamComplete(client, request, callOptions);
+    printDecision(last?.decision, last?.usage);
+  } else {
+    const response = await complete(client, request, callOptions);
+    console.log(response.text);
+    printDecision(response.decision, response.usage);
+  }
+} catch (error) {
+  if (error.code === undefined) throw error; // not a gRPC status: a bug, show the stack
+  console.error(`error: ${grpc.status[error.code]}: ${error.details}`);
+  process.exitCode = 1;
+} finally {
+  client.close();
+}
