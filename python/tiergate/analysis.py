@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tiergate._native import Rule, RuleSet
+from tiergate._native import RuleSet
 from tiergate.config import RuleConfig
 from tiergate.request import Request, Sensitivity
 
@@ -31,18 +31,7 @@ class Analyzer:
 
     def __init__(self, rules: list[RuleConfig], encoding: str = "o200k_base") -> None:
         self._encoding = encoding
-        self._ruleset = RuleSet(
-            [
-                Rule(
-                    r.id,
-                    regex=r.regex,
-                    keywords=r.keywords,
-                    case_insensitive=r.case_insensitive,
-                    validator=r.validator,
-                )
-                for r in rules
-            ]
-        )
+        self._ruleset = RuleSet([r.native() for r in rules])
         self._sensitivity = {r.id: _SENSITIVITY[r.sensitivity] for r in rules if r.sensitivity}
         self._complexity = {r.id: r.complexity for r in rules if r.complexity}
 

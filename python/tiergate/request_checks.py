@@ -22,13 +22,15 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
         size += len(message.content)
     if size > limits.max_request_bytes:
         raise InvalidRequest(
-            f"the messages hold {size} characters, over the limit of {limits.max_request_bytes}"
+            f"the messages hold {size} characters, over the limit of {limits.max_request_bytes} "
+            "(limits.max_request_bytes)"
         )
     if not any(m.content.strip() for m in request.messages):
         raise InvalidRequest("every message is empty")
     if request.max_output_tokens < 0 or request.max_output_tokens > limits.max_output_tokens:
         raise InvalidRequest(
-            f"max_output_tokens {request.max_output_tokens} is out of range (0 to {limits.max_output_tokens})"
+            f"max_output_tokens {request.max_output_tokens} is out of range "
+            f"(0 to {limits.max_output_tokens}, limits.max_output_tokens)"
         )
     if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
         raise InvalidRequest(f"temperature {request.temperature} is out of range (0 to 2)")

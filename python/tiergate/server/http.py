@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 IDLE_TIMEOUT_S = 60.0  # a keep-alive connection with no new request is closed after this
+HEAD_TIMEOUT_S = 10.0  # a request head, once begun, must be complete by then
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -187,14 +188,23 @@ class HttpServer:
         """Answers one request; False when the connection should close."""
         try:
             async with asyncio.timeout(IDLE_TIMEOUT_S):
-                head = await reader.readuntil(b"\r\n\r\n")
+                first = await reader.readexactly(1)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return False  # idle, or closed between requests
+        if not b"A" <= first <= b"Z":  # every method starts so; TLS, HTTP/2 and noise do not
+            await _write(writer, Response(400, b"not an HTTP/1.1 request\n"), keep_alive=False)
+            return False
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_S):
+                head = first + await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
+            await _write(writer, Response(408, b"request head too slow\n"), keep_alive=False)
             return False
         except asyncio.LimitOverrunError:
             await _write(writer, Response(431, b"request head too large\n"), keep_alive=False)
             return False
         except asyncio.IncompleteReadError:
-            return False  # closed between requests
+            return False  # closed halfway through the head
         self._busy.add(task)
         try:
             return await self._answer(head, reader, writer)
