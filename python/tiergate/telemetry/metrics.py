@@ -17,6 +17,7 @@ Families (prefix `tiergate_`):
     config_reloads_total{result}               ok, rejected
     breaker_state{model,state}                 1 for the model's current state, 0 for the others (at scrape)
     local_queue_depth{model}, local_in_flight{model}   on-device models' queues (at scrape)
+    asyncio_tasks                              tasks alive on the event loop (at scrape): leaks show as growth
 
 Every update happens on the event loop's thread, so the series are plain dicts updated without locks
 (prometheus-client's own metric objects take a lock per increment: twice the cost per request); a collector
@@ -25,6 +26,7 @@ turns them into metric families when /metrics is scraped, which happens on that 
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -88,6 +90,11 @@ class _LiveCollector(Collector):
         yield breaker
         yield depth
         yield in_flight
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside an event loop (a registry read directly): nothing to count
+            return
+        yield GaugeMetricFamily("tiergate_asyncio_tasks", "Tasks alive on the sidecar's event loop", tasks)
 
 
 class Series:
