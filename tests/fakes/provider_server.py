@@ -11,7 +11,7 @@ Which fault a request meets, first match wins:
   1. its upstream model id, when it reads `fault:<spec>` (e.g. `"model": "fault:stall_first_byte"`);
   2. the next fault scripted for that model id (`fake.script(..., model="gpt-x")`);
   3. the next fault scripted for any model (`fake.script(...)`);
-  4. the server's default (`ok`).
+  4. the server's default (`ok`), or what the default callable returns (a random mix of faults, say).
 
 Fault specs and their kinds: `provider_faults`.
 
@@ -101,7 +101,11 @@ class FakeServer:
     """The asyncio server itself; `FakeProvider` runs one on a background thread."""
 
     def __init__(
-        self, *, default: Fault | str = "ok", reply: tuple[str, ...] = DEFAULT_REPLY, record: bool = True
+        self,
+        *,
+        default: Fault | str | Callable[[], Fault] = "ok",
+        reply: tuple[str, ...] = DEFAULT_REPLY,
+        record: bool = True,
     ):
         self.default = Fault.parse(default) if isinstance(default, str) else default
         self.reply = reply
@@ -144,7 +148,7 @@ class FakeServer:
                     queue = self._queues.get(key)
                     if queue:
                         return queue.popleft()
-        return self.default
+        return self.default if isinstance(self.default, Fault) else self.default()
 
     def _notify(self) -> None:
         with self.changed:
@@ -431,7 +435,8 @@ class FakeProvider:
     """Runs a `FakeServer` on 127.0.0.1 (a free port) in a background thread; a context manager.
 
     Args:
-        default: the fault for requests nothing else chose one for (default `ok`).
+        default: the fault for requests nothing else chose one for (default `ok`); a callable is called once
+            per such request, on the server's thread.
         reply: the answer's tokens; the text of an `ok` answer is their concatenation.
         record: keep `requests` (turn off for long benchmarks).
     """
@@ -439,7 +444,7 @@ class FakeProvider:
     def __init__(
         self,
         *,
-        default: Fault | str = "ok",
+        default: Fault | str | Callable[[], Fault] = "ok",
         reply: tuple[str, ...] = DEFAULT_REPLY,
         record: bool = True,
         port: int = 0,
@@ -475,6 +480,11 @@ class FakeProvider:
     @property
     def reply_text(self) -> str:
         return "".join(self._server.reply)
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (idle keep-alive ones included)."""
+        return len(self._server._handlers)
 
     def script(self, *faults: Fault | str, model: str | None = None) -> None:
         """Queues faults for the next requests (of `model`, or of any model), one each, in order."""
