@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,12 +35,14 @@ def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "hosted": hosted("m"),
             "failing": hosted("fault:status:500"),
             "dropping": hosted("fault:drop_mid_stream;after=2"),
+            "stalling": hosted("fault:stall_first_byte"),
         },
         "routes": {
             "default": {"chain": ["hosted"]},
             "classify": {"chain": ["hosted"]},
             "broken": {"chain": ["failing"]},
             "interrupted": {"chain": ["dropping"]},
+            "stalled": {"chain": ["stalling"], "retries": 0},
         },
     }
     with run_sidecar(config, tmp_path_factory.mktemp("openai")) as proc:
@@ -113,7 +116,13 @@ async def test_async_completion_and_stream(sidecar: SidecarProcess, fake: FakePr
 
 
 def test_models_lists_the_routes(client: openai.OpenAI) -> None:
-    assert sorted(m.id for m in client.models.list()) == ["broken", "classify", "default", "interrupted"]
+    assert sorted(m.id for m in client.models.list()) == [
+        "broken",
+        "classify",
+        "default",
+        "interrupted",
+        "stalled",
+    ]
 
 
 def test_unknown_model_is_a_404_in_openai_shape(client: openai.OpenAI) -> None:
@@ -203,3 +212,21 @@ def test_wrong_methods_are_405(sidecar: SidecarProcess) -> None:
         assert status == 405
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_goes_away_cancels_the_upstream_call(
+    sidecar: SidecarProcess, fake: FakeProvider, stream: bool
+) -> None:
+    body = json.dumps({"model": "stalled", "messages": HELLO, "stream": stream}).encode()
+    before = len(fake.requests)
+    host, port = sidecar.http_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
+        fake.wait(lambda reqs: len(reqs) > before)
+    upstream = fake.requests[before]
+    assert upstream.model == "fault:stall_first_byte"
+    fake.wait(lambda _: upstream.client_closed_at is not None)  # without the check: never, it stalls forever

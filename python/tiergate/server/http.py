@@ -29,6 +29,7 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 IDLE_TIMEOUT_S = 60.0  # a keep-alive connection with no new request is closed after this
 HEAD_TIMEOUT_S = 10.0  # a request head, once begun, must be complete by then
+CLIENT_CHECK_S = 0.1  # how often a request in progress checks that its client is still connected
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -229,7 +230,7 @@ class HttpServer:
         handler = self._routes.get(path)
         if app is not None:
             body = await reader.readexactly(length) if length else b""
-            answer = await app(HttpRequest(method, path, headers, body))
+            answer = await _unless_client_leaves(reader, app(HttpRequest(method, path, headers, body)))
             if isinstance(answer, StreamResponse):
                 await _write_stream(writer, answer, keep_alive=keep_alive)
                 return keep_alive
@@ -242,6 +243,25 @@ class HttpServer:
             response = handler()
         await _write(writer, response, keep_alive=keep_alive, head_only=method == "HEAD")
         return keep_alive
+
+
+async def _unless_client_leaves(
+    reader: asyncio.StreamReader, work: Awaitable[Response | StreamResponse]
+) -> Response | StreamResponse:
+    """Awaits `work`, cancelling it (and the upstream calls under it) if the client closes the connection
+    meanwhile: an abandoned request should not go on spending tokens. Checked every CLIENT_CHECK_S."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait([task], timeout=CLIENT_CHECK_S)
+            if done:
+                return task.result()
+            if reader.at_eof():
+                raise ConnectionResetError("the client closed the connection before the answer")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _parse(head: bytes) -> tuple[str, str, dict[str, str], bool]:
