@@ -113,8 +113,20 @@ class Completion:
 
 @dataclass(slots=True)
 class Chunk:
-    """One piece of a streamed answer. The last one carries usage and finish_reason."""
+    """One piece of a streamed answer. The last one carries usage and finish_reason, and, as the
+    application receives it (from `tiergate.Client` or `tiergate.Router`), the Decision."""
 
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    decision: Decision | None = None
+
+
+@dataclass(slots=True)
+class Response:
+    """What the application gets for a request: the answer, and the Decision that produced it."""
+
+    text: str
+    usage: Usage
+    decision: Decision
+    finish_reason: str = "stop"
