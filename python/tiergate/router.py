@@ -1,0 +1,162 @@
+"""`tiergate.AsyncRouter` and `tiergate.Router`: tiergate's routing and dispatch inside this process, with
+no server — for laptops, notebooks and scripts.
+
+    with tiergate.Router() as router:          # the embedded default: the on-device model, plus hosted ones
+        print(router.complete("Say hello").text)  # whose API key is in the environment
+
+Both wrap the `Sidecar` the gRPC server runs, so a request is analysed, planned, dispatched and reported
+exactly as the sidecar would; the methods and results are `tiergate.Client`'s (`client_api`), and errors are
+the same `tiergate.errors` classes, raised directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import time
+from collections.abc import AsyncGenerator
+from typing import cast
+
+from tiergate import config as config_mod
+from tiergate.client_api import AsyncAPI, SidecarStatus, TokenCount
+from tiergate.client_sync import SyncAPI
+from tiergate.config import Config
+from tiergate.request import Chunk, Decision, Request, Response
+from tiergate.sidecar import Sidecar
+from tiergate.telemetry import Telemetry
+
+ConfigLike = Config | str | os.PathLike[str] | None
+_SidecarStream = AsyncGenerator[tuple[Chunk, Decision | None], None]
+
+
+class AsyncRouter(AsyncAPI):
+    """tiergate in this process, from async code: requests run on the caller's event loop.
+
+    Models load on `async with` (or the first request); `aclose()` closes them.
+
+    Args:
+        config: a `Config` (e.g. from `tiergate.load_config`), the path of a YAML config, or None for the
+            embedded default (the bundled on-device model, plus each hosted provider whose key is set).
+        timeout: the default latency budget of each request in seconds (None: only the routes' `total_ms`).
+    """
+
+    def __init__(self, config: ConfigLike = None, *, timeout: float | None = None) -> None:
+        super().__init__(timeout=timeout)
+        self._config = config
+        self._sidecar: Sidecar | None = None
+        self._telemetry: Telemetry | None = None
+        self._owned = True  # closing the router closes the Sidecar
+        self._closed = False
+        self._started = 0.0
+        self._version = ""
+        self._starting = asyncio.Lock()
+
+    @classmethod
+    def from_sidecar(cls, sidecar: Sidecar, *, timeout: float | None = None) -> AsyncRouter:
+        """A router over a Sidecar started elsewhere (say, the one a gRPC server in this process serves):
+        the same models, breakers and limits. Closing the router leaves the Sidecar to its owner."""
+        router = cls(sidecar.config, timeout=timeout)
+        router._sidecar, router._owned = sidecar, False
+        router._started, router._version = time.monotonic(), importlib.metadata.version("tiergate")
+        return router
+
+    def __repr__(self) -> str:
+        models = ", ".join(self._sidecar.config.models) if self._sidecar is not None else "not started"
+        return f"{type(self).__name__}({models})"
+
+    @property
+    def config(self) -> Config | None:
+        """The config in use, once started."""
+        return self._sidecar.config if self._sidecar is not None else None
+
+    async def _open(self) -> None:
+        await self._ready()
+
+    async def _ready(self) -> Sidecar:
+        if self._sidecar is not None:
+            return self._sidecar
+        async with self._starting:
+            if self._closed:
+                raise RuntimeError("this tiergate router is closed")
+            if self._sidecar is None:
+                config = _load(self._config)
+                telemetry = Telemetry(config)
+                self._sidecar = await Sidecar.start(config, telemetry=telemetry)
+                self._telemetry = telemetry
+                self._started = time.monotonic()
+                self._version = importlib.metadata.version("tiergate")
+            return self._sidecar
+
+    async def aclose(self) -> None:
+        self._closed = True
+        sidecar, self._sidecar = self._sidecar, None
+        if sidecar is not None and self._owned:
+            await sidecar.aclose()
+        telemetry, self._telemetry = self._telemetry, None
+        if telemetry is not None:
+            await telemetry.aclose()
+
+    async def _complete(self, request: Request, timeout: float | None) -> Response:
+        answer = await (await self._ready()).complete(request, _deadline(timeout))
+        c = answer.completion
+        return Response(c.text, c.usage, answer.decision, c.finish_reason)
+
+    async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
+        sidecar = await self._ready()
+        # Sidecar.stream is an async generator: closed at once when the caller stops early.
+        stream = cast(_SidecarStream, sidecar.stream(request, _deadline(timeout)))
+        async with contextlib.aclosing(stream) as chunks:
+            async for chunk, decision in chunks:
+                if decision is not None:
+                    chunk = Chunk(chunk.text, chunk.usage, chunk.finish_reason or "stop", decision)
+                yield chunk
+
+    async def _explain(self, request: Request, timeout: float | None) -> Decision:
+        return (await self._ready()).explain(request)
+
+    async def _count_tokens(self, text: str, encoding: str, model: str, timeout: float | None) -> TokenCount:
+        return TokenCount(*(await self._ready()).count_tokens(text, encoding, model))
+
+    async def _status(self, timeout: float | None) -> SidecarStatus:
+        sidecar = await self._ready()
+        return SidecarStatus(
+            models=sidecar.status(),
+            in_flight=sidecar.in_flight,
+            uptime_s=time.monotonic() - self._started,
+            version=self._version,
+        )
+
+
+class Router(SyncAPI[AsyncRouter]):
+    """tiergate in this process, blocking: `AsyncRouter`'s methods and results, without `await`.
+
+    Runs its own event loop in a background thread, so it works where a loop is already running (Jupyter).
+    Models load in the constructor (the first use of the embedded model assembles it, with progress on
+    stderr). Use as `with`, or call `close()` when done. Args: as `AsyncRouter`.
+    """
+
+    def __init__(self, config: ConfigLike = None, *, timeout: float | None = None) -> None:
+        super().__init__(AsyncRouter(config, timeout=timeout), what="router")
+
+    @property
+    def config(self) -> Config | None:
+        """The config in use."""
+        return self._inner.config
+
+    def __repr__(self) -> str:
+        return repr(self._inner).replace("AsyncRouter", "Router", 1)
+
+
+def _load(config: ConfigLike) -> Config:
+    if config is None:
+        return config_mod.default_config()
+    if isinstance(config, Config):
+        return config
+    return config_mod.load(config)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """A timeout as a deadline on the Sidecar's clock (`time.monotonic()`), as the gRPC server passes it."""
+    return None if timeout is None else time.monotonic() + timeout
