@@ -1,19 +1,20 @@
-"""The CLI commands that talk to a running sidecar over gRPC: `ask`, `explain`, `health`."""
+"""The CLI commands that talk to a running sidecar, through `tiergate.Client`: `ask`, `explain`, `status`,
+`health`. Failures print `tiergate: STATUS: message` on stderr and exit 1."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tiergate.client import ADDRESS_ENV, DEFAULT_ADDRESS, TLS_CA_ENV, TOKEN_ENV, Client
+from tiergate.client_api import SidecarStatus
+from tiergate.client_errors import status_name
+from tiergate.errors import TiergateError
+from tiergate.request import Decision, Sensitivity, Usage
 
-from tiergate.v1 import tiergate_pb2 as pb
-from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
-
-DEFAULT_ADDRESS = os.environ.get("TIERGATE_ADDRESS", "127.0.0.1:50051")
-SENSITIVITIES = {"public": pb.PUBLIC, "internal": pb.INTERNAL, "restricted": pb.RESTRICTED}
+SENSITIVITIES = sorted(s.name.lower() for s in Sensitivity if s)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,101 +30,152 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _request_options(p)
     p.set_defaults(func=explain)
 
+    p = sub.add_parser("status", help="live per-model state: breaker, TTFT, tokens/s, queue")
+    _connection_options(p, timeout=5.0)
+    p.set_defaults(func=status)
+
     p = sub.add_parser("health", help="exit 0 when the sidecar's gRPC health service answers SERVING")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gRPC address (default {DEFAULT_ADDRESS})")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    _connection_options(p, timeout=3.0)
     p.set_defaults(func=health)
+
+
+def _connection_options(p: argparse.ArgumentParser, timeout: float) -> None:
+    default = os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    p.add_argument("--address", default=default, help=f"host:port or unix:PATH (default {default})")
+    p.add_argument("--token", help=f"bearer token the sidecar requires (default ${TOKEN_ENV})")
+    p.add_argument("--tls-ca", help=f"CA certificate (PEM) of a sidecar serving TLS (default ${TLS_CA_ENV})")
+    p.add_argument("--timeout", type=float, default=timeout, help=f"seconds (default {timeout:g})")
 
 
 def _request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="", help="route name (default: the `default` route)")
-    p.add_argument("--sensitivity", choices=sorted(SENSITIVITIES), help="default: decided by the rules")
+    p.add_argument("--sensitivity", choices=SENSITIVITIES, help="default: decided by the rules")
     p.add_argument("--tenant", default="")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gRPC address (default {DEFAULT_ADDRESS})")
-    p.add_argument("--timeout", type=float, default=60.0, help="the request's deadline in seconds")
+    _connection_options(p, timeout=60.0)
 
 
-def _request(args: argparse.Namespace, max_output_tokens: int = 0) -> pb.CompleteRequest:
-    text = sys.stdin.read() if args.question == "-" else args.question
-    return pb.CompleteRequest(
-        task=args.task,
-        messages=[pb.Message(role="user", content=text)],
-        sensitivity=SENSITIVITIES.get(args.sensitivity or "", pb.SENSITIVITY_UNSPECIFIED),
-        tenant=args.tenant,
-        max_output_tokens=max_output_tokens,
-    )
+def _client(args: argparse.Namespace) -> Client:
+    # None leaves the environment's default to the Client.
+    return Client(args.address, token=args.token, root_certificates=args.tls_ca, timeout=args.timeout)
 
 
-def summary(decision: pb.Decision, usage: pb.Usage) -> str:
+def _question(args: argparse.Namespace) -> str:
+    return sys.stdin.read() if args.question == "-" else str(args.question)
+
+
+def summary(decision: Decision, usage: Usage) -> str:
     """One line: who served, how it got there, what it cost."""
-    path = " -> ".join(f"{a.model}:{a.outcome}" for a in decision.attempts) or "no attempt"
-    sensitivity = pb.Sensitivity.Name(decision.sensitivity).lower()
+    path = " -> ".join(f"{a.model}:{a.outcome.value}" for a in decision.attempts) or "no attempt"
     rules = f" rules={','.join(decision.matched_rules)}" if decision.matched_rules else ""
     return (
-        f"[{decision.served_by or 'nobody'} via route {decision.route}: {path}; {sensitivity}{rules}; "
+        f"[{decision.served_by or 'nobody'} via route {decision.route}: {path}; "
+        f"{decision.sensitivity.name.lower()}{rules}; "
         f"{usage.input_tokens}+{usage.output_tokens} tokens, ${usage.cost_usd:.6f}; "
         f"overhead {decision.overhead_ms:.2f} ms]"
     )
 
 
 def ask(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.address) as channel:
-        stub = pb_grpc.TiergateStub(channel)
-        request = _request(args, args.max_output_tokens)
+    text = _question(args)
+    options = {"task": args.task, "sensitivity": args.sensitivity, "tenant": args.tenant}
+    with _client(args) as client:
         try:
             if args.no_stream:
-                response = stub.Complete(request, timeout=args.timeout)
+                response = client.complete(text, max_output_tokens=args.max_output_tokens, **options)
                 print(response.text)
                 print(summary(response.decision, response.usage), file=sys.stderr)
                 return 0
-            last = None
-            for chunk in stub.StreamComplete(request, timeout=args.timeout):
+            for chunk in client.stream(text, max_output_tokens=args.max_output_tokens, **options):
                 print(chunk.text, end="", flush=True)
-                last = chunk
-            print()
-            if last is not None:
-                print(summary(last.decision, last.usage), file=sys.stderr)
+                if chunk.decision is not None:
+                    print()
+                    print(summary(chunk.decision, chunk.usage or Usage()), file=sys.stderr)
             return 0
-        except grpc.RpcError as exc:
+        except TiergateError as exc:
             return _failed(exc)
 
 
 def explain(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.address) as channel:
+    text = _question(args)
+    with _client(args) as client:
         try:
-            d = pb_grpc.TiergateStub(channel).Explain(_request(args), timeout=args.timeout)
-        except grpc.RpcError as exc:
+            d = client.explain(text, task=args.task, sensitivity=args.sensitivity, tenant=args.tenant)
+        except TiergateError as exc:
             return _failed(exc)
     print(f"route      {d.route}  ({d.reason})")
     print(
-        f"sensitivity {pb.Sensitivity.Name(d.sensitivity).lower()}"
+        f"sensitivity {d.sensitivity.name.lower()}"
         + (f"  rules: {', '.join(d.matched_rules)}" if d.matched_rules else "")
     )
     print(f"complexity {d.complexity or '-'}" + (f"  (by {d.complexity_by})" if d.complexity_by else ""))
     rows = [(str(i + 1), a.model, a.error) for i, a in enumerate(d.attempts)]
     rows += [("skip", s.model, s.reason) for s in d.skipped]
-    width = max((len(r[1]) for r in rows), default=5)
-    print(f"{'#':>4}  {'model':<{width}}  note")
-    for n, model, note in rows:
-        print(f"{n:>4}  {model:<{width}}  {note}")
+    print(_table(("#", "model", "note"), rows, right=(0,)))
     return 0
 
 
-def health(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.address) as channel:
+def status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
         try:
-            status = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=args.timeout
-            )
-        except grpc.RpcError as exc:
+            state = client.status()
+        except TiergateError as exc:
             return _failed(exc)
-    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)
+    print(status_table(state))
+    return 0
+
+
+def status_table(state: SidecarStatus) -> str:
+    """Every model's live state as a table, then the requests in flight and the uptime."""
+    header = ("model", "provider", "on-device", "breaker", "TTFT ms", "tokens/s", "samples", "queue")
+    rows = [
+        (
+            m.name,
+            m.provider,
+            "yes" if m.on_device else "no",
+            m.breaker,
+            f"{m.ttft_ms:.0f}",
+            f"{m.tokens_per_s:.1f}",
+            str(m.samples),
+            str(m.queue) if m.on_device else "-",
+        )
+        for m in state.models
+    ]
+    footer = f"in flight {state.in_flight}, up {_duration(state.uptime_s)}, tiergate {state.version}"
+    # TTFT and tokens/s are priors until a model has samples: routing uses them all the same.
+    return f"{_table(header, rows, right=(4, 5, 6, 7))}\n{footer}"
+
+
+def health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            name = client.health()
+        except TiergateError as exc:
+            return _failed(exc)
     print(name)
-    return 0 if status.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0 if name == "SERVING" else 1
 
 
-def _failed(exc: grpc.RpcError) -> int:
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    print(f"tiergate: {code.name if code else 'error'}: {details}", file=sys.stderr)
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: tuple[int, ...] = ()) -> str:
+    """Columns as wide as their widest cell, two spaces apart; the `right` ones aligned right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s // 60 % 60:02d}m"
+
+
+def _failed(exc: TiergateError) -> int:
+    print(f"tiergate: {status_name(exc)}: {exc}", file=sys.stderr)
     return 1
