@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 import tiergate
 from tests.fakes.provider_server import FakeProvider
+from tests.integration import test_security
 from tests.integration.sidecar_process import SidecarProcess, run_sidecar
 from tests.readme_blocks import block
 from tiergate.request import Outcome
 
 TOKEN = "tok-0123456789-never-print-me"
+# The fixture of a self-signed certificate for 127.0.0.1, shared rather than copied.
+certificate = test_security.certificate
 
 
 def client_config(fake: FakeProvider) -> dict[str, Any]:
@@ -30,11 +34,13 @@ def client_config(fake: FakeProvider) -> dict[str, Any]:
             },
             "stalls": {**hosted, "model": "fault:stall_first_byte"},
             "refuses": {**hosted, "model": "fault:status:400"},
+            "drops": {**hosted, "model": "fault:drop_mid_stream;after=2"},
         },
         "routes": {
             "default": {"chain": ["hosted"]},
             "slow": {"chain": ["stalls"], "retries": 0},
             "broken": {"chain": ["refuses"], "retries": 0},
+            "drops": {"chain": ["drops", "hosted"], "retries": 0},
         },
         "budgets": {"capped": {"requests_per_minute": 1}},
     }
@@ -143,7 +149,7 @@ def test_status_lists_every_model_with_its_live_state(client: tiergate.Client) -
     status = client.status()
     assert isinstance(status, tiergate.SidecarStatus)
     by_name = {m.name: m for m in status.models}
-    assert set(by_name) == {"hosted", "stalls", "refuses"}
+    assert set(by_name) == {"hosted", "stalls", "refuses", "drops"}
     hosted = by_name["hosted"]
     assert isinstance(hosted, tiergate.ModelState)
     assert (hosted.provider, hosted.on_device, hosted.breaker, hosted.queue) == ("openai", False, "closed", 0)
@@ -178,6 +184,18 @@ def test_every_candidate_failing_is_all_attempts_failed_with_each_attempt(client
     assert decision is not None and [(a.model, a.outcome) for a in decision.attempts] == [
         ("refuses", Outcome.ERROR)
     ]
+
+
+def test_a_stream_broken_after_text_is_stream_interrupted_not_a_connect_error(
+    client: tiergate.Client,
+) -> None:
+    # Same status (UNAVAILABLE) as AllAttemptsFailed and a lost connection: the kind trailer tells them apart.
+    received = []
+    with pytest.raises(tiergate.StreamInterrupted) as info:
+        for chunk in client.stream("Say hello", task="drops"):
+            received.append(chunk.text)
+    assert "".join(received) and info.value.decision is not None
+    assert [(a.model, a.outcome) for a in info.value.decision.attempts] == [("drops", Outcome.PARTIAL)]
 
 
 def test_a_limit_names_itself(client: tiergate.Client) -> None:
@@ -245,6 +263,28 @@ def test_the_token_goes_with_every_call_and_nowhere_else(
             assert "wrong-token" not in str(info.value) and TOKEN not in str(info.value)
         with tiergate.Client(proc.address, timeout=10) as client, pytest.raises(tiergate.AuthenticationError):
             client.explain("Say hello")
+
+
+def test_tls_and_a_unix_socket(
+    fake: FakeProvider, tmp_path: Path, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    listen = {"http": None, "tls_cert": str(cert), "tls_key": str(key)}
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    with run_sidecar({**client_config(fake), "listen": listen}, tmp_path, credentials=credentials) as proc:
+        with tiergate.Client(proc.address, root_certificates=cert, timeout=10) as client:
+            assert client.complete("Say hello").text == fake.reply_text
+            assert "tls=True" in repr(client)
+        monkeypatch.setenv("TIERGATE_TLS_CA", str(cert))
+        with tiergate.Client(proc.address, timeout=10) as client:
+            assert client.health() == "SERVING"
+        monkeypatch.delenv("TIERGATE_TLS_CA")
+        with tiergate.Client(proc.address, timeout=3) as plain, pytest.raises(tiergate.ConnectError):
+            plain.complete("Say hello")
+    socket = tmp_path / "tiergate.sock"
+    with run_sidecar(client_config(fake), tmp_path, grpc_address=f"unix:{socket}") as proc:
+        with tiergate.Client(f"unix:{socket}", timeout=10) as client:
+            assert client.complete("Say hello").decision.served_by == "hosted"
 
 
 def test_the_readme_example(sidecar: SidecarProcess, monkeypatch: pytest.MonkeyPatch) -> None:
