@@ -27,15 +27,19 @@ from tiergate.wire import (
 
 __all__ = ["DECISION_TRAILER", "TiergateServicer"]
 VERSION = importlib.metadata.version("tiergate")
-# Answer a little before the client's deadline so it gets our status, not its own DEADLINE_EXCEEDED.
+# Answer a little before the client's deadline so it gets our status (and the Decision), not its own bare
+# DEADLINE_EXCEEDED. The grpc-timeout header rounds the client's timeout up (to a few significant digits, so
+# by up to ~1%), which puts the deadline we read after the client's: the margin covers that and the trip back.
 DEADLINE_MARGIN_S = 0.005
+DEADLINE_MARGIN_SHARE = 0.012
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
-    return time.monotonic() + max(remaining - DEADLINE_MARGIN_S, 0.0)
+    margin = DEADLINE_MARGIN_S + DEADLINE_MARGIN_SHARE * remaining
+    return time.monotonic() + max(remaining - margin, 0.0)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: TiergateError) -> None:
