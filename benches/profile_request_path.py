@@ -54,9 +54,9 @@ from benches.harness import (
     write_result,
 )
 from tiergate.config import parse, resolve
-from tiergate.server.grpc import to_decision, to_request, to_usage
 from tiergate.sidecar import Sidecar
 from tiergate.v1 import tiergate_pb2 as pb
+from tiergate.wire import decision_to_proto, request_from_proto, usage_to_proto
 
 BENCHES = Path(__file__).resolve().parent
 
@@ -103,15 +103,15 @@ async def stages(upstream_v1: str) -> list[str]:
         message = pb.CompleteRequest(
             task="default", messages=[pb.Message(role="user", content=PROMPT)], max_output_tokens=16
         )
-        request = to_request(message, stream=False)
+        request = request_from_proto(message, stream=False)
         answer = await sidecar.complete(request)
 
         def build_response() -> bytes:
             c = answer.completion
             return pb.CompleteResponse(
                 text=c.text,
-                usage=to_usage(c.usage),
-                decision=to_decision(answer.decision),
+                usage=usage_to_proto(c.usage),
+                decision=decision_to_proto(answer.decision),
                 finish_reason=c.finish_reason,
             ).SerializeToString()
 
@@ -121,8 +121,8 @@ async def stages(upstream_v1: str) -> list[str]:
         headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
         rows = [
             [
-                "proto -> Request (`server/grpc.py: to_request`)",
-                f"{per_call_us(lambda: to_request(message, stream=False)):.1f}",
+                "proto -> Request (`wire.py: request_from_proto`)",
+                f"{per_call_us(lambda: request_from_proto(message, stream=False)):.1f}",
                 "—",
             ],
             [
@@ -136,7 +136,7 @@ async def stages(upstream_v1: str) -> list[str]:
                 "—",
             ],
             [
-                "response: `to_decision` + CompleteResponse + serialize",
+                "response: `decision_to_proto` + CompleteResponse + serialize",
                 f"{per_call_us(build_response):.1f}",
                 "—",
             ],
