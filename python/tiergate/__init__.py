@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from tiergate.client_errors import AuthenticationError, ConnectError, TransportError
     from tiergate.config import Config, ConfigError
     from tiergate.config import load as load_config
+    from tiergate.request import ModelState
     from tiergate.router import AsyncRouter, Router
-    from tiergate.sidecar import ModelState
 
 # Public name -> (module, attribute), imported on first access: grpc, pydantic and the request path are
 # heavy, and a script that only counts tokens needs none of them.
@@ -46,7 +46,7 @@ _LAZY = {
     "TransportError": ("tiergate.client_errors", "TransportError"),
     "ConnectError": ("tiergate.client_errors", "ConnectError"),
     "AuthenticationError": ("tiergate.client_errors", "AuthenticationError"),
-    "ModelState": ("tiergate.sidecar", "ModelState"),
+    "ModelState": ("tiergate.request", "ModelState"),
     "Config": ("tiergate.config", "Config"),
     "ConfigError": ("tiergate.config", "ConfigError"),
     "load_config": ("tiergate.config", "load"),

@@ -14,13 +14,10 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 from tiergate.errors import InvalidRequest
-from tiergate.request import Chunk, Decision, Message, Request, Response, Sensitivity
-
-if TYPE_CHECKING:
-    from tiergate.sidecar import ModelState
+from tiergate.request import Chunk, Decision, Message, ModelState, Request, Response, Sensitivity
 
 # A plain string is one user message.
 Messages = str | Sequence[Message | Mapping[str, str]]

@@ -130,3 +130,17 @@ class Response:
     usage: Usage
     decision: Decision
     finish_reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """One model's live state, as `tiergate status` shows it."""
+
+    name: str
+    provider: str
+    on_device: bool
+    breaker: str  # closed, open or half_open
+    ttft_ms: float
+    tokens_per_s: float
+    samples: int
+    queue: int  # on-device: requests queued or generating

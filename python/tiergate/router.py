@@ -17,7 +17,6 @@ import importlib.metadata
 import os
 import time
 from collections.abc import AsyncGenerator
-from typing import cast
 
 from tiergate import config as config_mod
 from tiergate.client_api import AsyncAPI, SidecarStatus, TokenCount
@@ -28,7 +27,6 @@ from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 
 ConfigLike = Config | str | os.PathLike[str] | None
-_SidecarStream = AsyncGenerator[tuple[Chunk, Decision | None], None]
 
 
 class AsyncRouter(AsyncAPI):
@@ -106,8 +104,7 @@ class AsyncRouter(AsyncAPI):
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         sidecar = await self._ready()
         # Sidecar.stream is an async generator: closed at once when the caller stops early.
-        stream = cast(_SidecarStream, sidecar.stream(request, _deadline(timeout)))
-        async with contextlib.aclosing(stream) as chunks:
+        async with contextlib.aclosing(sidecar.stream(request, _deadline(timeout))) as chunks:
             async for chunk, decision in chunks:
                 if decision is not None:
                     chunk = Chunk(chunk.text, chunk.usage, chunk.finish_reason or "stop", decision)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 
 from tiergate._native import CircuitBreaker, count_tokens
@@ -26,7 +26,7 @@ from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import Provider
 from tiergate.providers.factory import build_provider
-from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request
+from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
@@ -36,20 +36,6 @@ from tiergate.telemetry import Report, Telemetry
 class Answer:
     completion: Completion
     decision: Decision
-
-
-@dataclass(frozen=True, slots=True)
-class ModelState:
-    """One model's live state, as `tiergate status` shows it."""
-
-    name: str
-    provider: str
-    on_device: bool
-    breaker: str  # closed, open or half_open
-    ttft_ms: float
-    tokens_per_s: float
-    samples: int
-    queue: int  # on-device: requests queued or generating
 
 
 class Sidecar:
@@ -214,7 +200,7 @@ class Sidecar:
 
     async def stream(
         self, request: Request, deadline: float | None = None
-    ) -> AsyncIterator[tuple[Chunk, Decision | None]]:
+    ) -> AsyncGenerator[tuple[Chunk, Decision | None], None]:
         """Yields (chunk, None) as text arrives and (last chunk, decision) at the end."""
         started = time.monotonic()
         report = self._opened(request)

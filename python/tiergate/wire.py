@@ -20,6 +20,7 @@ from tiergate.request import (
     Completion,
     Decision,
     Message,
+    ModelState,
     Outcome,
     Request,
     Response,
@@ -31,7 +32,6 @@ from tiergate.v1 import tiergate_pb2 as pb
 
 if TYPE_CHECKING:
     from tiergate.client_api import SidecarStatus
-    from tiergate.sidecar import ModelState
 
 DECISION_TRAILER = "tiergate-decision-bin"
 KIND_TRAILER = "tiergate-error-kind"
@@ -224,10 +224,6 @@ def status_from_proto(msg: pb.StatusResponse) -> SidecarStatus:
 
 
 def _model_state(msg: pb.ModelStatus) -> ModelState:
-    # Imported when first needed: tiergate.sidecar brings the whole request path, which a client that never
-    # asks for the status does not need to load.
-    from tiergate.sidecar import ModelState
-
     return ModelState(
         name=msg.name,
         provider=msg.provider,
