@@ -12,14 +12,11 @@ import pytest
 
 import tiergate
 from tests.fakes.provider_server import FakeProvider
-from tests.integration import test_security
 from tests.integration.sidecar_process import SidecarProcess, run_sidecar
 from tests.readme_blocks import block
 from tiergate.request import Outcome
 
 TOKEN = "tok-0123456789-never-print-me"
-# The fixture of a self-signed certificate for 127.0.0.1, shared rather than copied.
-certificate = test_security.certificate
 
 
 def client_config(fake: FakeProvider) -> dict[str, Any]:
