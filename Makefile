@@ -9,6 +9,13 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMPS := $(VENV)/.stamps
 RUST_SOURCES := $(shell find rust -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock rust/core/Cargo.toml rust/py/Cargo.toml
 CONFIG ?=
+# pip's milestones, and the compile's "[ 42%]" (make) or "[84/200]" (ninja) lines as one line per 10%; the
+# whole output goes to the log.
+BUILD_PROGRESS := { print > logfile } \
+  /^ *(Building wheel for|Successfully built|Successfully installed)/ { print "    " substr($$0, 1, 100); fflush() } \
+  match($$0, /\[ *[0-9]+\/[0-9]+\]/) { split(substr($$0, RSTART + 1, RLENGTH - 2), n, "/"); pct = int(100 * n[1] / n[2]) } \
+  match($$0, /\[ *[0-9]+%\]/) { pct = substr($$0, RSTART + 1, RLENGTH - 3) + 0 } \
+  pct >= shown + 10 { shown = pct - pct % 10; printf "    compiling llama.cpp: %d%%\n", shown; fflush() }
 # llama.cpp builds with both cores; pip keeps the built wheel in its cache, so it compiles once per machine.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
@@ -37,7 +44,10 @@ $(STAMPS)/deps: pyproject.toml $(STAMPS)/venv
 	@echo "==> installing dependencies (a first llama-cpp-python build takes ~6 min; later runs use pip's wheel cache)"
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"] + p["optional-dependencies"]["otel"]))' > $(STAMPS)/requirements.txt
-	$(PIP) install --progress-bar off -r $(STAMPS)/requirements.txt
+	@# pip -v shows the llama.cpp compile; only its progress is printed, the rest goes to pip.log (shown on failure).
+	@set -o pipefail; $(PY) -m pip --disable-pip-version-check install -v --progress-bar off \
+	  -r $(STAMPS)/requirements.txt 2>&1 | awk -v logfile=$(STAMPS)/pip.log '$(BUILD_PROGRESS)' \
+	  || { echo "==> pip failed; the end of $(STAMPS)/pip.log:"; tail -n 60 $(STAMPS)/pip.log; exit 1; }
 	@touch $@
 
 $(STAMPS)/native: $(RUST_SOURCES) pyproject.toml $(STAMPS)/deps
