@@ -77,7 +77,8 @@ impl TokenBucket {
         (state.tokens + elapsed_us as f64 * self.refill_per_us).min(self.capacity)
     }
 
-    fn refill(&self, state: &mut BucketState) {
+    /// Credits the refill up to now; returns the time it read.
+    fn refill(&self, state: &mut BucketState) -> u64 {
         let now = self.clock.now_us();
         // A clock that went backwards (a manual clock being set) credits nothing until it is past the last
         // refill again: the same interval is never credited twice.
@@ -85,6 +86,7 @@ impl TokenBucket {
             state.tokens = self.refilled(state, now - state.refilled_at_us);
             state.refilled_at_us = now;
         }
+        now
     }
 
     /// Takes `amount` tokens if the bucket holds that many; otherwise takes nothing.
@@ -116,13 +118,16 @@ impl TokenBucket {
             return Ok(f64::INFINITY);
         }
         let mut state = self.state.lock();
-        self.refill(&mut state);
+        let now = self.refill(&mut state);
         if state.tokens >= amount {
             return Ok(0.0);
         }
         if self.refill_per_us == 0.0 {
             return Ok(f64::INFINITY);
         }
+        // A clock behind the last refill (set back) credits nothing until it has caught up: that time comes
+        // first, and the refill time below counts from there.
+        let behind_us = state.refilled_at_us.saturating_sub(now);
         // `as` saturates; the wait is finite and positive here.
         let mut wait_us = ((amount - state.tokens) / self.refill_per_us).ceil() as u64;
         // The division is the answer up to floating-point rounding, which can put it one microsecond off either
@@ -140,7 +145,7 @@ impl TokenBucket {
                 wait_us -= 1;
             }
         }
-        Ok(wait_us as f64 / 1000.0)
+        Ok(wait_us.saturating_add(behind_us) as f64 / 1000.0)
     }
 }
 
@@ -340,6 +345,11 @@ mod tests {
             ("a clock set backwards credits nothing, and nothing twice", 10.0, 1.0, &[
                 Take(10.0, true), Set(0.0), Holds(0.0), Advance(500.0), Holds(0.0),
                 Set(2_000.0), Holds(1.0),
+            ]),
+            // Found by rust/fuzz (limits): retry_after used to leave out the time to catch up (1000 ms).
+            ("retry_after includes the time a clock set backwards takes to catch up", 10.0, 1.0, &[
+                Take(10.0, true), Set(500.0), RetryAfter(1.0, 1_500.0), Advance(1_499.999), Take(1.0, false),
+                Advance(0.001), Take(1.0, true),
             ]),
         ];
         for &(name, capacity, refill, steps) in cases {
