@@ -121,10 +121,11 @@ async def run_soak(settings: Settings, workdir: Path) -> SoakReport:
             outcomes = await traffic.run(settings.warmup_s, settings.rate)
             problems += await _settle(stub, fake, "warm-up")
             before = await _snapshot(side, fake)
-            sampler = asyncio.create_task(_sample_rss(side.proc.pid))
+            rss: list[tuple[float, int]] = []
+            sampler = asyncio.create_task(_sample_rss(side.proc.pid, rss))
             outcomes += await traffic.run(settings.soak_s, settings.rate)
             sampler.cancel()
-            rss_samples = await asyncio.gather(sampler, return_exceptions=True)
+            await asyncio.gather(sampler, return_exceptions=True)
             problems += await _settle(stub, fake, "soak")
             after = await _snapshot(side, fake)
             metrics = await scrape(side.http_address)
@@ -134,7 +135,6 @@ async def run_soak(settings: Settings, workdir: Path) -> SoakReport:
             problems += await _still_serves(channel, stub, mix, fake.reply_text)
         finally:
             await channel.close()
-        peaks = [s for s in rss_samples if isinstance(s, int)]
         report = SoakReport(
             settings=settings,
             outcomes=outcomes,
@@ -143,7 +143,7 @@ async def run_soak(settings: Settings, workdir: Path) -> SoakReport:
             records=records,
             before=before,
             after=after,
-            rss_peak_kib=max(peaks, default=after.process.rss_kib),
+            rss_timeline=rss,
             wall_s=wall_s,
             problems=problems,
         )
@@ -191,14 +191,12 @@ async def _snapshot(side: SidecarProcess, fake: FakeProvider) -> Snapshot:
     )
 
 
-async def _sample_rss(pid: int) -> int:
-    peak = 0
-    try:
-        while True:
-            peak = max(peak, rss_kib(pid))
-            await asyncio.sleep(0.5)
-    except asyncio.CancelledError:
-        return peak
+async def _sample_rss(pid: int, into: list[tuple[float, int]]) -> None:
+    """Appends (seconds since the soak phase began, RSS in KiB) to `into` twice a second until cancelled."""
+    started = time.monotonic()
+    while True:
+        into.append((time.monotonic() - started, rss_kib(pid)))
+        await asyncio.sleep(0.5)
 
 
 async def scrape(http_address: str) -> Samples:

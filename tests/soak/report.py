@@ -47,10 +47,23 @@ class SoakReport:
     records: list[dict[str, Any]]  # its decision records
     before: Snapshot
     after: Snapshot
-    rss_peak_kib: int  # the highest RSS sampled during the soak phase
+    rss_timeline: list[tuple[float, int]]  # (seconds into the soak phase, RSS KiB), twice a second
     wall_s: float
     fault_labels: dict[str, int] = field(default_factory=dict)  # upstream requests by injected fault ("ok")
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def rss_peak_kib(self) -> int:
+        """The highest RSS sampled during the soak phase (the quiet snapshots' if none was)."""
+        return max((kib for _, kib in self.rss_timeline), default=self.after.process.rss_kib)
+
+    def rss_over_time(self, points: int = 10) -> list[tuple[float, int]]:
+        """About `points` samples of the timeline, evenly spaced, the last one included."""
+        timeline = self.rss_timeline
+        if len(timeline) <= points:
+            return timeline
+        step = (len(timeline) - 1) / (points - 1)
+        return [timeline[round(i * step)] for i in range(points)]
 
     @property
     def rss_growth(self) -> float:
@@ -134,6 +147,12 @@ class SoakReport:
             *_leak_rows(self.before, self.after),
             f"| RSS peak during the soak (MiB) | | {self.rss_peak_kib / 1024:.1f} |",
             f"| RSS growth | | {self.rss_growth:+.1%} (limit +{RSS_GROWTH_LIMIT:.0%}) |",
+            "",
+            "RSS during the soak phase (MiB), to tell a plateau from a steady climb:",
+            "",
+            "| s | " + " | ".join(f"{t:.0f}" for t, _ in self.rss_over_time()) + " |",
+            "|---|" + "---|" * len(self.rss_over_time()),
+            "| MiB | " + " | ".join(f"{kib / 1024:.1f}" for _, kib in self.rss_over_time()) + " |",
         ]
         return lines
 

@@ -67,7 +67,7 @@ def healthy() -> SoakReport:
         records=[{"outcome": "ok"}, {"outcome": "all_attempts_failed"}, {"outcome": "cancelled"}],
         before=quiet(),
         after=quiet(),
-        rss_peak_kib=80_000,
+        rss_timeline=[(0.0, 80_000), (0.5, 80_100)],
         wall_s=1.0,
         fault_labels={"ok": 1, "503": 1, "502": 1},
     )
