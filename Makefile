@@ -7,8 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMPS := $(VENV)/.stamps
-RUST_SOURCES := $(shell find rust -name '*.rs' 2>/dev/null) Cargo.toml Cargo.lock rust/core/Cargo.toml rust/py/Cargo.toml
+RUST_SOURCES := $(shell find rust -path rust/fuzz -prune -o -name '*.rs' -print 2>/dev/null) Cargo.toml Cargo.lock rust/core/Cargo.toml rust/py/Cargo.toml
 CONFIG ?=
+FUZZ_SECONDS ?= 20
+# No sanitizer: the fuzzed crates forbid `unsafe`, so a finding is a panic (overflow checks on: -a) or a broken
+# invariant, and without ASan each second runs several times as many inputs. See rust/fuzz/README.md.
+FUZZ_FLAGS := --fuzz-dir rust/fuzz --sanitizer none --debug-assertions
 # pip's milestones, and the compile's "[ 42%]" (make) or "[84/200]" (ninja) lines as one line per 10%; the
 # whole output goes to the log.
 BUILD_PROGRESS := { print > logfile } \
@@ -19,7 +23,7 @@ BUILD_PROGRESS := { print > logfile } \
 # llama.cpp builds with both cores; pip keeps the built wheel in its cache, so it compiles once per machine.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup redis-server run test test-rust test-python lint proto examples-proto bench clean
+.PHONY: help setup redis-server run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,6 +75,17 @@ test-rust: ## cargo test for rust/
 test-python: setup ## pytest (unit, integration; e2e skipped without keys)
 	$(PY) -m pytest -q
 
+fuzz: ## run each rust/fuzz target for FUZZ_SECONDS (default 20) from its seeds; installs cargo-fuzz if missing
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "==> installing cargo-fuzz (once per machine)"; cargo install cargo-fuzz --locked; }
+	cargo fuzz build $(FUZZ_FLAGS)
+	@for target in $$(cargo fuzz list --fuzz-dir rust/fuzz); do \
+	  echo "==> fuzzing $$target for $(FUZZ_SECONDS) s"; \
+	  mkdir -p rust/fuzz/corpus/$$target; \
+	  dict=rust/fuzz/$$target.dict; \
+	  cargo fuzz run $(FUZZ_FLAGS) $$target rust/fuzz/corpus/$$target rust/fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -len_control=0 -verbosity=0 -print_final_stats=1 $$(test -f $$dict && echo -dict=$$dict) || exit 1; \
+	done
+
 lint: setup ## ruff, mypy --strict, stubtest against the built extension, rustfmt, clippy
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
@@ -88,6 +103,13 @@ examples-proto: $(STAMPS)/deps ## regenerate examples/go/gen from proto/ (needs 
 bench: setup ## run the benchmarks (BENCH="tokens rules" for some; see benches/README.md)
 	$(PY) benches/run.py $(BENCH)
 
+image: setup ## build the sidecar images with buildah (no Docker daemon; root) and export OCI archives to dist/
+	deploy/container/build-image.sh
+
+image-test: image ## in each image: serve, health SERVING, one `tiergate ask`, SIGTERM (see deploy/README.md)
+	deploy/container/smoke-test.sh
+
 clean: ## remove build outputs (keeps .venv)
 	cargo clean
+	rm -rf rust/fuzz/target
 	rm -f python/tiergate/_native*.so
