@@ -327,6 +327,15 @@ PATHOLOGICAL = [
         "GB00" * (MEGABYTE // 4),
         id="rejected by iban",
     ),
+    # Unbounded: the first match is the whole text, and each shorter one at its start is rejected in turn.
+    pytest.param(
+        Rule("card_run", regex=r"[0-9][0-9 ]{11,}", validator="luhn"), "1" * MEGABYTE, id="whole text by luhn"
+    ),
+    pytest.param(
+        Rule("iban_run", regex=r"[A-Z]{2}[0-9]{2}[A-Z0-9 ]{11,}", validator="iban"),
+        "GB00" * (MEGABYTE // 4),
+        id="whole text by iban",
+    ),
     # Case-insensitive non-ASCII keywords go through the regex path; their word edges fail almost everywhere.
     pytest.param(
         Rule("kw", keywords=["ÿa", "ÿaÿa", "Ÿ"], case_insensitive=True), "ÿa" * (MEGABYTE // 3), id="keywords"
