@@ -249,7 +249,27 @@ def parse(data: Any, *, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, source, data)) from None
+
+
+def _unencodable_key(node: Any, loc: tuple[int | str, ...] = ()) -> tuple[int | str, ...] | None:
+    """The location of the first mapping key that is not valid UTF-8 (pydantic reports those without one)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if isinstance(key, str) and not key.isascii():
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return (*loc, key)
+            found = _unencodable_key(value, (*loc, key if isinstance(key, int | str) else str(key)))
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found = _unencodable_key(value, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source: str = "config") -> Config:
@@ -259,7 +279,7 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
     models = dict(config.models)
     for name, model in config.models.items():
         if model.api_key is not None:
-            key = _secret(model.api_key.get_secret_value(), env, f"models.{name}.api_key")
+            key = _secret(model.api_key.get_secret_value(), env, f"{source}: models.{name}.api_key")
             models[name] = model.model_copy(update={"api_key": SecretStr(key)})
         elif model.provider != "llama_cpp":
             raise ConfigError(f"{source}: models.{name}.api_key: missing (use `env:NAME` to read it)")
@@ -270,8 +290,9 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
         seen_rules.add(rule.id)
         try:
             RuleSet([rule.native()])  # compiles the pattern alone (~0.4 ms), so its error names the rule
-        except RuleError as exc:
-            raise ConfigError(f"{source}: rules[{i}]: {exc}") from None
+        except RuleError as exc:  # one line: the regex crate's message draws a caret under the pattern
+            detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip(" ^"))
+            raise ConfigError(f"{source}: rules[{i}]: {detail}") from None
     rules = _with_default_rules(config, seen_rules, source)
     for route_name, route in config.routes.items():
         seen: set[str] = set()
@@ -321,8 +342,10 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
         raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError for a date that is no date
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
     return resolve(parse(data, source=source), environ, source=source)
 
 
@@ -387,11 +410,15 @@ def _secret(value: str, env: Mapping[str, str], key: str) -> str:
     return resolved
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def _describe(exc: ValidationError, source: str, data: Any) -> str:
     lines = []
     for err in exc.errors()[:5]:
         loc = _path(err["loc"])
         msg = err["msg"]
+        if not loc and err["type"] == "string_unicode":  # pydantic cannot name a key that is not UTF-8
+            bad_key = _unencodable_key(data)
+            if bad_key is not None:
+                loc, msg = _path(bad_key), "not valid UTF-8 (a lone surrogate)"
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
