@@ -10,6 +10,7 @@ validation (`AnswerValidator.check`) returns None or a reason for any answer.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -246,3 +247,18 @@ def test_a_pattern_in_a_schema_is_matched_in_linear_time() -> None:
         "assert v.check('\"' + 'a' * 32 + '!\"') is not None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=3)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="request_checks: a NaN max_cost_usd passes the door (NaN < 0 is false) and the planner then reads "
+    "it as no limit (NaN > 0 is false too), where a NaN temperature is refused",
+)
+def test_a_nan_cost_limit_is_an_invalid_request() -> None:
+    request = Request("default", [Message("user", "hi")], max_cost_usd=math.nan)
+    try:
+        check_request(request, LIMITS)
+    except InvalidRequest:
+        return
+    raise AssertionError("a NaN max_cost_usd was accepted")
