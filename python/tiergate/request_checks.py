@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from tiergate.config import LimitsConfig
 from tiergate.errors import InvalidRequest
 from tiergate.request import Request
@@ -34,7 +36,7 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
         )
     if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
         raise InvalidRequest(f"temperature {request.temperature} is out of range (0 to 2)")
-    if request.max_cost_usd < 0:
-        raise InvalidRequest("max_cost_usd is negative")
+    if not 0 <= request.max_cost_usd < math.inf:  # NaN included: it would read as "no limit"
+        raise InvalidRequest(f"max_cost_usd {request.max_cost_usd} is not a cost (0: no limit)")
     if request.json_schema:
         check_schema(request.json_schema)
