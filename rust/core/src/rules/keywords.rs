@@ -104,6 +104,10 @@ pub(super) fn check_keywords(
     Ok(())
 }
 
+/// The characters regex-syntax gives a meaning (as `regex_syntax::is_meta_character` lists them, `#` for
+/// verbose mode and `&`, `-`, `~` for class set operations included).
+const REGEX_META: &str = r"\.+*?()|[]{}^$#&-~";
+
 /// `(?:kw1|kw2|...)` with every keyword escaped, longest first so that leftmost-first finds the longest
 /// keyword at a position, as the Aho-Corasick path does.
 pub(super) fn keyword_alternation(words: &[String]) -> String {
@@ -115,9 +119,9 @@ pub(super) fn keyword_alternation(words: &[String]) -> String {
             pattern.push('|');
         }
         for c in word.chars() {
-            if c.is_ascii_punctuation() || c.is_ascii_whitespace() {
-                // regex-syntax accepts an escape before any ASCII punctuation; escaping whitespace keeps it
-                // literal even if someone later turns on verbose mode.
+            // Only meta characters: an escape is not always literal (`\<` and `\>` are word boundaries in
+            // regex-syntax). Escaping whitespace keeps it literal even if someone later turns on verbose mode.
+            if REGEX_META.contains(c) || c.is_ascii_whitespace() {
                 pattern.push('\\');
             }
             pattern.push(c);

@@ -102,6 +102,15 @@ fn keywords_match_at_word_boundaries() {
             &["Пароль", "ПАРОЛЬ"],
         ),
         (&["naïve"], true, "NAÏVE naïvely", &["NAÏVE"]),
+        // Found by rust/fuzz (rules): `<` and `>` were escaped into `\<` and `\>`, which regex-syntax
+        // reads as word boundaries, so `<пароль>` matched a bare `пароль`.
+        (&["<пароль>"], true, "<ПАРОЛЬ> пароль", &["<ПАРОЛЬ>"]),
+        (
+            &["ö!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"],
+            true,
+            "Ö!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+            &["Ö!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"],
+        ),
     ];
     for &(words, case_insensitive, text, expected) in cases {
         let rule = Rule::keywords("kw", words.iter().copied()).case_insensitive(case_insensitive);
