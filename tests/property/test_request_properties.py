@@ -176,8 +176,14 @@ def test_prepare_plans_or_raises_a_tiergate_error(sidecar: Sidecar, request: Req
     except TiergateError as exc:
         event(f"refused: {type(exc).__name__}")
         return
-    event("planned")
-    assert run.plan.candidates, "a plan without candidates is an error, not a plan"
+    event("planned" if run.plan.candidates else "planned, every model skipped")
+    # Every model of the route is accounted for: a candidate, or skipped with a reason. (A plan with no
+    # candidates is valid: dispatching it fails with the skip reasons.)
+    plan = run.plan
+    assert sorted([c.name for c in plan.candidates] + [s.model for s in plan.skipped]) == sorted(
+        plan.route.chain
+    )
+    assert all(s.reason for s in plan.skipped)
     assert analysis.input_tokens >= 0
 
 
