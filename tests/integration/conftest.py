@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fakes.provider_server import FakeProvider
+
 if TYPE_CHECKING:
     from tiergate.providers.llama_cpp import LlamaCppProvider
 
@@ -73,3 +75,14 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+# -- the fake provider ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    """A fake OpenAI/Anthropic server on a free loopback port, shared by the tests of one module (whose
+    sidecar is usually module-scoped too); `fake_provider` is the per-test one."""
+    with FakeProvider() as server:
+        yield server

@@ -26,12 +26,6 @@ LIMIT = 4096  # limits.max_request_bytes
 HELLO = [pb.Message(role="user", content="Say hello")]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
 def config(fake: FakeProvider) -> dict[str, Any]:
     return {
         "limits": {"max_request_bytes": LIMIT, "max_output_tokens": 4000},

@@ -32,12 +32,6 @@ def tiergate(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Com
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     config: dict[str, Any] = {
         "listen": {"http": None},

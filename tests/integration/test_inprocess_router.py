@@ -50,12 +50,6 @@ def router_config(fake: FakeProvider) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def config_file(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("router") / "tiergate.yaml"
     path.write_text(yaml.safe_dump(router_config(fake)))

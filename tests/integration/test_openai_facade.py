@@ -20,12 +20,6 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     def hosted(model: str) -> dict[str, Any]:
         return {"provider": "openai", "base_url": fake.url_openai, "model": model, "api_key": "k"}

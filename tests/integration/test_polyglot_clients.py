@@ -112,12 +112,6 @@ def decision_lines(stderr: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     price = {"input_per_mtok": 1.5, "output_per_mtok": 3.0}
     config: dict[str, Any] = {

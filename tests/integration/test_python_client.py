@@ -44,12 +44,6 @@ def client_config(fake: FakeProvider) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     with run_sidecar(client_config(fake), tmp_path_factory.mktemp("client")) as proc:
         yield proc

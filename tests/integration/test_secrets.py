@@ -66,12 +66,6 @@ def echoing() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
 def config(fake: FakeProvider, echoing: str) -> dict[str, Any]:
     return {
         "models": {

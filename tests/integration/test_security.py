@@ -23,12 +23,6 @@ TOKEN = "tg-test-token-Secret-0123456789"
 REQUEST = pb.CompleteRequest(messages=[pb.Message(role="user", content="Say hello")])
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
 def hosted_config(fake: FakeProvider, **listen: Any) -> dict[str, Any]:
     return {
         "listen": listen,

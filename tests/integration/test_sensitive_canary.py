@@ -157,12 +157,6 @@ def fail_closed_or_answer(sidecar: SidecarProcess, request: pb.CompleteRequest, 
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     with run_sidecar(canary_config(fake), tmp_path_factory.mktemp("canary"), timeout_s=120) as proc:
         yield proc

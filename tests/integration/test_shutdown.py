@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,6 @@ from tiergate.v1 import tiergate_pb2 as pb
 
 DRIP = "fault:drip:150;tokens=8"  # about 1.2 s per answer
 STALL = "fault:stall_mid_stream"  # one token, then nothing, ever
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
 
 
 def config(fake: FakeProvider, grace_ms: float, **limits: Any) -> dict[str, Any]:

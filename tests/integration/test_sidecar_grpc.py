@@ -45,12 +45,6 @@ def hosted_config(fake: FakeProvider) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     with run_sidecar(
         hosted_config(fake), tmp_path_factory.mktemp("sidecar"), {"TIERGATE_TEST_KEY": SECRET}
