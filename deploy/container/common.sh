@@ -17,9 +17,9 @@ DEBIAN_SUITE=bookworm
 IMAGE_PYTHON=3.11.2
 IMAGE_PYTHON_MINOR=3.11
 
-# The store's driver: overlay when the kernel lets us mount one here (layers share unchanged files: a cold
-# build takes about 1.5 minutes), else vfs, which works wherever chroot does but copies every layer in full
-# (about 5 minutes and 1-3 GB). TIERGATE_IMAGE_STORAGE_DRIVER=vfs forces it. Each driver has its own store.
+# The store's driver: overlay when the kernel lets us mount one here (layers share unchanged files), else
+# vfs, which works wherever chroot does but copies every layer in full (the build takes 2-3 times as long,
+# the store twice the space). TIERGATE_IMAGE_STORAGE_DRIVER=vfs forces it. Each driver has its own store.
 if [ -z "${TIERGATE_IMAGE_STORAGE_DRIVER:-}" ]; then
     TIERGATE_IMAGE_STORAGE_DRIVER=vfs
     if mkdir -p "$IMAGE_CACHE" 2>/dev/null && probe=$(mktemp -d "$IMAGE_CACHE/.overlay-probe.XXXXXX"); then
