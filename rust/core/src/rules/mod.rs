@@ -1,6 +1,16 @@
-//! A compiled rule set: regex rules and keyword rules, matched together over one text in time linear in its
-//! length. Used for PII / sensitivity detection and task hints; compiled once per config load, then shared
-//! by every request (`RuleSet` is `Send + Sync`).
+//! A compiled rule set: regex rules and keyword rules, matched together over one text. Used for PII /
+//! sensitivity detection and task hints; compiled once per config load, then shared by every request
+//! (`RuleSet` is `Send + Sync`).
+//!
+//! # Time
+//!
+//! Finding whether and where a pattern first matches is linear in the text. Stepping through *all*
+//! matches is not always: the `regex` crate documents O(m * n^2) for iterating over the matches of a
+//! pattern whose preferred alternative can fail late (`a*X|a` over a run of `a`s restarts its scan after
+//! each short match). So the request path is linear for rules without a validator, and for validator rules
+//! whose patterns do not have that shape; [`RuleSet::scan`] (every span, not on the request path) and a
+//! validator rule written like `[0-9]*X|[0-9]{13}` are quadratic at worst. Every pattern of the default
+//! pack is linear (checked on adversarial texts in `tests/property/test_rules_properties.py`).
 //!
 //! # How a text is scanned
 //!
@@ -8,8 +18,8 @@
 //!   may match" in a single pass, and each on its own, run afterwards only for the rules that pass
 //!   reported, to find their spans (and apply validators). In the single pass, word boundaries are left
 //!   out of the patterns (see `without_word_boundaries`) so that it stays in the lazy DFA on non-ASCII
-//!   text; the per-rule search is exact. The `regex` family guarantees time linear in the text (no
-//!   backtracking engine), whatever the pattern: the bounded backtracker it may use remembers what it
+//!   text; the per-rule search is exact. The `regex` family guarantees each search time linear in the text
+//!   (no backtracking engine), whatever the pattern: the bounded backtracker it may use remembers what it
 //!   visited.
 //! - The request path ([`RuleSet::matched`], [`RuleSet::analyze`]) needs ids only: a rule the single pass
 //!   decides on its own (no word boundary, no validator) costs nothing more; others stop at their first
