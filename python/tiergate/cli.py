@@ -9,6 +9,7 @@ import sys
 from tiergate import config as config_mod
 from tiergate.cli_client import add_commands as add_client_commands
 from tiergate.config import Config, ConfigError
+from tiergate.errors import StartupError
 
 
 def _load(path: str | None) -> Config:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tiergate: invalid config:\n{exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StartupError) as exc:
         print(f"tiergate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from tiergate.errors import StartupError
+
 CACHE_ENV = "TIERGATE_CACHE_DIR"
 
 
-class EmbeddedModelError(RuntimeError):
+class EmbeddedModelError(StartupError):
     """The embedded model is not installed or its file is corrupt."""
 
 

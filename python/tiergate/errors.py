@@ -77,3 +77,8 @@ class StateUnavailable(TiergateError):
 
 class ShuttingDown(TiergateError):
     kind = "shutting_down"
+
+
+class StartupError(RuntimeError):
+    """The sidecar (or an in-process Router) cannot start: a model file missing, corrupt or rejected. Not a
+    request error: `tiergate serve` prints it and exits 1."""

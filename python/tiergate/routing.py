@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tiergate.analysis import Analysis
 from tiergate.config import Config, ModelConfig, RouteConfig
-from tiergate.errors import SensitiveDataBlocked, UnknownTask
+from tiergate.errors import InvalidRequest, SensitiveDataBlocked, UnknownTask
 from tiergate.model_stats import ModelStats
 from tiergate.request import Request, Sensitivity, Skip
 
@@ -103,6 +103,9 @@ class Planner:
                 "the request carries restricted data and no on-device model of route "
                 f"{route_name!r} can serve it; it was not forwarded"
             )
+        if not kept:  # the request itself rules every model out: asking again cannot help
+            why = "; ".join(f"{s.model}: {s.reason}" for s in skipped)
+            raise InvalidRequest(f"no model of route {route_name!r} can take this request ({why})")
         reason = self._order(route, kept, analysis)
         return Plan(route_name, route, kept, skipped, reason)
 

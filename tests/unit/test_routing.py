@@ -8,7 +8,7 @@ import pytest
 
 from tiergate.analysis import Analysis
 from tiergate.config import parse, resolve
-from tiergate.errors import SensitiveDataBlocked, UnknownTask
+from tiergate.errors import InvalidRequest, SensitiveDataBlocked, UnknownTask
 from tiergate.model_stats import ModelStats
 from tiergate.request import Message, Request, Sensitivity
 from tiergate.routing import Planner
@@ -179,3 +179,10 @@ def test_estimate_cost_prices_cached_input(
 
     model = ModelConfig.model_validate({"provider": "openai", "model": "m", "api_key": "k", "price": price})
     assert estimate_cost(model, *tokens) == pytest.approx(expected)
+
+
+def test_a_request_no_model_can_take_is_invalid_not_unavailable() -> None:
+    # Every model priced out by the request's own max_cost_usd: retrying could never succeed.
+    planner = router({"default": {"chain": ["pricey", "mid"]}})
+    with pytest.raises(InvalidRequest, match=r"no model of route .default. can take this request \(pricey"):
+        planner.plan(req(max_cost_usd=1e-9, max_output_tokens=100), analysis())

@@ -22,6 +22,7 @@ import llama_cpp
 
 from tiergate import embedded_model
 from tiergate.config import EMBEDDED, ModelConfig
+from tiergate.errors import StartupError
 from tiergate.providers.base import MalformedResponse
 from tiergate.providers.local_prompt import PromptFormat, format_for
 from tiergate.providers.local_sampling import Sampling, json_schema_grammar
@@ -34,7 +35,7 @@ GGUF_MAGIC = b"GGUF"
 _GRAMMAR_CACHE_SIZE = 64
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(StartupError):
     """The local model cannot be loaded (missing, not GGUF, or rejected by llama.cpp). Raised at start-up."""
 
 
