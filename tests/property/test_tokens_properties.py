@@ -54,6 +54,6 @@ def tiktoken_count(encoding: tiktoken.Encoding, text: str) -> int:
 @property_settings(400)
 @given(text=TEXTS)
 def test_count_equals_tiktoken(
-    offline_tiktoken: dict[str, tiktoken.Encoding], encoding: str, text: str
+    tiktoken_encodings: dict[str, tiktoken.Encoding], encoding: str, text: str
 ) -> None:
-    assert count_tokens(text, encoding) == tiktoken_count(offline_tiktoken[encoding], text)
+    assert count_tokens(text, encoding) == tiktoken_count(tiktoken_encodings[encoding], text)
