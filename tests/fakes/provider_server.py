@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from tests.fakes.provider_faults import Fault
+from tests.fakes.provider_http import chunk, json_response, stream_headers
 from tests.fakes.provider_wire import AnthropicWire, OpenAIWire, Wire, count_words
 
 FAULT_PREFIX = "fault:"
@@ -49,7 +50,6 @@ ROUTES: dict[str, Wire] = {
     "/chat/completions": OpenAIWire,
     "/v1/messages": AnthropicWire,
 }
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Error"}
 
 
 @dataclass(slots=True)
@@ -169,7 +169,7 @@ class FakeServer:
         except ConnectionError:
             self._client_closed(conn, time.monotonic())
         except _BadRequestLine:
-            writer.write(_json_response(400, b'{"error": {"message": "malformed HTTP request"}}', False))
+            writer.write(json_response(400, b'{"error": {"message": "malformed HTTP request"}}', False))
         except asyncio.CancelledError:
             if conn.last is not None:
                 conn.last.server_closed = True
@@ -251,7 +251,7 @@ class FakeServer:
             status = 404 if wire is None else 400
             message = bad_spec or f"fake provider: cannot serve {method} {path} with this body"
             payload = (wire or OpenAIWire).error_body(status, message)
-            await self._write(writer, record, _json_response(status, payload, keep_alive))
+            await self._write(writer, record, json_response(status, payload, keep_alive))
             return keep_alive
         if fault.kind == "ok" and fault.latency_ms == 0:
             # The fast path (benchmarks): nothing to wait for, so nothing to watch.
@@ -307,9 +307,9 @@ class FakeServer:
             for token in tokens:
                 events += wire.stream_token(model, token)
             events += wire.stream_tail(model, finish, prompt, len(tokens), fault.cached, body)
-            return _stream_headers(keep_alive) + _chunk(events) + b"0\r\n\r\n"
+            return stream_headers(keep_alive) + chunk(events) + b"0\r\n\r\n"
         payload = wire.completion(model, "".join(tokens), finish, prompt, len(tokens), fault.cached)
-        return _json_response(200, payload, keep_alive)
+        return json_response(200, payload, keep_alive)
 
     async def _respond(
         self,
@@ -336,13 +336,13 @@ class FakeServer:
                 extra["retry-after"] = fault.retry_after
             if fault.retry_after_ms is not None:
                 extra["retry-after-ms"] = fault.retry_after_ms
-            await self._write(writer, record, _json_response(status, payload, keep_alive, extra))
+            await self._write(writer, record, json_response(status, payload, keep_alive, extra))
             record.finished_at = time.monotonic()
             return keep_alive
         stream = body.get("stream") is True
         if kind == "malformed_json" or (kind == "malformed_sse" and not stream):
             payload = wire.completion("m", "text", wire.stop, 1, 1, 0)[:-7]
-            await self._write(writer, record, _json_response(200, payload, keep_alive))
+            await self._write(writer, record, json_response(200, payload, keep_alive))
             record.finished_at = time.monotonic()
             return keep_alive
         if not stream:
@@ -361,13 +361,13 @@ class FakeServer:
         model, tokens, finish, prompt = self._plan(wire, body, fault)
         if fault.kind == "error_event":
             payload = wire.error_object(fault.error_type, "fake error")
-            await self._write(writer, record, _json_response(200, payload, keep_alive))
+            await self._write(writer, record, json_response(200, payload, keep_alive))
             record.finished_at = time.monotonic()
             return keep_alive
         if fault.kind == "drip" and fault.ms:
             await asyncio.sleep(fault.ms * len(tokens) / 1000)
         payload = wire.completion(model, "".join(tokens), finish, prompt, len(tokens), fault.cached)
-        response = _json_response(200, payload, keep_alive)
+        response = json_response(200, payload, keep_alive)
         if fault.kind in ("stall_mid_stream", "drop_mid_stream"):
             cut = len(response) - len(payload) // 2
             await self._write(writer, record, response[:cut])
@@ -394,7 +394,7 @@ class FakeServer:
         await self._write(
             writer,
             record,
-            _stream_headers(keep_alive) + _chunk(wire.stream_head(model, prompt, fault.cached)),
+            stream_headers(keep_alive) + chunk(wire.stream_head(model, prompt, fault.cached)),
         )
         for i in range(len(tokens) + 1):
             if i == fault.after or (i == len(tokens) and fault.after > len(tokens)):
@@ -404,21 +404,19 @@ class FakeServer:
                     record.server_closed = True
                     return False
                 elif kind == "error_event":
-                    await self._write(
-                        writer, record, _chunk(wire.error_event(fault.error_type, "fake error"))
-                    )
+                    await self._write(writer, record, chunk(wire.error_event(fault.error_type, "fake error")))
                     await self._write(writer, record, b"0\r\n\r\n")
                     record.finished_at = time.monotonic()
                     return keep_alive
                 elif kind == "malformed_sse":
-                    await self._write(writer, record, _chunk(b"data: {not json\n\n"))
+                    await self._write(writer, record, chunk(b"data: {not json\n\n"))
             if i == len(tokens):
                 break
             if kind == "drip" and fault.ms:
                 await asyncio.sleep(fault.ms / 1000)
-            await self._write(writer, record, _chunk(wire.stream_token(model, tokens[i])))
+            await self._write(writer, record, chunk(wire.stream_token(model, tokens[i])))
         tail = wire.stream_tail(model, finish, prompt, len(tokens), fault.cached, body)
-        await self._write(writer, record, _chunk(tail) + b"0\r\n\r\n")
+        await self._write(writer, record, chunk(tail) + b"0\r\n\r\n")
         record.finished_at = time.monotonic()
         return keep_alive
 
@@ -548,33 +546,6 @@ async def _pause(ms: float | None) -> None:
         await asyncio.get_running_loop().create_future()  # forever: until cancelled
     else:
         await asyncio.sleep(ms / 1000)
-
-
-def _json_response(
-    status: int, payload: bytes, keep_alive: bool, extra: dict[str, str] | None = None
-) -> bytes:
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-        "content-type: application/json",
-        f"content-length: {len(payload)}",
-    ]
-    if not keep_alive:
-        lines.append("connection: close")
-    if extra:
-        lines.extend(f"{k}: {v}" for k, v in extra.items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
-
-
-def _stream_headers(keep_alive: bool) -> bytes:
-    close = b"connection: close\r\n" if not keep_alive else b""
-    return (
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-        b"transfer-encoding: chunked\r\n" + close + b"\r\n"
-    )
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 async def _serve_forever(host: str, port: int) -> None:
