@@ -79,9 +79,11 @@ class Sidecar:
         self.governor: Governor = build_governor(
             config, previous.governor if previous is not None else None, self.telemetry.metrics.state_failure
         )
-        self._in_flight = 0
+        self._in_flight = 0  # this config's requests (a reload waits for them before closing what it drops)
         self._idle = asyncio.Event()
         self._idle.set()
+        # Every config's requests, for limits.max_concurrent_requests and shutdown: shared across reloads.
+        self._everyone: _InFlight = previous._everyone if previous is not None else _InFlight()
         self._refusing = False
 
     @classmethod
@@ -126,8 +128,8 @@ class Sidecar:
         self._refusing = True
 
     async def wait_idle(self) -> None:
-        """Returns once no request is in progress."""
-        await self._idle.wait()
+        """Returns once no request is in progress, on this config or on one it replaced."""
+        await self._everyone.idle.wait()
 
     async def retire(self, successor: Sidecar) -> None:
         """After a reload: waits for the requests still running on this config, then closes what the
@@ -237,6 +239,7 @@ class Sidecar:
 
     def _opened(self, request: Request) -> Report:
         self._in_flight += 1
+        self._everyone.opened()
         self._idle.clear()
         return Report(request, time.time())
 
@@ -247,7 +250,7 @@ class Sidecar:
         if self._refusing:
             raise ShuttingDown("the sidecar is shutting down and takes no new requests: retry elsewhere")
         cap = self.config.limits.max_concurrent_requests
-        if self._in_flight > cap:  # counts this request: rejected before any work, so overload stays cheap
+        if self._everyone.count > cap:  # this one included: refused before any work, overload stays cheap
             raise LimitExceeded(
                 f"over {cap} requests in flight (limits.max_concurrent_requests): retry shortly",
                 limit="max_concurrent_requests",
@@ -277,6 +280,7 @@ class Sidecar:
             self.governor.settle(ticket, cost, output_tokens)
         report.duration_s = time.monotonic() - started
         self._in_flight -= 1
+        self._everyone.closed()
         if not self._in_flight:
             self._idle.set()
         self.telemetry.report(report)
@@ -288,7 +292,8 @@ class Sidecar:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        """Requests in progress, on this config and on any it replaced that still finishes some."""
+        return self._everyone.count
 
     def status(self) -> list[ModelState]:
         """Every model's live state: breaker, measured TTFT and speed, on-device queue."""
@@ -338,6 +343,26 @@ class Sidecar:
             return count_tokens(text, encoding), encoding
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+
+
+class _InFlight:
+    """A count of requests in progress that configs hand on to the next at a reload."""
+
+    __slots__ = ("count", "idle")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def opened(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def closed(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self.idle.set()
 
 
 def _finish(run: Run, started: float) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2
 
 from tests.fakes.provider_server import FakeProvider
@@ -161,3 +162,26 @@ def test_requests_over_the_concurrency_cap_are_rejected_at_once(fake: FakeProvid
             call.join(timeout=10)
             assert call.error is None
         assert proc.stub.Complete(request(), timeout=10).text == fake.reply_text  # capacity is back
+
+
+def test_the_cap_counts_requests_still_running_on_a_replaced_config(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    data = config(fake, grace_ms=1000, max_concurrent_requests=2)
+    with run_sidecar(data, tmp_path) as proc:
+        before = sum(r.model == DRIP for r in fake.requests)
+        running = [Call(lambda: stream_text(proc, "slow")) for _ in range(2)]
+        upstream_started(fake, DRIP, before + 2)
+        assert proc.config_path is not None
+        data["routes"]["default"]["retries"] = 2  # any change: a new config takes over
+        proc.config_path.write_text(yaml.safe_dump(data))
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_for_log("config reloaded")
+        assert proc.stub.Status(pb.StatusRequest(), timeout=10).in_flight == 2
+        with pytest.raises(grpc.RpcError) as info:
+            proc.stub.Complete(request(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for call in running:
+            call.join(timeout=10)
+            assert call.error is None
+        assert proc.stub.Complete(request(), timeout=10).text == fake.reply_text
