@@ -44,7 +44,7 @@ from tiergate.providers.base import (
 )
 from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request, Skip, Usage
 from tiergate.routing import Candidate, Plan, estimate_cost
-from tiergate.validation import AnswerValidator
+from tiergate.validation import AnswerValidator, answer_validator
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 5.0
@@ -129,7 +129,7 @@ class Run:
     def __post_init__(self) -> None:
         self._queue = deque(_Queued(c) for c in self.plan.candidates)
         if self.plan.route.validate_ == "json_schema":
-            self.validator = AnswerValidator(self.request.json_schema)
+            self.validator = answer_validator(self.request.json_schema)
         route = self.plan.route
         total_s = route.total_ms / 1000 if route.total_ms else None
         if total_s is not None:

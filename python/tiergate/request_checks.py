@@ -7,7 +7,7 @@ import math
 from tiergate.config import LimitsConfig
 from tiergate.errors import InvalidRequest
 from tiergate.request import Request
-from tiergate.validation import check_schema
+from tiergate.validation import answer_validator
 
 ROLES = frozenset({"system", "user", "assistant"})
 
@@ -39,4 +39,4 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
     if not 0 <= request.max_cost_usd < math.inf:  # NaN included: it would read as "no limit"
         raise InvalidRequest(f"max_cost_usd {request.max_cost_usd} is not a cost (0: no limit)")
     if request.json_schema:
-        check_schema(request.json_schema)
+        answer_validator(request.json_schema)  # compiled now, kept for the cascade

@@ -26,9 +26,15 @@ from referencing.exceptions import Unresolvable
 from tiergate._native import Rule, RuleError, RuleSet
 from tiergate.errors import InvalidRequest
 
+# Schemas up to this size are kept compiled (`answer_validator`): an application sends the same schema with
+# every request, and it is checked at the door and used again by the cascade.
+_CACHED_SCHEMA_CHARS = 64 * 1024
+_CACHED_SCHEMAS = 128
+
 
 class AnswerValidator:
-    """Compiled once per request; `check(text)` returns None when the answer is acceptable, else why not."""
+    """A compiled schema; `check(text)` returns None when the answer is acceptable, else why not.
+    Get one with `answer_validator`, which compiles each schema once."""
 
     __slots__ = ("_validator",)
 
@@ -77,9 +83,17 @@ class AnswerValidator:
         return f"the answer fails the schema at {error.json_path}: `{error.validator}` not satisfied"
 
 
-def check_schema(json_schema: str) -> None:
-    """Raises InvalidRequest when a request's json_schema is not a usable JSON Schema."""
-    AnswerValidator(json_schema)
+def answer_validator(json_schema: str) -> AnswerValidator:
+    """The request's schema, compiled (InvalidRequest when it is not a usable JSON Schema). A schema seen
+    recently is not compiled again: the door's check and the cascade's validation share one."""
+    if len(json_schema) > _CACHED_SCHEMA_CHARS:
+        return AnswerValidator(json_schema)
+    return _compiled(json_schema)
+
+
+@functools.lru_cache(maxsize=_CACHED_SCHEMAS)
+def _compiled(json_schema: str) -> AnswerValidator:
+    return AnswerValidator(json_schema)
 
 
 def _strip_fence(text: str) -> str:
