@@ -93,13 +93,15 @@ class AsyncClient(AsyncAPI):
         if channel is not None:
             await channel.close()
 
-    async def _complete(self, request: Request, timeout: float | None) -> Response:
+    async def _unary(self, method: Any, message: Any, timeout: float | None) -> Any:
+        """One unary call with the token; a failure becomes its typed error."""
         try:
-            reply = await self._rpc().Complete(
-                wire.request_to_proto(request), timeout=timeout, metadata=self._metadata
-            )
+            return await method(message, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
+
+    async def _complete(self, request: Request, timeout: float | None) -> Response:
+        reply = await self._unary(self._rpc().Complete, wire.request_to_proto(request), timeout)
         return wire.response_from_proto(reply)
 
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
@@ -115,30 +117,16 @@ class AsyncClient(AsyncAPI):
             call.cancel()  # the caller stopped early: the sidecar stops generating too
 
     async def _explain(self, request: Request, timeout: float | None) -> Decision:
-        try:
-            reply = await self._rpc().Explain(
-                wire.request_to_proto(request), timeout=timeout, metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        reply = await self._unary(self._rpc().Explain, wire.request_to_proto(request), timeout)
         return wire.decision_from_proto(reply)
 
     async def _count_tokens(self, text: str, encoding: str, model: str, timeout: float | None) -> TokenCount:
-        try:
-            reply = await self._rpc().CountTokens(
-                pb.CountTokensRequest(text=text, encoding=encoding, model=model),
-                timeout=timeout,
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        message = pb.CountTokensRequest(text=text, encoding=encoding, model=model)
+        reply = await self._unary(self._rpc().CountTokens, message, timeout)
         return TokenCount(reply.tokens, reply.encoding)
 
     async def _status(self, timeout: float | None) -> SidecarStatus:
-        try:
-            reply = await self._rpc().Status(pb.StatusRequest(), timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        reply = await self._unary(self._rpc().Status, pb.StatusRequest(), timeout)
         return wire.status_from_proto(reply)
 
     async def health(self, *, timeout: float | None = None) -> str:
@@ -146,12 +134,8 @@ class AsyncClient(AsyncAPI):
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         self._rpc()
-        try:
-            reply = await health_pb2_grpc.HealthStub(self._channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=self._timeout(timeout), metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
+        check = health_pb2_grpc.HealthStub(self._channel).Check
+        reply = await self._unary(check, health_pb2.HealthCheckRequest(), self._timeout(timeout))
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
