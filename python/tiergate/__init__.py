@@ -27,11 +27,11 @@ from tiergate.request import Attempt, Chunk, Decision, Message, Response, Sensit
 
 if TYPE_CHECKING:
     from tiergate.client import AsyncClient, Client
-    from tiergate.client_api import SidecarStatus, TokenCount
+    from tiergate.client_api import TokenCount
     from tiergate.client_errors import AuthenticationError, ConnectError, TransportError
     from tiergate.config import Config, ConfigError
     from tiergate.config import load as load_config
-    from tiergate.request import ModelState
+    from tiergate.request import ModelState, SidecarStatus
     from tiergate.router import AsyncRouter, Router
 
 # Public name -> (module, attribute), imported on first access: grpc, pydantic and the request path are
@@ -41,7 +41,7 @@ _LAZY = {
     "Client": ("tiergate.client", "Client"),
     "AsyncRouter": ("tiergate.router", "AsyncRouter"),
     "Router": ("tiergate.router", "Router"),
-    "SidecarStatus": ("tiergate.client_api", "SidecarStatus"),
+    "SidecarStatus": ("tiergate.request", "SidecarStatus"),
     "TokenCount": ("tiergate.client_api", "TokenCount"),
     "TransportError": ("tiergate.client_errors", "TransportError"),
     "ConnectError": ("tiergate.client_errors", "ConnectError"),

@@ -9,10 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from tiergate.client import ADDRESS_ENV, DEFAULT_ADDRESS, TLS_CA_ENV, TOKEN_ENV, Client
-from tiergate.client_api import SidecarStatus
 from tiergate.client_errors import status_name
 from tiergate.errors import TiergateError
-from tiergate.request import Decision, Sensitivity, Usage
+from tiergate.request import Decision, Sensitivity, SidecarStatus, Usage
 
 SENSITIVITIES = sorted(s.name.lower() for s in Sensitivity if s)
 

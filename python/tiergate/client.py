@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 
 from tiergate import wire
-from tiergate.client_api import AsyncAPI, SidecarStatus, TokenCount
+from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_errors import error_from_rpc
 from tiergate.client_sync import SyncAPI, blocking
-from tiergate.request import Chunk, Decision, Request, Response
+from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 

@@ -12,12 +12,11 @@ import abc
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from tiergate.errors import InvalidRequest
-from tiergate.request import Chunk, Decision, Message, ModelState, Request, Response, Sensitivity
+from tiergate.request import Chunk, Decision, Message, Request, Response, Sensitivity, SidecarStatus
 
 # A plain string is one user message.
 Messages = str | Sequence[Message | Mapping[str, str]]
@@ -30,16 +29,6 @@ class TokenCount(NamedTuple):
 
     tokens: int
     encoding: str
-
-
-@dataclass(slots=True)
-class SidecarStatus:
-    """Live state: every model's breaker, measured TTFT and speed, on-device queue; requests being served."""
-
-    models: list[ModelState] = field(default_factory=list)
-    in_flight: int = 0
-    uptime_s: float = 0.0
-    version: str = ""
 
 
 def build_request(

@@ -144,3 +144,13 @@ class ModelState:
     tokens_per_s: float
     samples: int
     queue: int  # on-device: requests queued or generating
+
+
+@dataclass(slots=True)
+class SidecarStatus:
+    """Live state: every model's breaker, measured TTFT and speed, on-device queue; requests being served."""
+
+    models: list[ModelState] = field(default_factory=list)
+    in_flight: int = 0
+    uptime_s: float = 0.0
+    version: str = ""

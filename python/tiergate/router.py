@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import os
 import time
 from collections.abc import AsyncGenerator
 
 from tiergate import config as config_mod
-from tiergate.client_api import AsyncAPI, SidecarStatus, TokenCount
+from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_sync import SyncAPI
 from tiergate.config import Config
-from tiergate.request import Chunk, Decision, Request, Response
+from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 
@@ -47,8 +46,6 @@ class AsyncRouter(AsyncAPI):
         self._telemetry: Telemetry | None = None
         self._owned = True  # closing the router closes the Sidecar
         self._closed = False
-        self._started = 0.0
-        self._version = ""
         self._starting = asyncio.Lock()
 
     @classmethod
@@ -57,7 +54,6 @@ class AsyncRouter(AsyncAPI):
         the same models, breakers and limits. Closing the router leaves the Sidecar to its owner."""
         router = cls(sidecar.config, timeout=timeout)
         router._sidecar, router._owned = sidecar, False
-        router._started, router._version = time.monotonic(), importlib.metadata.version("tiergate")
         return router
 
     def __repr__(self) -> str:
@@ -83,8 +79,6 @@ class AsyncRouter(AsyncAPI):
                 telemetry = Telemetry(config)
                 self._sidecar = await Sidecar.start(config, telemetry=telemetry)
                 self._telemetry = telemetry
-                self._started = time.monotonic()
-                self._version = importlib.metadata.version("tiergate")
             return self._sidecar
 
     async def aclose(self) -> None:
@@ -117,13 +111,7 @@ class AsyncRouter(AsyncAPI):
         return TokenCount(*(await self._ready()).count_tokens(text, encoding, model))
 
     async def _status(self, timeout: float | None) -> SidecarStatus:
-        sidecar = await self._ready()
-        return SidecarStatus(
-            models=sidecar.status(),
-            in_flight=sidecar.in_flight,
-            uptime_s=time.monotonic() - self._started,
-            version=self._version,
-        )
+        return (await self._ready()).status()
 
 
 class Router(SyncAPI[AsyncRouter]):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import importlib.metadata
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import Provider
 from tiergate.providers.factory import build_provider
-from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request
+from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request, SidecarStatus
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
@@ -84,6 +86,8 @@ class Sidecar:
         self._idle.set()
         # Every config's requests, for limits.max_concurrent_requests and shutdown: shared across reloads.
         self._everyone: _InFlight = previous._everyone if previous is not None else _InFlight()
+        # Since the first config started: a reload keeps it.
+        self._started: float = previous._started if previous is not None else time.monotonic()
         self._refusing = False
 
     @classmethod
@@ -295,9 +299,10 @@ class Sidecar:
         """Requests in progress, on this config and on any it replaced that still finishes some."""
         return self._everyone.count
 
-    def status(self) -> list[ModelState]:
-        """Every model's live state: breaker, measured TTFT and speed, on-device queue."""
-        return [
+    def status(self) -> SidecarStatus:
+        """Every model's live state (breaker, measured TTFT and speed, on-device queue), the requests in
+        flight, the time since the first config started."""
+        models = [
             ModelState(
                 name=name,
                 provider=model.provider,
@@ -310,6 +315,7 @@ class Sidecar:
             )
             for name, model in self.config.models.items()
         ]
+        return SidecarStatus(models, self.in_flight, time.monotonic() - self._started, _version())
 
     def explain(self, request: Request) -> Decision:
         """The plan as a Decision, without calling any model."""
@@ -343,6 +349,11 @@ class Sidecar:
             return count_tokens(text, encoding), encoding
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+
+
+@functools.cache
+def _version() -> str:
+    return importlib.metadata.version("tiergate")
 
 
 class _InFlight:

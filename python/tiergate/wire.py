@@ -10,8 +10,8 @@ Pure functions over `tiergate.v1` messages and `tiergate.request` types: no grpc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from tiergate.errors import InvalidRequest, LimitExceeded, TiergateError
 from tiergate.request import (
@@ -25,13 +25,11 @@ from tiergate.request import (
     Request,
     Response,
     Sensitivity,
+    SidecarStatus,
     Skip,
     Usage,
 )
 from tiergate.v1 import tiergate_pb2 as pb
-
-if TYPE_CHECKING:
-    from tiergate.client_api import SidecarStatus
 
 DECISION_TRAILER = "tiergate-decision-bin"
 KIND_TRAILER = "tiergate-error-kind"
@@ -191,21 +189,12 @@ def chunk_from_proto(msg: pb.CompleteChunk) -> Chunk:
 # -- status ------------------------------------------------------------------------------------------------
 
 
+_MODEL_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(ModelState))  # ModelStatus has the same
+
+
 def status_to_proto(status: SidecarStatus) -> pb.StatusResponse:
     return pb.StatusResponse(
-        models=[
-            pb.ModelStatus(
-                name=m.name,
-                provider=m.provider,
-                on_device=m.on_device,
-                breaker=m.breaker,
-                ttft_ms=m.ttft_ms,
-                tokens_per_s=m.tokens_per_s,
-                samples=m.samples,
-                queue=m.queue,
-            )
-            for m in status.models
-        ],
+        models=[pb.ModelStatus(**dataclasses.asdict(m)) for m in status.models],  # same field names
         in_flight=status.in_flight,
         uptime_s=status.uptime_s,
         version=status.version,
@@ -213,26 +202,11 @@ def status_to_proto(status: SidecarStatus) -> pb.StatusResponse:
 
 
 def status_from_proto(msg: pb.StatusResponse) -> SidecarStatus:
-    from tiergate.client_api import SidecarStatus
-
     return SidecarStatus(
-        models=[_model_state(m) for m in msg.models],
+        models=[ModelState(**{name: getattr(m, name) for name in _MODEL_STATE_FIELDS}) for m in msg.models],
         in_flight=msg.in_flight,
         uptime_s=msg.uptime_s,
         version=msg.version,
-    )
-
-
-def _model_state(msg: pb.ModelStatus) -> ModelState:
-    return ModelState(
-        name=msg.name,
-        provider=msg.provider,
-        on_device=msg.on_device,
-        breaker=msg.breaker,
-        ttft_ms=msg.ttft_ms,
-        tokens_per_s=msg.tokens_per_s,
-        samples=msg.samples,
-        queue=msg.queue,
     )
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from tiergate.client_api import SidecarStatus
 from tiergate.errors import TiergateError
 from tiergate.reload import LiveSidecar
 from tiergate.server.status import status_of
@@ -26,7 +24,6 @@ from tiergate.wire import (
 )
 
 __all__ = ["DECISION_TRAILER", "TiergateServicer"]
-VERSION = importlib.metadata.version("tiergate")
 # Answer a little before the client's deadline so it gets our status (and the Decision), not its own bare
 # DEADLINE_EXCEEDED. The grpc-timeout header rounds the client's timeout up (to a few significant digits, so
 # by up to ~1%), which puts the deadline we read after the client's: the margin covers that and the trip back.
@@ -49,7 +46,6 @@ async def _abort(context: grpc.aio.ServicerContext, exc: TiergateError) -> None:
 class TiergateServicer(pb_grpc.TiergateServicer):
     def __init__(self, sidecar: Sidecar | LiveSidecar) -> None:
         self._live = sidecar if isinstance(sidecar, LiveSidecar) else LiveSidecar(sidecar)
-        self._started = time.monotonic()
 
     @property
     def _sidecar(self) -> Sidecar:
@@ -97,12 +93,4 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         return pb.CountTokensResponse(tokens=tokens, encoding=encoding)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
-        sidecar = self._sidecar
-        return status_to_proto(
-            SidecarStatus(
-                models=sidecar.status(),
-                in_flight=sidecar.in_flight,
-                uptime_s=time.monotonic() - self._started,
-                version=VERSION,
-            )
-        )
+        return status_to_proto(self._sidecar.status())
