@@ -34,9 +34,9 @@ import yaml
 from benches.harness import (
     PYTHON,
     Samples,
-    command_line,
     machine,
     percentile,
+    report_head,
     run_server,
     table,
     timed_batch,
@@ -194,15 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((label, *outcome))
 
     lines = [
-        "# bench_guardrail: TTFT guardrail with the primary stalled before its first byte",
-        "",
-        "## Machine",
-        *machine_lines,
-        "",
-        "## Command",
-        "",
-        f"    {command_line()}",
-        "",
+        *report_head(
+            "bench_guardrail: TTFT guardrail with the primary stalled before its first byte", machine_lines
+        ),
         "## Setup",
         "",
         "- upstream: tests/fakes/provider_server.py `FakeProvider`, in this process (its own "

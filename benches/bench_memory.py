@@ -21,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import PYTHON, ROOT, command_line, machine, run_server, table, write_result
+from harness import PYTHON, ROOT, machine, report_head, run_server, table, write_result
 
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
@@ -98,15 +98,7 @@ def main() -> None:
     hosted_peak = float(rows[0][3])
     local_peak = float(rows[1][3])
     lines = [
-        "# bench_memory: the sidecar's resident memory",
-        "",
-        "## Machine",
-        *machine(),
-        "",
-        "## Command",
-        "",
-        f"    {command_line()}",
-        "",
+        *report_head("bench_memory: the sidecar's resident memory", machine()),
         "## Result (MiB)",
         "",
         *table(["variant", "RSS after start", "RSS after traffic", "peak (VmHWM)", "requests"], rows),

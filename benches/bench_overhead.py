@@ -46,10 +46,10 @@ from benches.harness import (
     PYTHON,
     ROOT,
     Samples,
-    command_line,
     free_port,
     machine,
     percentile,
+    report_head,
     run_server,
     table,
     timed_batch,
@@ -346,16 +346,11 @@ def report(
     names = [s.name for s in systems]
     clients = {s.name: s.client for s in systems}
     lines = [
-        "# bench_overhead: latency tiergate adds, next to LiteLLM's proxy",
-        "",
-        "## Machine",
-        *machine_lines,
-        f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        "",
-        "## Command",
-        "",
-        f"    {command_line()}",
-        "",
+        *report_head(
+            "bench_overhead: latency tiergate adds, next to LiteLLM's proxy",
+            machine_lines,
+            f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        ),
         "## Setup",
         "",
         f"- upstream: {upstream_desc}; the same process serves every system",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.soak, when run as a script
 
-from benches.harness import command_line, machine, write_result
+from benches.harness import machine, report_head, write_result
 from tests.soak.engine import ROUTE_TOTAL_MS, SLOW_MODEL_ID, run_soak
 from tests.soak.fault_mix import FAULT_KINDS
 from tests.soak.report import RSS_GROWTH_LIMIT, Settings
@@ -50,16 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(run_soak(settings, Path(tmp)))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
-        "# soak: steady mixed traffic against failing upstreams",
-        "",
-        "## Machine",
-        *machine_lines,
-        f"- load average at end {load}; priority (nice) {os.nice(0)}",
-        "",
-        "## Command",
-        "",
-        f"    {command_line()}",
-        "",
+        *report_head(
+            "soak: steady mixed traffic against failing upstreams",
+            machine_lines,
+            f"- load average at end {load}; priority (nice) {os.nice(0)}",
+        ),
         "## Setup",
         "",
         "- upstream: tests/fakes/provider_server.py `FakeProvider` in this process (its own thread): models "

@@ -278,6 +278,13 @@ def command_line() -> str:
     return shlex.join([".venv/bin/python", shown, *sys.argv[1:]])
 
 
+def report_head(title: str, machine_lines: Sequence[str], *more_machine: str) -> list[str]:
+    """A result file's opening: its title, the machine (plus `more_machine` lines, e.g. the load at the
+    end) and the command that produced it."""
+    return [f"# {title}", "", "## Machine", *machine_lines, *more_machine, "", "## Command", "",
+            f"    {command_line()}", ""]  # fmt: skip
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -45,9 +45,9 @@ from benches.harness import (
     PYTHON,
     Samples,
     Server,
-    command_line,
     machine,
     percentile,
+    report_head,
     run_server,
     table,
     timed_batch,
@@ -405,15 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         part3 = http_client_share(up, Path(tmp))
         part4 = ab_compare(up, args.ab_pythonpath, Path(tmp)) if args.ab_pythonpath else []
     lines = [
-        "# profile_request_path: where tiergate's added latency goes",
-        "",
-        "## Machine",
-        *machine_lines,
-        "",
-        "## Command",
-        "",
-        f"    {command_line()}",
-        "",
+        *report_head("profile_request_path: where tiergate's added latency goes", machine_lines),
         "## 1. Stage timings (in-process, no profiler; upstream: benches/fast_upstream.py)",
         "",
         *part1,
