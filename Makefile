@@ -13,14 +13,7 @@ FUZZ_SECONDS ?= 20
 # No sanitizer: the fuzzed crates forbid `unsafe`, so a finding is a panic (overflow checks on: -a) or a broken
 # invariant, and without ASan each second runs several times as many inputs. See rust/fuzz/README.md.
 FUZZ_FLAGS := --fuzz-dir rust/fuzz --sanitizer none --debug-assertions
-# pip's milestones, and the compile's "[ 42%]" (make) or "[84/200]" (ninja) lines as one line per 10%; the
-# whole output goes to the log.
-BUILD_PROGRESS := { print > logfile } \
-  /^ *(Building wheel for|Successfully built|Successfully installed)/ { print "    " substr($$0, 1, 100); fflush() } \
-  match($$0, /\[ *[0-9]+\/[0-9]+\]/) { split(substr($$0, RSTART + 1, RLENGTH - 2), n, "/"); pct = int(100 * n[1] / n[2]) } \
-  match($$0, /\[ *[0-9]+%\]/) { pct = substr($$0, RSTART + 1, RLENGTH - 3) + 0 } \
-  pct >= shown + 10 { shown = pct - pct % 10; printf "    compiling llama.cpp: %d%%\n", shown; fflush() }
-# llama.cpp builds with both cores; pip keeps the built wheel in its cache, so it compiles once per machine.
+# llama.cpp builds with both cores, once per machine (tools/llama-cpp-wheel.sh keeps the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: help setup redis-server run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
@@ -44,13 +37,20 @@ $(STAMPS)/venv:
 	$(PIP) install --upgrade pip
 	@mkdir -p $(STAMPS) && touch $@
 
-$(STAMPS)/deps: pyproject.toml $(STAMPS)/venv
-	@echo "==> installing dependencies (a first llama-cpp-python build takes ~6 min; later runs use pip's wheel cache)"
+$(STAMPS)/deps: pyproject.toml tools/llama-cpp-wheel.sh $(STAMPS)/venv
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"] + p["optional-dependencies"]["otel"]))' > $(STAMPS)/requirements.txt
-	@# pip -v shows the llama.cpp compile; only its progress is printed, the rest goes to pip.log (shown on failure).
-	@set -o pipefail; $(PY) -m pip --disable-pip-version-check install -v --progress-bar off \
-	  -r $(STAMPS)/requirements.txt 2>&1 | awk -v logfile=$(STAMPS)/pip.log '$(BUILD_PROGRESS)' \
+	@# llama-cpp-python from our own portable build (tools/llama-cpp-wheel.sh), never pip's -march=native one.
+	@version=$$(sed -n 's/^llama-cpp-python==//p' $(STAMPS)/requirements.txt); \
+	  test -n "$$version" || { echo "pyproject.toml must pin llama-cpp-python==VERSION"; exit 1; }; \
+	  tools/llama-cpp-wheel.sh $(PY) "$$version" > $(STAMPS)/llama-wheels
+	@echo "==> installing dependencies"
+	@set -o pipefail; $(PY) -m pip --disable-pip-version-check install --progress-bar off \
+	  --find-links "$$(cat $(STAMPS)/llama-wheels)" --only-binary llama-cpp-python \
+	  -r $(STAMPS)/requirements.txt > $(STAMPS)/pip.log 2>&1 \
+	  && $(PY) -m pip --disable-pip-version-check install --no-deps --no-index --force-reinstall \
+	  --find-links "$$(cat $(STAMPS)/llama-wheels)" "$$(grep '^llama-cpp-python==' $(STAMPS)/requirements.txt)" \
+	  >> $(STAMPS)/pip.log 2>&1 \
 	  || { echo "==> pip failed; the end of $(STAMPS)/pip.log:"; tail -n 60 $(STAMPS)/pip.log; exit 1; }
 	@touch $@
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make image`: builds the sidecar images with buildah (no Docker daemon, no registry) and exports them as OCI
 # archives under dist/. Needs root (debootstrap, buildah's chroot isolation) and `make setup` done (it reuses
-# the .venv, the llama-cpp-python wheel in pip's cache and the assembled embedded model).
+# the .venv, the portable llama-cpp-python wheel (tools/llama-cpp-wheel.sh) and the assembled embedded model).
 #
 #   1. debootstrap a slim Debian bookworm root filesystem, once (cached in $IMAGE_CACHE)
 #   2. import it as the base image localhost/tiergate-base:bookworm
@@ -115,10 +115,11 @@ build_context() {
     .venv/bin/pip freeze --exclude-editable >"$wheels/constraints.txt"
     # A fixed timestamp makes the wheel byte-for-byte reproducible, so an unchanged tree rebuilds nothing.
     SOURCE_DATE_EPOCH=315532800 .venv/bin/maturin build --release --quiet --out "$wheels" >/dev/null
-    # llama-cpp-python is an sdist on PyPI: this takes the wheel pip cached when `make setup` compiled it.
+    # llama-cpp-python is an sdist on PyPI: this takes the portable wheel `make setup` built
+    # (tools/llama-cpp-wheel.sh: x86-64-v3, no AMX), so the image runs on any CPU of that baseline.
     local llama
     llama=$(grep -i '^llama[-_]cpp[-_]python==' "$wheels/constraints.txt")
-    "${pip[@]}" wheel --no-deps "$llama" -w "$wheels"
+    cp "$(tools/llama-cpp-wheel.sh .venv/bin/python "${llama#*==}")"/llama_cpp_python-*.whl "$wheels/"
     # Everything else as published binary wheels, at the versions the tests ran with; never a compile.
     "${pip[@]}" wheel --only-binary :all: --find-links "$wheels" -c "$wheels/constraints.txt" -w "$wheels" \
         "$wheels"/tiergate-*.whl "$llama"
