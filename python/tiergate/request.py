@@ -144,6 +144,9 @@ class ModelState:
     tokens_per_s: float
     samples: int
     queue: int  # on-device: requests queued or generating
+    worker: str = ""  # on-device: the worker process is starting, up, down or closed
+    worker_restarts: int = 0  # on-device: worker starts after the first
+    worker_error: str = ""  # on-device: why the worker last died or failed to load
 
 
 @dataclass(slots=True)

@@ -164,7 +164,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "provider", "on_device", "breaker", "ttft_ms", "tokens_per_s", "samples", "queue")
+    __slots__ = ("name", "provider", "on_device", "breaker", "ttft_ms", "tokens_per_s", "samples", "queue", "worker", "worker_restarts", "worker_error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     ON_DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,9 @@ class ModelStatus(_message.Message):
     TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    WORKER_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: str
     on_device: bool
@@ -181,7 +184,10 @@ class ModelStatus(_message.Message):
     tokens_per_s: float
     samples: int
     queue: int
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., on_device: _Optional[bool] = ..., breaker: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., samples: _Optional[int] = ..., queue: _Optional[int] = ...) -> None: ...
+    worker: str
+    worker_restarts: int
+    worker_error: str
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[str] = ..., on_device: _Optional[bool] = ..., breaker: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., samples: _Optional[int] = ..., queue: _Optional[int] = ..., worker: _Optional[str] = ..., worker_restarts: _Optional[int] = ..., worker_error: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("models", "in_flight", "uptime_s", "version")

@@ -849,17 +849,21 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type ModelStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Provider      string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"` // openai, anthropic or llama_cpp
-	OnDevice      bool                   `protobuf:"varint,3,opt,name=on_device,json=onDevice,proto3" json:"on_device,omitempty"`
-	Breaker       string                 `protobuf:"bytes,4,opt,name=breaker,proto3" json:"breaker,omitempty"`                             // closed, open or half_open
-	TtftMs        float64                `protobuf:"fixed64,5,opt,name=ttft_ms,json=ttftMs,proto3" json:"ttft_ms,omitempty"`               // moving average of measured time to first token (a prior until samples > 0)
-	TokensPerS    float64                `protobuf:"fixed64,6,opt,name=tokens_per_s,json=tokensPerS,proto3" json:"tokens_per_s,omitempty"` // moving average of measured generation speed (a prior until samples > 0)
-	Samples       uint64                 `protobuf:"varint,7,opt,name=samples,proto3" json:"samples,omitempty"`                            // successful attempts measured
-	Queue         uint32                 `protobuf:"varint,8,opt,name=queue,proto3" json:"queue,omitempty"`                                // on-device: requests queued or generating; 0 for hosted models
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Provider   string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"` // openai, anthropic or llama_cpp
+	OnDevice   bool                   `protobuf:"varint,3,opt,name=on_device,json=onDevice,proto3" json:"on_device,omitempty"`
+	Breaker    string                 `protobuf:"bytes,4,opt,name=breaker,proto3" json:"breaker,omitempty"`                             // closed, open or half_open
+	TtftMs     float64                `protobuf:"fixed64,5,opt,name=ttft_ms,json=ttftMs,proto3" json:"ttft_ms,omitempty"`               // moving average of measured time to first token (a prior until samples > 0)
+	TokensPerS float64                `protobuf:"fixed64,6,opt,name=tokens_per_s,json=tokensPerS,proto3" json:"tokens_per_s,omitempty"` // moving average of measured generation speed (a prior until samples > 0)
+	Samples    uint64                 `protobuf:"varint,7,opt,name=samples,proto3" json:"samples,omitempty"`                            // successful attempts measured
+	Queue      uint32                 `protobuf:"varint,8,opt,name=queue,proto3" json:"queue,omitempty"`                                // on-device: requests queued or generating; 0 for hosted models
+	// On-device models run in a worker process the sidecar supervises; empty / 0 for hosted models.
+	Worker         string `protobuf:"bytes,9,opt,name=worker,proto3" json:"worker,omitempty"`                                         // starting, up, down (restart scheduled) or closed
+	WorkerRestarts uint32 `protobuf:"varint,10,opt,name=worker_restarts,json=workerRestarts,proto3" json:"worker_restarts,omitempty"` // worker starts after the first (crashes, failed loads)
+	WorkerError    string `protobuf:"bytes,11,opt,name=worker_error,json=workerError,proto3" json:"worker_error,omitempty"`           // why the worker last died or failed to load; empty if it never did
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ModelStatus) Reset() {
@@ -946,6 +950,27 @@ func (x *ModelStatus) GetQueue() uint32 {
 		return x.Queue
 	}
 	return 0
+}
+
+func (x *ModelStatus) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *ModelStatus) GetWorkerRestarts() uint32 {
+	if x != nil {
+		return x.WorkerRestarts
+	}
+	return 0
+}
+
+func (x *ModelStatus) GetWorkerError() string {
+	if x != nil {
+		return x.WorkerError
+	}
+	return ""
 }
 
 type StatusResponse struct {
@@ -1089,7 +1114,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x13CountTokensResponse\x12\x16\n" +
 	"\x06tokens\x18\x01 \x01(\rR\x06tokens\x12\x1a\n" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\"\x0f\n" +
-	"\rStatusRequest\"\xdf\x01\n" +
+	"\rStatusRequest\"\xc3\x02\n" +
 	"\vModelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x1b\n" +
@@ -1099,7 +1124,11 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\ftokens_per_s\x18\x06 \x01(\x01R\n" +
 	"tokensPerS\x12\x18\n" +
 	"\asamples\x18\a \x01(\x04R\asamples\x12\x14\n" +
-	"\x05queue\x18\b \x01(\rR\x05queue\"\x94\x01\n" +
+	"\x05queue\x18\b \x01(\rR\x05queue\x12\x16\n" +
+	"\x06worker\x18\t \x01(\tR\x06worker\x12'\n" +
+	"\x0fworker_restarts\x18\n" +
+	" \x01(\rR\x0eworkerRestarts\x12!\n" +
+	"\fworker_error\x18\v \x01(\tR\vworkerError\"\x94\x01\n" +
 	"\x0eStatusResponse\x120\n" +
 	"\x06models\x18\x01 \x03(\v2\x18.tiergate.v1.ModelStatusR\x06models\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\rR\binFlight\x12\x19\n" +
