@@ -233,12 +233,11 @@ class Config(_Strict):
         return value
 
     def route(self, task: str) -> tuple[str, RouteConfig] | None:
-        """The route for a task: its own, else `default`, else None."""
+        """The route a task names; an empty task means `default`. None: no such route (never a silent
+        fallback to `default`, which would send a misspelt task's data where the caller did not ask)."""
         name = task or "default"
         if name in self.routes:
             return name, self.routes[name]
-        if "default" in self.routes:
-            return "default", self.routes["default"]
         return None
 
 

@@ -4,7 +4,7 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
 
     TiergateError
     ├── InvalidRequest          INVALID_ARGUMENT     malformed request, unknown encoding, bad json_schema
-    ├── UnknownTask             NOT_FOUND            no route of that name and no `default` route
+    ├── UnknownTask             NOT_FOUND            no route of that name ("" means `default`)
     ├── SensitiveDataBlocked    FAILED_PRECONDITION  restricted data and no on-device model can serve it
     ├── LimitExceeded           RESOURCE_EXHAUSTED   budget, rate limit, concurrency cap, local queue full
     ├── DeadlineExceeded        DEADLINE_EXCEEDED    the request's time budget ran out

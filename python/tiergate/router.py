@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import AsyncGenerator
@@ -93,7 +94,7 @@ class AsyncRouter(AsyncAPI):
     async def _complete(self, request: Request, timeout: float | None) -> Response:
         answer = await (await self._ready()).complete(request, _deadline(timeout))
         c = answer.completion
-        return Response(c.text, c.usage, answer.decision, c.finish_reason)
+        return Response(c.text, c.usage, answer.decision, c.finish_reason, c.tool_calls, c.refusal)
 
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         sidecar = await self._ready()
@@ -101,7 +102,9 @@ class AsyncRouter(AsyncAPI):
         async with contextlib.aclosing(sidecar.stream(request, _deadline(timeout))) as chunks:
             async for chunk, decision in chunks:
                 if decision is not None:
-                    chunk = Chunk(chunk.text, chunk.usage, chunk.finish_reason or "stop", decision)
+                    chunk = dataclasses.replace(
+                        chunk, finish_reason=chunk.finish_reason or "stop", decision=decision
+                    )
                 yield chunk
 
     async def _explain(self, request: Request, timeout: float | None) -> Decision:

@@ -69,7 +69,8 @@ class Planner:
         found = self._config.route(request.task)
         if found is None:
             raise UnknownTask(
-                f"unknown task {request.task!r} and no `default` route (routes: {self._routes()})"
+                f"task {request.task or 'default'!r} names no route (routes: {self._routes()}); "
+                "an empty task means `default`"
             )
         route_name, route = found
         output_tokens = request.max_output_tokens or EXPECTED_OUTPUT_TOKENS

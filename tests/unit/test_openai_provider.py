@@ -179,7 +179,7 @@ def completion_body(content: Any = "Hi!", finish: Any = "stop", usage: Any = Non
         (completion_body(usage={}), Completion("Hi!", Usage(), "stop")),
         (
             completion_body(content=None, refusal="I can't help."),
-            Completion("I can't help.", Usage(12, 3, 0, 8), "stop"),
+            Completion("", Usage(12, 3, 0, 8), "stop", refusal="I can't help."),
         ),
         (completion_body(finish=None), Completion("Hi!", Usage(12, 3, 0, 8), "stop")),
     ],

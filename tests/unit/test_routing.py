@@ -146,9 +146,11 @@ def test_unknown_task_without_default_route() -> None:
         r.plan(req("summarise"), analysis())
 
 
-def test_unknown_task_uses_default_route() -> None:
+def test_only_an_empty_task_uses_the_default_route() -> None:
     r = router({"default": {"chain": ["cheap"]}, "classify": {"chain": ["mid"]}})
-    assert r.plan(req("summarise"), analysis()).route_name == "default"
+    assert r.plan(req(""), analysis()).route_name == "default"
+    with pytest.raises(UnknownTask, match="'summarise' names no route"):
+        r.plan(req("summarise"), analysis())
 
 
 @pytest.mark.parametrize(
