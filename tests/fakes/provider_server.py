@@ -40,6 +40,15 @@ import orjson
 
 from tests.fakes.provider_faults import Fault
 from tests.fakes.provider_http import chunk, json_response, stream_headers
+from tests.fakes.provider_tools import (
+    FakeCall,
+    anthropic_plan,
+    anthropic_tool_completion,
+    anthropic_tool_stream,
+    openai_plan,
+    openai_tool_completion,
+    openai_tool_stream,
+)
 from tests.fakes.provider_wire import AnthropicWire, OpenAIWire, Wire, count_words
 
 FAULT_PREFIX = "fault:"
@@ -293,14 +302,31 @@ class FakeServer:
 
     def _plan(self, wire: Wire, body: dict[str, Any], fault: Fault) -> tuple[str, list[str], str, int]:
         model = str(body.get("model", ""))
-        tokens = self._tokens(fault)
+        text, _ = (openai_plan if wire is OpenAIWire else anthropic_plan)(body)
+        # A tool loop's final answer or a JSON-schema answer (see provider_tools), else the scripted reply.
+        tokens = self._tokens(fault) if text is None else [text[i : i + 8] for i in range(0, len(text), 8)]
         finish = wire.stop
         limit = wire.max_tokens(body)
         if limit is not None and 0 <= limit < len(tokens):
             tokens, finish = tokens[:limit], wire.length
         return model, tokens, finish, count_words(body)
 
+    def _tool_answer(self, wire: Wire, body: dict[str, Any], keep_alive: bool) -> bytes | None:
+        """The whole answer when the request makes the fake call tools (see provider_tools), else None."""
+        calls: list[FakeCall] = (openai_plan if wire is OpenAIWire else anthropic_plan)(body)[1]
+        if not calls:
+            return None
+        model, prompt = str(body.get("model", "")), count_words(body)
+        if body.get("stream") is True:
+            stream = openai_tool_stream if wire is OpenAIWire else anthropic_tool_stream
+            return stream_headers(keep_alive) + chunk(stream(model, calls, prompt, body)) + b"0\r\n\r\n"
+        whole = openai_tool_completion if wire is OpenAIWire else anthropic_tool_completion
+        return json_response(200, whole(model, calls, prompt), keep_alive)
+
     def _answer_bytes(self, wire: Wire, body: dict[str, Any], fault: Fault, keep_alive: bool) -> bytes:
+        tools = self._tool_answer(wire, body, keep_alive)
+        if tools is not None:
+            return tools
         model, tokens, finish, prompt = self._plan(wire, body, fault)
         if body.get("stream") is True:
             events = wire.stream_head(model, prompt, fault.cached)
@@ -343,6 +369,11 @@ class FakeServer:
         if kind == "malformed_json" or (kind == "malformed_sse" and not stream):
             payload = wire.completion("m", "text", wire.stop, 1, 1, 0)[:-7]
             await self._write(writer, record, json_response(200, payload, keep_alive))
+            record.finished_at = time.monotonic()
+            return keep_alive
+        tools = self._tool_answer(wire, body, keep_alive)
+        if tools is not None:
+            await self._write(writer, record, tools)
             record.finished_at = time.monotonic()
             return keep_alive
         if not stream:
