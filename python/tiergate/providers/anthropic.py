@@ -343,7 +343,7 @@ class StreamParser:
         if kind != "input_json_delta":
             return None  # thinking and signature deltas are not answer text
         piece = delta.get("partial_json")
-        block = self._blocks.get(index)  # type: ignore[arg-type]
+        block = self._blocks.get(index)
         if not isinstance(piece, str) or not piece or block is None:
             return None  # input of a block this parser was not told about: nothing to attach it to
         if block[0] < 0:
