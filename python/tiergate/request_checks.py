@@ -3,7 +3,8 @@
 Tools and their calls are checked here too, so that a malformed one is never forwarded: tool names, their
 parameter schemas (valid JSON Schema objects), tool-call arguments (JSON objects), tool results that answer a
 call an earlier assistant message made, images (an http(s) URL, or inline bytes of an image type under
-`content.MAX_IMAGE_BYTES`), and the sampling controls' ranges.
+`content.MAX_IMAGE_BYTES` and `limits.max_request_bytes`, which inline images count towards), and the
+sampling controls' ranges.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
                 f"messages[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}"
             )
         size += len(message.content) + sum(len(c.arguments) for c in message.tool_calls)
-        _check_message(i, message, calls)
+        size += sum(len(image.data) for image in message.images)
+        _check_message(i, message, calls, min(MAX_IMAGE_BYTES, limits.max_request_bytes))
     if size > limits.max_request_bytes:
         raise InvalidRequest(
             f"the messages hold {size} characters, over the limit of {limits.max_request_bytes} "
@@ -67,7 +69,7 @@ def _check_range(name: str, value: float | None, low: float, high: float) -> Non
         raise InvalidRequest(f"{name} {value} is out of range ({low:g} to {high:g})")
 
 
-def _check_message(i: int, message: Message, calls: set[str]) -> None:
+def _check_message(i: int, message: Message, calls: set[str], max_image_bytes: int) -> None:
     where = f"messages[{i}]"
     if message.tool_calls and message.role != "assistant":
         raise InvalidRequest(f"{where}: only assistant messages carry tool_calls")
@@ -95,13 +97,14 @@ def _check_message(i: int, message: Message, calls: set[str]) -> None:
             raise InvalidRequest(f"{where}: a tool result carries text only")
     elif message.tool_call_id:
         raise InvalidRequest(f"{where}.tool_call_id: only tool messages answer a tool call")
-    for j, image in enumerate(message.images):
-        _check_image(f"{where}.content[{j}]", image)
+    for j, part in enumerate(message.parts):
+        if isinstance(part, ImagePart):
+            _check_image(f"{where}.content[{j}]", part, max_image_bytes)
     if message.images and message.role != "user":
         raise InvalidRequest(f"{where}: only user messages carry images")
 
 
-def _check_image(where: str, image: ImagePart) -> None:
+def _check_image(where: str, image: ImagePart, max_bytes: int) -> None:
     if image.url and image.data:
         raise InvalidRequest(f"{where}: an image is a URL or inline data, not both")
     if image.url:
@@ -116,8 +119,11 @@ def _check_image(where: str, image: ImagePart) -> None:
             f"{where}: image type {image.mime_type[:40]!r} is not one of "
             + ", ".join(sorted(IMAGE_MIME_TYPES))
         )
-    if len(image.data) > MAX_IMAGE_BYTES:
-        raise InvalidRequest(f"{where}: inline image of {len(image.data)} bytes, over {MAX_IMAGE_BYTES}")
+    if len(image.data) > max_bytes:
+        raise InvalidRequest(
+            f"{where}: inline image of {len(image.data)} bytes, over the limit of {max_bytes} "
+            "(the smaller of 5 MiB and limits.max_request_bytes)"
+        )
     if image.detail not in ("", "auto", "low", "high"):
         raise InvalidRequest(f"{where}: detail {image.detail[:20]!r} is not one of auto, low, high")
 
