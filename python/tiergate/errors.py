@@ -15,7 +15,7 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     └── ShuttingDown            UNAVAILABLE          the sidecar is stopping and takes no new requests
 
 A `tiergate.Client` adds `TransportError` (with `ConnectError` and `AuthenticationError`) for calls that fail
-outside the request path — the sidecar unreachable, a missing token: see `client_errors.py`.
+outside the request path — the sidecar unreachable, a missing token: see `sdk/transport_errors.py`.
 
 Provider-level failures (`providers.base.ProviderError`) never reach the client directly: dispatch records
 them as attempts and raises one of these. Every error carries the Decision made so far, and a short stable

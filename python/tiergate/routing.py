@@ -3,10 +3,11 @@
 Filters, in order: sensitivity (restricted data only to on-device models; none left fails closed),
 capability (tools, vision, JSON output, penalties: what the request needs and the model cannot take), context
 window, the request's cost limit. Images count towards the prompt by each provider's published rule of thumb
-(`IMAGE_TOKENS`), since the rules' token count sees text only. Ordering by the route's objective: `chain` (as configured), `cost` (token
-counts x price table) or `latency` (live TTFT and tokens/s, and the local model's queue). A request the rules
-call trivial goes to an on-device model of the route first. Circuit breakers are consulted by dispatch at the
-moment of each attempt, because asking for permission is what moves an OPEN breaker to HALF_OPEN.
+(`IMAGE_TOKENS`), since the rules' token count sees text only. Ordering by the route's objective: `chain`
+(as configured), `cost` (token counts x price table) or `latency` (live TTFT and tokens/s, and the local
+model's queue). A request the rules call trivial goes to an on-device model of the route first. Circuit
+breakers are consulted by dispatch at the moment of each attempt, because asking for permission is what moves
+an OPEN breaker to HALF_OPEN.
 """
 
 from __future__ import annotations

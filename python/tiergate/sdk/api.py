@@ -3,7 +3,7 @@ routing inside this process) share: one set of methods, one way to build a reque
 
 `AsyncAPI` writes each public method once: it turns the caller's arguments into a `Request` and hands it to
 the backend's `_complete`, `_stream`, `_explain`... The blocking `Client` and `Router` are these same methods
-run on an event loop of their own (`client_sync.py`).
+run on an event loop of their own (`sync.py`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ no server — for laptops, notebooks and scripts.
         print(router.complete("Say hello").text)  # whose API key is in the environment
 
 Both wrap the `Sidecar` the gRPC server runs, so a request is analysed, planned, dispatched and reported
-exactly as the sidecar would; the methods and results are `tiergate.Client`'s (`client_api`), and errors are
+exactly as the sidecar would; the methods and results are `tiergate.Client`'s (`sdk/api.py`), and errors are
 the same `tiergate.errors` classes, raised directly.
 """
 
@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncGenerator
 
 from tiergate import config as config_mod
-from tiergate.client_api import AsyncAPI, TokenCount
-from tiergate.client_sync import SyncAPI
 from tiergate.config import Config
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
+from tiergate.sdk.api import AsyncAPI, TokenCount
+from tiergate.sdk.sync import SyncAPI
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 
