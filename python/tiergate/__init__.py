@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tiergate._native import count_tokens
+from tiergate.content import ImagePart, TextPart, Tool, ToolCall, ToolCallDelta
 from tiergate.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from tiergate.config import Config, ConfigError
     from tiergate.config import load as load_config
     from tiergate.request import ModelState, SidecarStatus
-    from tiergate.sdk.api import TokenCount
+    from tiergate.sdk.api import ChatOptions, TokenCount
     from tiergate.sdk.client import AsyncClient, Client
     from tiergate.sdk.inprocess import AsyncRouter, Router
     from tiergate.sdk.transport_errors import AuthenticationError, ConnectError, TransportError
@@ -43,6 +44,7 @@ _LAZY = {
     "Router": ("tiergate.sdk.inprocess", "Router"),
     "SidecarStatus": ("tiergate.request", "SidecarStatus"),
     "TokenCount": ("tiergate.sdk.api", "TokenCount"),
+    "ChatOptions": ("tiergate.sdk.api", "ChatOptions"),
     "TransportError": ("tiergate.sdk.transport_errors", "TransportError"),
     "ConnectError": ("tiergate.sdk.transport_errors", "ConnectError"),
     "AuthenticationError": ("tiergate.sdk.transport_errors", "AuthenticationError"),
@@ -58,6 +60,7 @@ __all__ = [
     "AsyncRouter",
     "Attempt",
     "AuthenticationError",
+    "ChatOptions",
     "Chunk",
     "Client",
     "Config",
@@ -65,6 +68,7 @@ __all__ = [
     "ConnectError",
     "DeadlineExceeded",
     "Decision",
+    "ImagePart",
     "InvalidRequest",
     "LimitExceeded",
     "Message",
@@ -77,8 +81,12 @@ __all__ = [
     "SidecarStatus",
     "StateUnavailable",
     "StreamInterrupted",
+    "TextPart",
     "TiergateError",
     "TokenCount",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnknownTask",
     "Usage",
