@@ -319,6 +319,14 @@ def test_the_readme_example(sidecar: SidecarProcess, monkeypatch: pytest.MonkeyP
     exec(block("python-client"), {})
 
 
+def test_the_readme_tool_example(
+    sidecar: SidecarProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIERGATE_ADDRESS", sidecar.address)
+    exec(block("python-tools"), {})
+    assert capsys.readouterr().out == "Tool result: 18C\n"
+
+
 # -- the AsyncClient: the same methods and results, awaited --------------------------------------------------
 
 
