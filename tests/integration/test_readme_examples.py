@@ -49,7 +49,7 @@ def test_openai_sdk_example(sidecar: SidecarProcess, fake: FakeProvider) -> None
 
 
 def test_openai_tools_example(sidecar: SidecarProcess, fake: FakeProvider) -> None:
-    """The tool loop: the model (the fake) calls get_weather, the example answers, the model uses the result."""
+    """The tool loop: the model (the fake) calls get_weather, the example answers, the model uses it."""
     code = block("openai-tools").replace("127.0.0.1:8080", sidecar.http_address)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
