@@ -302,7 +302,7 @@ class FakeServer:
 
     def _plan(self, wire: Wire, body: dict[str, Any], fault: Fault) -> tuple[str, list[str], str, int]:
         model = str(body.get("model", ""))
-        text, _ = (openai_plan if wire is OpenAIWire else anthropic_plan)(body)
+        text, _ = self._tool_plan(wire, body)
         # A tool loop's final answer or a JSON-schema answer (see provider_tools), else the scripted reply.
         tokens = self._tokens(fault) if text is None else [text[i : i + 8] for i in range(0, len(text), 8)]
         finish = wire.stop
@@ -311,9 +311,14 @@ class FakeServer:
             tokens, finish = tokens[:limit], wire.length
         return model, tokens, finish, count_words(body)
 
+    def _tool_plan(self, wire: Wire, body: dict[str, Any]) -> tuple[str | None, list[FakeCall]]:
+        if wire is OpenAIWire:
+            return openai_plan(body, sample_json=self.reply == DEFAULT_REPLY)
+        return anthropic_plan(body)
+
     def _tool_answer(self, wire: Wire, body: dict[str, Any], keep_alive: bool) -> bytes | None:
         """The whole answer when the request makes the fake call tools (see provider_tools), else None."""
-        calls: list[FakeCall] = (openai_plan if wire is OpenAIWire else anthropic_plan)(body)[1]
+        calls: list[FakeCall] = self._tool_plan(wire, body)[1]
         if not calls:
             return None
         model, prompt = str(body.get("model", "")), count_words(body)

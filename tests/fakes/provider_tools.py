@@ -6,7 +6,8 @@ Deterministic, so tests can assert exact answers:
     offered tool in order (one only when parallel calls are off). Arguments are sampled from each tool's
     schema (`sample`): strings "Paris" (or an enum's first value), integers 1, numbers 1.5, booleans true;
   - the conversation ends with tool results: the text `Tool result: <results joined by " | ">`;
-  - OpenAI `response_format` json_schema: the text is a JSON value sampled from the schema;
+  - OpenAI `response_format` json_schema, when the fake has no scripted reply of its own: the text is a JSON
+    value sampled from the schema (a scripted reply is answered as it is, for tests of bad answers);
   - otherwise None: the usual scripted reply.
 
 The byte builders write tool calls the way each provider streams them: OpenAI `tool_calls` deltas (the first
@@ -56,7 +57,7 @@ def _split(text: str) -> list[str]:
 # -- OpenAI ------------------------------------------------------------------------------------------------
 
 
-def openai_plan(body: dict[str, Any]) -> tuple[str | None, list[FakeCall]]:
+def openai_plan(body: dict[str, Any], sample_json: bool = True) -> tuple[str | None, list[FakeCall]]:
     """(text or None for the scripted reply, tool calls) for an OpenAI request."""
     messages = body.get("messages") or []
     results = []
@@ -79,7 +80,7 @@ def openai_plan(body: dict[str, Any]) -> tuple[str | None, list[FakeCall]]:
         ]
         return None, calls
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+    if sample_json and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         return orjson.dumps(sample(fmt["json_schema"]["schema"])).decode(), []
     return None, []
 

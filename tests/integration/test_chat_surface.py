@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
+import httpx
 import openai
 import orjson
 import pytest
@@ -19,6 +21,7 @@ from pydantic import TypeAdapter
 
 from tests.fakes.provider_server import FakeProvider
 from tests.integration.sidecar_process import SidecarProcess, run_sidecar
+from tiergate.v1 import tiergate_pb2 as pb
 
 ROUTES = ("openai", "anthropic")
 WEATHER = {
@@ -307,8 +310,6 @@ def test_the_answer_has_every_field_the_spec_requires(
 
 def test_the_fakes_anthropic_stream_is_the_real_wire_event_by_event(fake: FakeProvider) -> None:
     """The Anthropic events the sidecar was tested against, parsed one by one with the `anthropic` SDK."""
-    import httpx
-
     body = {
         "model": "claude-x",
         "max_tokens": 50,
@@ -327,3 +328,14 @@ def test_the_fakes_anthropic_stream_is_the_real_wire_event_by_event(fake: FakePr
         "message_start", "content_block_start", "input_json_delta", "input_json_delta", "input_json_delta",
         "content_block_stop", "message_delta", "message_stop",
     ]  # fmt: skip
+
+
+def test_grpc_task_naming_no_route_is_not_found_and_only_empty_means_default(sidecar: SidecarProcess) -> None:
+    """The config has a `default` route: a misspelt task must still not fall back to it."""
+    hello = [pb.Message(role="user", content="Say hello")]
+    with pytest.raises(grpc.RpcError) as info:
+        sidecar.stub.Complete(pb.CompleteRequest(task="anthropc", messages=hello), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "'anthropc' names no route" in (
+        info.value.details() or ""
+    )
+    assert sidecar.stub.Complete(pb.CompleteRequest(messages=hello), timeout=10).decision.route == "default"
