@@ -115,10 +115,12 @@ class FakeServer:
         default: Fault | str | Callable[[], Fault] = "ok",
         reply: tuple[str, ...] = DEFAULT_REPLY,
         record: bool = True,
+        sample_json: bool = False,
     ):
         self.default = Fault.parse(default) if isinstance(default, str) else default
         self.reply = reply
         self.record = record
+        self.sample_json = sample_json
         self.requests: list[RecordedRequest] = []
         self.changed = threading.Condition()
         self._queues: dict[str | None, deque[Fault]] = {}
@@ -313,7 +315,7 @@ class FakeServer:
 
     def _tool_plan(self, wire: Wire, body: dict[str, Any]) -> tuple[str | None, list[FakeCall]]:
         if wire is OpenAIWire:
-            return openai_plan(body, sample_json=self.reply == DEFAULT_REPLY)
+            return openai_plan(body, sample_json=self.sample_json)
         return anthropic_plan(body)
 
     def _tool_answer(self, wire: Wire, body: dict[str, Any], keep_alive: bool) -> bytes | None:
@@ -473,6 +475,8 @@ class FakeProvider:
             per such request, on the server's thread.
         reply: the answer's tokens; the text of an `ok` answer is their concatenation.
         record: keep `requests` (turn off for long benchmarks).
+        sample_json: answer an OpenAI `json_schema` request with JSON sampled from the schema
+            (`provider_tools`) instead of `reply`.
     """
 
     def __init__(
@@ -482,8 +486,9 @@ class FakeProvider:
         reply: tuple[str, ...] = DEFAULT_REPLY,
         record: bool = True,
         port: int = 0,
+        sample_json: bool = False,
     ) -> None:
-        self._server = FakeServer(default=default, reply=reply, record=record)
+        self._server = FakeServer(default=default, reply=reply, record=record, sample_json=sample_json)
         self._want_port = port
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -6,8 +6,8 @@ Deterministic, so tests can assert exact answers:
     offered tool in order (one only when parallel calls are off). Arguments are sampled from each tool's
     schema (`sample`): strings "Paris" (or an enum's first value), integers 1, numbers 1.5, booleans true;
   - the conversation ends with tool results: the text `Tool result: <results joined by " | ">`;
-  - OpenAI `response_format` json_schema, when the fake has no scripted reply of its own: the text is a JSON
-    value sampled from the schema (a scripted reply is answered as it is, for tests of bad answers);
+  - OpenAI `response_format` json_schema, on a fake made with `sample_json=True`: the text is a JSON value
+    sampled from the schema (other fakes answer their scripted reply, for tests of bad answers);
   - otherwise None: the usual scripted reply.
 
 The byte builders write tool calls the way each provider streams them: OpenAI `tool_calls` deltas (the first

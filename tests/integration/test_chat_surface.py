@@ -53,6 +53,13 @@ _CHOICE = TypeAdapter(anthropic_types.ToolChoiceParam)
 
 
 @pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    """This module's own fake: JSON-schema requests get JSON sampled from the schema."""
+    with FakeProvider(sample_json=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     config: dict[str, Any] = {
         "models": {
