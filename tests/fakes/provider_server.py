@@ -13,7 +13,8 @@ Which fault a request meets, first match wins:
   3. the next fault scripted for any model (`fake.script(...)`);
   4. the server's default (`ok`), or what the default callable returns (a random mix of faults, say).
 
-Fault specs and their kinds: `provider_faults`.
+Fault specs and their kinds: `provider_faults`. A request offering tools, or ending with tool results, gets
+the answer `provider_tools` describes (tool calls streamed as each wire streams them).
 
 Every request is recorded (path, headers with credentials redacted, JSON body, fault, timestamps on the
 `time.monotonic()` clock of this process), including `client_closed_at`: when the client closed the connection
@@ -40,15 +41,7 @@ import orjson
 
 from tests.fakes.provider_faults import Fault
 from tests.fakes.provider_http import chunk, json_response, stream_headers
-from tests.fakes.provider_tools import (
-    FakeCall,
-    anthropic_plan,
-    anthropic_tool_completion,
-    anthropic_tool_stream,
-    openai_plan,
-    openai_tool_completion,
-    openai_tool_stream,
-)
+from tests.fakes.provider_tools import answer_plan, tool_response
 from tests.fakes.provider_wire import AnthropicWire, OpenAIWire, Wire, count_words
 
 FAULT_PREFIX = "fault:"
@@ -304,7 +297,7 @@ class FakeServer:
 
     def _plan(self, wire: Wire, body: dict[str, Any], fault: Fault) -> tuple[str, list[str], str, int]:
         model = str(body.get("model", ""))
-        text, _ = self._tool_plan(wire, body)
+        text, _ = answer_plan(wire is OpenAIWire, body, self.sample_json)
         # A tool loop's final answer or a JSON-schema answer (see provider_tools), else the scripted reply.
         tokens = self._tokens(fault) if text is None else [text[i : i + 8] for i in range(0, len(text), 8)]
         finish = wire.stop
@@ -313,25 +306,8 @@ class FakeServer:
             tokens, finish = tokens[:limit], wire.length
         return model, tokens, finish, count_words(body)
 
-    def _tool_plan(self, wire: Wire, body: dict[str, Any]) -> tuple[str | None, list[FakeCall]]:
-        if wire is OpenAIWire:
-            return openai_plan(body, sample_json=self.sample_json)
-        return anthropic_plan(body)
-
-    def _tool_answer(self, wire: Wire, body: dict[str, Any], keep_alive: bool) -> bytes | None:
-        """The whole answer when the request makes the fake call tools (see provider_tools), else None."""
-        calls: list[FakeCall] = self._tool_plan(wire, body)[1]
-        if not calls:
-            return None
-        model, prompt = str(body.get("model", "")), count_words(body)
-        if body.get("stream") is True:
-            stream = openai_tool_stream if wire is OpenAIWire else anthropic_tool_stream
-            return stream_headers(keep_alive) + chunk(stream(model, calls, prompt, body)) + b"0\r\n\r\n"
-        whole = openai_tool_completion if wire is OpenAIWire else anthropic_tool_completion
-        return json_response(200, whole(model, calls, prompt), keep_alive)
-
     def _answer_bytes(self, wire: Wire, body: dict[str, Any], fault: Fault, keep_alive: bool) -> bytes:
-        tools = self._tool_answer(wire, body, keep_alive)
+        tools = tool_response(wire is OpenAIWire, body, keep_alive, count_words(body))
         if tools is not None:
             return tools
         model, tokens, finish, prompt = self._plan(wire, body, fault)
@@ -378,7 +354,7 @@ class FakeServer:
             await self._write(writer, record, json_response(200, payload, keep_alive))
             record.finished_at = time.monotonic()
             return keep_alive
-        tools = self._tool_answer(wire, body, keep_alive)
+        tools = tool_response(wire is OpenAIWire, body, keep_alive, count_words(body))
         if tools is not None:
             await self._write(writer, record, tools)
             record.finished_at = time.monotonic()

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from tests.fakes.provider_http import chunk, json_response, stream_headers
 from tests.fakes.provider_wire import _anthropic_usage, _openai_chunk, _openai_usage, sse
 
 
@@ -46,6 +47,24 @@ def sample(schema: Any) -> Any:
     if kind == "array":
         return [sample(schema.get("items"))]
     return {"string": "Paris", "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
+
+
+def answer_plan(openai: bool, body: dict[str, Any], sample_json: bool) -> tuple[str | None, list[FakeCall]]:
+    """(text or None for the scripted reply, tool calls) for a request on either wire."""
+    return openai_plan(body, sample_json) if openai else anthropic_plan(body)
+
+
+def tool_response(openai: bool, body: dict[str, Any], keep_alive: bool, prompt: int) -> bytes | None:
+    """The whole HTTP response when the request makes the fake call tools, else None."""
+    calls = answer_plan(openai, body, sample_json=False)[1]
+    if not calls:
+        return None
+    model = str(body.get("model", ""))
+    if body.get("stream") is True:
+        events = (openai_tool_stream if openai else anthropic_tool_stream)(model, calls, prompt, body)
+        return stream_headers(keep_alive) + chunk(events) + b"0\r\n\r\n"
+    whole = (openai_tool_completion if openai else anthropic_tool_completion)(model, calls, prompt)
+    return json_response(200, whole, keep_alive)
 
 
 def _split(text: str) -> list[str]:
