@@ -29,7 +29,7 @@ MAX_STOP_SEQUENCES = 4  # OpenAI's limit (Anthropic takes more)
 def check_request(request: Request, limits: LimitsConfig) -> None:
     if not request.messages:
         raise InvalidRequest("messages is empty: send at least one message")
-    size = 0
+    size = sum(len(t.description) + len(t.parameters) for t in request.tools)
     calls: set[str] = set()
     for i, message in enumerate(request.messages):
         if message.role not in ROLES:
