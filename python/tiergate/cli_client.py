@@ -124,8 +124,19 @@ def status(args: argparse.Namespace) -> int:
 
 
 def status_table(state: SidecarStatus) -> str:
-    """Every model's live state as a table, then the requests in flight and the uptime."""
-    header = ("model", "provider", "on-device", "breaker", "TTFT ms", "tokens/s", "samples", "queue")
+    """Every model's live state as a table (an on-device model's worker: up, starting, down; "/2r": restarted
+    twice), why a worker last died, then the requests in flight and the uptime."""
+    header = (
+        "model",
+        "provider",
+        "on-device",
+        "breaker",
+        "TTFT ms",
+        "tokens/s",
+        "samples",
+        "queue",
+        "worker",
+    )
     rows = [
         (
             m.name,
@@ -136,10 +147,12 @@ def status_table(state: SidecarStatus) -> str:
             f"{m.tokens_per_s:.1f}",
             str(m.samples),
             str(m.queue) if m.on_device else "-",
+            (m.worker + (f"/{m.worker_restarts}r" if m.worker_restarts else "")) if m.worker else "-",
         )
         for m in state.models
     ]
-    footer = f"in flight {state.in_flight}, up {_duration(state.uptime_s)}, tiergate {state.version}"
+    notes = "".join(f"{m.name}: {m.worker_error}\n" for m in state.models if m.worker_error)
+    footer = f"{notes}in flight {state.in_flight}, up {_duration(state.uptime_s)}, tiergate {state.version}"
     # TTFT and tokens/s are priors until a model has samples: routing uses them all the same.
     return f"{_table(header, rows, right=(4, 5, 6, 7))}\n{footer}"
 

@@ -23,10 +23,10 @@ from tiergate.analysis import Analysis, Analyzer
 from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
-from tiergate.errors import InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
+from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
-from tiergate.providers.base import Provider
+from tiergate.providers.base import Provider, ProviderError
 from tiergate.providers.factory import build_provider
 from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request, SidecarStatus
 from tiergate.request_checks import check_request
@@ -304,15 +304,18 @@ class Sidecar:
         """Every model's live state (breaker, measured TTFT and speed, on-device queue), the requests in
         flight, the time since the first config started."""
         models = [
-            ModelState(
-                name=name,
-                provider=model.provider,
-                on_device=model.is_on_device,
-                breaker=self.breakers[name].state,
-                ttft_ms=self.stats[name].ttft_ms,
-                tokens_per_s=self.stats[name].tokens_per_s,
-                samples=self.stats[name].samples,
-                queue=self.jobs_ahead(name),
+            _with_worker(
+                ModelState(
+                    name=name,
+                    provider=model.provider,
+                    on_device=model.is_on_device,
+                    breaker=self.breakers[name].state,
+                    ttft_ms=self.stats[name].ttft_ms,
+                    tokens_per_s=self.stats[name].tokens_per_s,
+                    samples=self.stats[name].samples,
+                    queue=self.jobs_ahead(name),
+                ),
+                self.providers.get(name),
             )
             for name, model in self.config.models.items()
         ]
@@ -333,7 +336,7 @@ class Sidecar:
         run.decision.overhead_ms = (time.monotonic() - started) * 1000
         return run.decision
 
-    def count_tokens(self, text: str, encoding: str = "", model: str = "") -> tuple[int, str]:
+    async def count_tokens(self, text: str, encoding: str = "", model: str = "") -> tuple[int, str]:
         if model:
             config = self.config.models.get(model)
             if config is None:
@@ -343,13 +346,27 @@ class Sidecar:
             provider = self.providers[model]
             own = getattr(provider, "count_tokens", None)
             if config.provider == "llama_cpp" and callable(own):
-                return int(own(text)), f"model:{model}"
+                try:
+                    return int(await own(text)), f"model:{model}"
+                except ProviderError as exc:
+                    raise AllAttemptsFailed(f"cannot count tokens on {model!r}: {exc}") from None
             encoding = encoding or config.encoding
         encoding = encoding or "o200k_base"
         try:
             return count_tokens(text, encoding), encoding
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+
+
+def _with_worker(model: ModelState, provider: Provider | None) -> ModelState:
+    """Adds an on-device model's worker state (a hosted model has none)."""
+    live_state = getattr(provider, "live_state", None)
+    if live_state is None:
+        return model
+    state = live_state()
+    return dataclasses.replace(
+        model, worker=str(state.worker), worker_restarts=state.restarts, worker_error=state.last_error
+    )
 
 
 @functools.cache

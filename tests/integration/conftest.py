@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
 from tests.fakes.provider_server import FakeProvider
 
@@ -17,16 +18,16 @@ if TYPE_CHECKING:
     from tiergate.providers.llama_cpp import LlamaCppProvider
 
 # -- local model (llama.cpp) ------------------------------------------------------------------------------
-# The embedded Gemma 3 270M, loaded once per test run. Imports stay inside the fixtures so that a missing
-# llama-cpp-python does not break the collection of unrelated tests.
+# The embedded Gemma 3 270M, in one worker process for the whole run. Its supervisor lives on an event loop,
+# so the tests that use it run on the session's loop: mark them `pytest.mark.asyncio(loop_scope="session")`.
 
 LOCAL_QUEUE_SIZE = 2
 LOCAL_MAX_OUTPUT_TOKENS = 32
 LOCAL_CONTEXT_WINDOW = 2048
 
 
-@pytest.fixture(scope="session")
-def local_model_session() -> Iterator[LlamaCppProvider]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def local_model_session() -> AsyncIterator[LlamaCppProvider]:
     """The embedded model behind one LlamaCppProvider for the whole run (prefer `local_model`)."""
     from tiergate.config import ModelConfig
     from tiergate.providers.llama_cpp import LlamaCppProvider
@@ -38,12 +39,12 @@ def local_model_session() -> Iterator[LlamaCppProvider]:
         queue_size=LOCAL_QUEUE_SIZE,
         max_output_tokens=LOCAL_MAX_OUTPUT_TOKENS,
     )
-    provider = LlamaCppProvider("local", config)
+    provider = await LlamaCppProvider.start("local", config)
     yield provider
-    asyncio.run(provider.aclose())
+    await provider.aclose()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def local_model(local_model_session: LlamaCppProvider) -> AsyncIterator[LlamaCppProvider]:
     """The shared local provider; the test must leave it idle (nothing queued, nothing generating)."""
     yield local_model_session

@@ -90,9 +90,17 @@ def test_status_prints_a_table_of_every_model(sidecar: SidecarProcess) -> None:
         "tokens/s",
         "samples",
         "queue",
+        "worker",
     ]
-    name, provider, on_device, breaker, ttft, speed, samples, queue = row.split()
-    assert (name, provider, on_device, breaker, queue) == ("hosted", "openai", "no", "closed", "-")
+    name, provider, on_device, breaker, ttft, speed, samples, queue, worker = row.split()
+    assert (name, provider, on_device, breaker, queue, worker) == (
+        "hosted",
+        "openai",
+        "no",
+        "closed",
+        "-",
+        "-",
+    )
     assert float(ttft) >= 0 and float(speed) > 0 and int(samples) >= 1
     assert footer.startswith("in flight 0, up ") and ", tiergate " in footer
 
@@ -191,4 +199,4 @@ def test_ask_explain_and_status_on_the_embedded_default(embedded: SidecarProcess
     status = tiergate("status", "--address", embedded.address)
     assert status.returncode == 0, status.stderr
     row = status.stdout.splitlines()[1].split()
-    assert row[:4] == ["local", "llama_cpp", "yes", "closed"] and int(row[6]) >= 1 and row[7] == "0"
+    assert row[:4] == ["local", "llama_cpp", "yes", "closed"] and int(row[6]) >= 1 and row[7:] == ["0", "up"]

@@ -242,6 +242,7 @@ async def test_an_async_router_starts_on_first_use(fake: FakeProvider) -> None:
 
 
 @pytest.mark.local_model
+@pytest.mark.asyncio(loop_scope="session")  # the session's model worker lives on the session's loop
 async def test_routing_to_the_embedded_model(local_model: LlamaCppProvider) -> None:
     data = {
         "models": {
@@ -272,6 +273,7 @@ async def test_routing_to_the_embedded_model(local_model: LlamaCppProvider) -> N
         assert (await router.count_tokens("hello", model="local")).encoding == "model:local"
         local = (await router.status()).models[0]
         assert (local.name, local.provider, local.on_device, local.queue) == ("local", "llama_cpp", True, 0)
+        assert (local.worker, local.worker_error) == ("up", "")
     finally:
         await router.aclose()
         await sidecar.governor.aclose()

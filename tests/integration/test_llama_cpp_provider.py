@@ -1,10 +1,13 @@
-"""LlamaCppProvider against the real embedded model (Gemma 3 270M, a base model: the instruction format)."""
+"""LlamaCppProvider against the real embedded model (Gemma 3 270M, a base model: the instruction format),
+served by its worker process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,18 +16,21 @@ import pytest
 from tests.integration.conftest import LOCAL_CONTEXT_WINDOW, LOCAL_QUEUE_SIZE
 from tiergate import embedded_model
 from tiergate.config import ModelConfig
+from tiergate.local import supervisor
+from tiergate.local.supervisor import WorkerStatus
+from tiergate.local.worker.prompt import InstructionFormat
 from tiergate.providers.base import (
     BadRequest,
     LocalQueueFull,
+    LocalWorkerCrashed,
+    LocalWorkerDown,
     Provider,
-    ProviderConnectionError,
     RequestTooLarge,
 )
 from tiergate.providers.llama_cpp import LlamaCppProvider, LocalModelError, LocalState
-from tiergate.providers.local_prompt import InstructionFormat
 from tiergate.request import Chunk, Message, Request
 
-pytestmark = pytest.mark.local_model
+pytestmark = [pytest.mark.local_model, pytest.mark.asyncio(loop_scope="session")]
 
 # Greedy decoding runs this one well past 300 tokens, so it is still generating whenever a test cancels it.
 LONG = "Write a Python program that prints a multiplication table, with comments."
@@ -35,9 +41,13 @@ def ask(text: str, **fields: object) -> Request:
     return Request(task="test", messages=[Message("user", text)], **fields)  # type: ignore[arg-type]
 
 
-async def until(provider: LlamaCppProvider, condition: Callable[[LocalState], bool]) -> LocalState:
-    """Waits (bounded) for the worker to reach a state: job hand-offs cross a thread."""
-    for _ in range(1000):
+async def until(
+    provider: LlamaCppProvider, condition: Callable[[LocalState], bool], timeout_s: float = 30.0
+) -> LocalState:
+    """Waits (bounded, generously: a loaded machine is slow) for the worker to reach a state: job hand-offs
+    cross a process, and a restart loads the model."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         state = provider.live_state()
         if condition(state):
             return state
@@ -57,7 +67,7 @@ async def test_completion_is_sensible_and_counts_usage(local_model: LlamaCppProv
     assert completion.finish_reason == "stop"
     prompt = InstructionFormat().render(request.messages).text
     usage = completion.usage
-    assert usage.input_tokens == local_model.count_tokens(prompt) + 1  # + BOS
+    assert usage.input_tokens == await local_model.count_tokens(prompt) + 1  # + BOS
     assert 1 <= usage.output_tokens <= 32
     assert usage.cost_usd == 0.0
     assert isinstance(local_model, Provider)
@@ -245,10 +255,10 @@ async def test_a_prompt_longer_than_the_context_is_too_large(local_model: LlamaC
 
 
 @pytest.mark.parametrize(("text", "tokens"), [("", 0), ("Hello world", 2), ("Hello world. Hello world.", 6)])
-def test_count_tokens_uses_the_models_vocabulary(
-    local_model_session: LlamaCppProvider, text: str, tokens: int
+async def test_count_tokens_uses_the_models_vocabulary(
+    local_model: LlamaCppProvider, text: str, tokens: int
 ) -> None:
-    assert local_model_session.count_tokens(text) == tokens
+    assert await local_model.count_tokens(text) == tokens
 
 
 async def test_live_state_reports_speed_and_an_idle_worker(local_model: LlamaCppProvider) -> None:
@@ -258,10 +268,14 @@ async def test_live_state_reports_speed_and_an_idle_worker(local_model: LlamaCpp
     assert state.samples >= 1 and state.tokens_per_s > 0 and state.ttft_ms > 0
 
 
-async def test_aclose_stops_the_running_request_and_fails_the_rest(capfd: pytest.CaptureFixture[str]) -> None:
+async def test_aclose_stops_the_worker_and_fails_what_is_in_flight(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     config = ModelConfig(provider="llama_cpp", path="embedded", context_window=512, queue_size=1)
-    provider = LlamaCppProvider("second", config)
+    provider = await LlamaCppProvider.start("second", config)
     assert capfd.readouterr().out == ""  # llama.cpp's load log stays off stdout
+    pid = provider.live_state().worker_pid
+    assert pid > 0
 
     running = provider.stream(ask(LONG, max_output_tokens=LONG_LIMIT))
     await anext(running)
@@ -269,53 +283,121 @@ async def test_aclose_stops_the_running_request_and_fails_the_rest(capfd: pytest
     await until(provider, lambda s: s.queue_depth == 1)
     await provider.aclose()
 
-    with pytest.raises(ProviderConnectionError, match="shut down before this request started"):
+    with pytest.raises(LocalWorkerDown, match="shut down"):
         await queued
-    with pytest.raises(ProviderConnectionError, match="cancelled"):
+    with pytest.raises(LocalWorkerDown, match="shut down"):
         await drain(running)
-    with pytest.raises(ProviderConnectionError, match="shut down"):
+    with pytest.raises(LocalWorkerDown, match="shut down"):
         await anext(provider.stream(ask("After close")))
-    with pytest.raises(ProviderConnectionError, match="shut down"):
-        provider.count_tokens("After close")
+    with pytest.raises(LocalWorkerDown, match="shut down"):
+        await provider.count_tokens("After close")
+    assert not _alive(pid)  # the worker process is gone, not orphaned
+    assert provider.live_state().crashes == 0  # asked to stop: not a crash
     await provider.aclose()  # idempotent
 
 
-# -- start-up errors: raised when the provider is built, never at the first request --------------------------
+# -- crashes: the worker dies, the provider fails what was in flight, and serves again after a restart ------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL], ids=["SIGSEGV", "SIGKILL"])
+async def test_a_worker_killed_mid_generation_fails_the_request_and_restarts(sig: signal.Signals) -> None:
+    config = ModelConfig(provider="llama_cpp", path="embedded", context_window=512, queue_size=1)
+    provider = await LlamaCppProvider.start("crashing", config)
+    try:
+        pid = provider.live_state().worker_pid
+        running = provider.stream(ask(LONG, max_output_tokens=LONG_LIMIT))
+        await anext(running)
+        queued = asyncio.create_task(anext(provider.stream(ask("Hi"))))
+        await until(provider, lambda s: s.queue_depth == 1)
+        os.kill(pid, sig)
+
+        with pytest.raises(LocalWorkerCrashed, match=f"pid {pid}\\) died during this request"):
+            await drain(running)
+        with pytest.raises(LocalWorkerCrashed):
+            await queued
+        state = await until(provider, lambda s: s.worker_up, timeout_s=120)
+        assert state.worker_pid not in (0, pid)
+        assert (state.restarts, state.crashes) == (1, 1)
+        assert state.last_error == f"the worker process died ({sig.name})"
+        assert (state.queue_depth, state.in_flight) == (0, 0)
+        completion = await provider.complete(ask("What is the capital of France?"))
+        assert "Paris" in completion.text
+    finally:
+        await provider.aclose()
+
+
+async def test_a_request_while_the_worker_restarts_fails_at_once_naming_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor, "FIRST_RESTART_S", 3.0)  # a window to ask in while it is down
+    config = ModelConfig(provider="llama_cpp", path="embedded", context_window=512)
+    provider = await LlamaCppProvider.start("restarting", config)
+    try:
+        os.kill(provider.live_state().worker_pid, signal.SIGKILL)
+        # Down at once; the reason names the signal once the process is reaped.
+        state = await until(provider, lambda s: s.worker is WorkerStatus.DOWN and "(" in s.last_error)
+        assert state.last_error == "the worker process died (SIGKILL)"
+        with pytest.raises(
+            LocalWorkerDown, match=r"not serving \(the worker process died \(SIGKILL\)\); restart 1"
+        ):
+            await provider.complete(ask("Hi"))
+        await until(provider, lambda s: s.worker_up, timeout_s=120)
+        assert "Paris" in (await provider.complete(ask("What is the capital of France?"))).text
+    finally:
+        await provider.aclose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- start-up: a missing or non-GGUF file fails at start; one llama.cpp cannot load leaves the model down
 
 
 def _config(path: Path) -> ModelConfig:
     return ModelConfig(provider="llama_cpp", path=str(path), context_window=512)
 
 
-def test_a_missing_model_file_is_a_start_up_error(tmp_path: Path) -> None:
+async def test_a_missing_model_file_is_a_start_up_error(tmp_path: Path) -> None:
     with pytest.raises(LocalModelError, match="model file not found"):
-        LlamaCppProvider("local", _config(tmp_path / "absent.gguf"))
+        await LlamaCppProvider.start("local", _config(tmp_path / "absent.gguf"))
 
 
-def test_a_directory_is_a_start_up_error(tmp_path: Path) -> None:
+async def test_a_directory_is_a_start_up_error(tmp_path: Path) -> None:
     with pytest.raises(LocalModelError, match="cannot read model file"):
-        LlamaCppProvider("local", _config(tmp_path))
+        await LlamaCppProvider.start("local", _config(tmp_path))
+
+
+async def test_a_file_that_is_not_gguf_is_a_start_up_error(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"\x00" + os.urandom(4095))
+    with pytest.raises(LocalModelError, match="not a GGUF model file"):
+        await LlamaCppProvider.start("local", _config(path))
 
 
 @pytest.mark.parametrize(
-    ("content", "message"),
+    "content",
     [
-        pytest.param(lambda: b"\x00" + os.urandom(4095), "not a GGUF model file", id="garbage bytes"),
-        pytest.param(
-            lambda: b"GGUF" + os.urandom(4092), "corrupt or unsupported", id="GGUF magic, then garbage"
-        ),
-        pytest.param(
-            lambda: embedded_model.ensure().read_bytes()[: 1 << 20],
-            "corrupt or unsupported",
-            id="truncated model",
-        ),
+        pytest.param(lambda: b"GGUF" + os.urandom(4092), id="GGUF magic, then garbage"),
+        pytest.param(lambda: embedded_model.ensure().read_bytes()[: 1 << 20], id="truncated model"),
     ],
 )
-def test_a_corrupt_model_file_is_a_start_up_error(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str], content: Callable[[], bytes], message: str
+async def test_a_model_llama_cpp_cannot_load_leaves_the_model_down_with_a_clear_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], content: Callable[[], bytes]
 ) -> None:
     path = tmp_path / "model.gguf"
     path.write_bytes(content())
-    with pytest.raises(LocalModelError, match=message):
-        LlamaCppProvider("local", _config(path))
-    assert capfd.readouterr().out == ""
+    provider = await LlamaCppProvider.start("broken", _config(path))  # starts: the sidecar serves on
+    try:
+        state = provider.live_state()
+        assert not state.worker_up and state.worker in (WorkerStatus.DOWN, WorkerStatus.STARTING)
+        assert "corrupt or unsupported" in state.last_error
+        with pytest.raises(LocalWorkerDown, match="corrupt or unsupported"):
+            await provider.complete(ask("Hi"))
+        assert capfd.readouterr().out == ""
+    finally:
+        await provider.aclose()

@@ -14,6 +14,7 @@ import pytest
 from tiergate._native import CircuitBreaker
 from tiergate.config import parse, resolve
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded
+from tiergate.local.supervisor import LocalState, WorkerStatus
 from tiergate.request import Attempt, Decision, Message, Outcome, Request, Sensitivity, Skip, Usage
 from tiergate.telemetry import Report, Telemetry
 from tiergate.telemetry.records import LOGGER_NAME, DecisionLog, secrets_of
@@ -214,17 +215,26 @@ def test_failures_in_the_metrics() -> None:
     assert sample(telemetry, "tiergate_config_reloads_total", result="rejected") == 1
 
 
-@dataclass(frozen=True)
-class QueueSnapshot:
-    queue_depth: int
-    in_flight: int
-
-
 class QueuedModel:
-    """Anything with `live_state()`, as the on-device provider has."""
+    """Anything with `live_state()`, as the on-device provider has: here, a worker restarted twice."""
 
-    def live_state(self) -> QueueSnapshot:
-        return QueueSnapshot(queue_depth=3, in_flight=1)
+    def live_state(self) -> LocalState:
+        return LocalState(
+            queue_depth=3,
+            in_flight=1,
+            tokens_per_s=40.0,
+            ttft_ms=50.0,
+            samples=4,
+            jobs_started=5,
+            jobs_cancelled=0,
+            jobs_dropped=0,
+            tokens_generated=99,
+            worker=WorkerStatus.UP,
+            worker_pid=1234,
+            restarts=2,
+            crashes=1,
+            last_error="the worker process died (SIGSEGV)",
+        )
 
 
 @dataclass
@@ -251,6 +261,10 @@ def test_breaker_state_and_local_queue_are_read_at_scrape_time() -> None:
     assert sample(telemetry, "tiergate_local_queue_depth", model="local") == 3
     assert sample(telemetry, "tiergate_local_in_flight", model="local") == 1
     assert sample(telemetry, "tiergate_local_queue_depth", model="mini") is None
+    assert sample(telemetry, "tiergate_local_worker_up", model="local") == 1
+    assert sample(telemetry, "tiergate_local_restarts_total", model="local") == 2
+    assert sample(telemetry, "tiergate_local_crashes_total", model="local") == 1
+    assert telemetry.metrics.workers_down() == []
 
 
 async def test_report_runs_after_the_current_turn_of_the_loop() -> None:

@@ -6,6 +6,8 @@ Dispatch decides what to do next from the exception *type* only, never its messa
     ├── RetryableError                 another attempt (same model after backoff, or the next model) may work
     │   ├── ProviderTimeout            no answer in time (connect, read, or our own deadline)
     │   ├── ProviderConnectionError    refused, reset, dropped mid-stream
+    │   │   ├── LocalWorkerCrashed     the on-device model's worker process died during this request
+    │   │   └── LocalWorkerDown        its worker process is not serving (restarting, or cannot load)
     │   ├── RateLimited                429 (carries retry_after_s when the provider sent one)
     │   ├── ServerError                5xx, 408
     │   ├── Overloaded                 Anthropic 529 / overloaded_error
@@ -78,6 +80,14 @@ class LocalQueueFull(RetryableError):
     pass
 
 
+class LocalWorkerCrashed(ProviderConnectionError):
+    """The worker process serving an on-device model died while this request ran (a native crash, a kill)."""
+
+
+class LocalWorkerDown(ProviderConnectionError):
+    """The worker process of an on-device model is not serving: starting, restarting, or unable to load."""
+
+
 class NonRetryableError(ProviderError):
     """The same request will fail the same way on this model: do not retry it there."""
 
@@ -114,6 +124,8 @@ _KIND_NAMES: dict[type[ProviderError], str] = {
     Overloaded: "overloaded",
     MalformedResponse: "malformed_response",
     LocalQueueFull: "local_queue_full",
+    LocalWorkerCrashed: "local_worker_crashed",
+    LocalWorkerDown: "local_worker_down",
     BadRequest: "bad_request",
     AuthenticationError: "authentication_error",
     PermissionDenied: "permission_denied",
@@ -121,6 +133,17 @@ _KIND_NAMES: dict[type[ProviderError], str] = {
     RequestTooLarge: "request_too_large",
     ContentPolicy: "content_policy",
 }
+
+
+_KINDS: dict[str, type[ProviderError]] = {kind: cls for cls, kind in _KIND_NAMES.items()}
+
+
+def error_of_kind(kind: str, message: str) -> ProviderError:
+    """The error a `kind` names (as `ProviderError.kind` gave it), e.g. one sent by a worker process.
+
+    An unknown kind is a ServerError: something failed, and the name it had is not ours.
+    """
+    return _KINDS.get(kind, ServerError)(message)
 
 
 @runtime_checkable

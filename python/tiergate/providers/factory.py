@@ -1,8 +1,7 @@
-"""Builds the provider for a configured model. Local models load here, so a bad file fails at start."""
+"""Builds the provider for a configured model. Local models start their worker process here, so a missing
+or non-GGUF model file fails at start."""
 
 from __future__ import annotations
-
-import asyncio
 
 from tiergate.config import ModelConfig
 from tiergate.providers.base import Provider
@@ -17,8 +16,6 @@ async def build_provider(name: str, config: ModelConfig) -> Provider:
         from tiergate.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(name, config)
-    # Imported only when a local model is configured: llama.cpp costs memory and start-up time.
     from tiergate.providers.llama_cpp import LlamaCppProvider
 
-    # Loading a GGUF blocks for a while: keep the event loop free meanwhile.
-    return await asyncio.to_thread(LlamaCppProvider, name, config)
+    return await LlamaCppProvider.start(name, config)

@@ -111,7 +111,7 @@ class AsyncRouter(AsyncAPI):
         return (await self._ready()).explain(request)
 
     async def _count_tokens(self, text: str, encoding: str, model: str, timeout: float | None) -> TokenCount:
-        return TokenCount(*(await self._ready()).count_tokens(text, encoding, model))
+        return TokenCount(*await (await self._ready()).count_tokens(text, encoding, model))
 
     async def _status(self, timeout: float | None) -> SidecarStatus:
         return (await self._ready()).status()

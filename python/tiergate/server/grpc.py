@@ -86,7 +86,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountTokensResponse:
         try:
-            tokens, encoding = self._sidecar.count_tokens(request.text, request.encoding, request.model)
+            tokens, encoding = await self._sidecar.count_tokens(request.text, request.encoding, request.model)
         except TiergateError as exc:
             await _abort(context, exc)
             raise

@@ -97,7 +97,12 @@ def observability_routes(telemetry: Telemetry) -> dict[str, Handler]:
         return Response(200, b"ok\n")
 
     def readyz() -> Response:
-        return Response(200, b"ready\n") if telemetry.ready else Response(503, b"not ready\n")
+        if not telemetry.ready:
+            return Response(503, b"not ready\n")
+        # A local model's worker that is down does not make the sidecar unready: hosted models still serve,
+        # and taking the pod out of service would cut them off too. The body says what is degraded.
+        down = "".join(f"degraded: local model {line}\n" for line in telemetry.metrics.workers_down())
+        return Response(200, b"ready\n" + down.encode())
 
     return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 

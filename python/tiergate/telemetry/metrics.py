@@ -17,6 +17,9 @@ Families (prefix `tiergate_`):
     config_reloads_total{result}               ok, rejected
     breaker_state{model,state}                 1 for the model's current state, 0 for the others (at scrape)
     local_queue_depth{model}, local_in_flight{model}   on-device models' queues (at scrape)
+    local_worker_up{model}                     1 while an on-device model's worker process serves (at scrape)
+    local_restarts_total{model}                worker process starts after the first (at scrape)
+    local_crashes_total{model}                 worker processes that died on their own (at scrape)
     asyncio_tasks                              tasks alive on the event loop (at scrape): leaks show as growth
 
 Every update happens on the event loop's thread, so the series are plain dicts updated without locks
@@ -76,6 +79,21 @@ class _LiveCollector(Collector):
         in_flight = GaugeMetricFamily(
             "tiergate_local_in_flight", "Requests an on-device model is generating", labels=["model"]
         )
+        worker_up = GaugeMetricFamily(
+            "tiergate_local_worker_up",
+            "1 while the on-device model's worker process serves, 0 while it starts, restarts or cannot load",
+            labels=["model"],
+        )
+        restarts = CounterMetricFamily(
+            "tiergate_local_restarts",
+            "Worker process starts after the first, per on-device model (crashes, failed loads)",
+            labels=["model"],
+        )
+        crashes = CounterMetricFamily(
+            "tiergate_local_crashes",
+            "Worker processes of an on-device model that died on their own (a signal, an exit)",
+            labels=["model"],
+        )
         if live is not None:
             for model, b in live.breakers.items():
                 current = b.state
@@ -85,11 +103,12 @@ class _LiveCollector(Collector):
                 live_state = getattr(provider, "live_state", None)
                 if callable(live_state):
                     snapshot = live_state()
-                    depth.add_metric([model], float(getattr(snapshot, "queue_depth", 0)))
-                    in_flight.add_metric([model], float(getattr(snapshot, "in_flight", 0)))
-        yield breaker
-        yield depth
-        yield in_flight
+                    depth.add_metric([model], float(snapshot.queue_depth))
+                    in_flight.add_metric([model], float(snapshot.in_flight))
+                    worker_up.add_metric([model], 1.0 if snapshot.worker_up else 0.0)
+                    restarts.add_metric([model], float(snapshot.restarts))
+                    crashes.add_metric([model], float(snapshot.crashes))
+        yield from (breaker, depth, in_flight, worker_up, restarts, crashes)
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # collected outside an event loop (a registry read directly): nothing to count
@@ -220,6 +239,23 @@ class Metrics:
     def watch(self, view: Callable[[], LiveView | None]) -> None:
         """Where the scrape-time gauges (breakers, local queues) read from."""
         self._live.view = view
+
+    def workers_down(self) -> list[str]:
+        """On-device models whose worker process does not serve now, each as "name: why"."""
+        live = self._live.view()
+        if live is None:
+            return []
+        down = []
+        for model, provider in live.providers.items():
+            live_state = getattr(provider, "live_state", None)
+            if callable(live_state):
+                state = live_state()
+                if not state.worker_up:
+                    down.append(
+                        f"{model}: worker {state.worker}"
+                        + (f" ({state.last_error})" if state.last_error else "")
+                    )
+        return down
 
     def observe(self, report: Report) -> None:
         decision = report.decision

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiergate.providers.base import BadRequest
-from tiergate.providers.local_prompt import (
+from tiergate.local.worker.prompt import (
     CHAT_TEMPLATE_KEY,
     AnswerText,
     ChatTemplateFormat,
@@ -17,6 +16,7 @@ from tiergate.providers.local_prompt import (
     Prompt,
     format_for,
 )
+from tiergate.providers.base import BadRequest
 from tiergate.request import Message
 
 # -- InstructionFormat --------------------------------------------------------------------------------------

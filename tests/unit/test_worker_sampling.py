@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tiergate.local.worker.sampling import json_schema_grammar
 from tiergate.providers.base import BadRequest
-from tiergate.providers.local_sampling import json_schema_grammar
 
 
 @pytest.mark.parametrize(

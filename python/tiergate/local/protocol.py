@@ -1,0 +1,59 @@
+"""The frames the sidecar and an on-device worker process exchange over their socket pair.
+
+A frame is a 4-byte big-endian length, then that many bytes of JSON (one object with an `op`). The sidecar
+speaks first (`load`); the worker answers `ready` or `load_failed`, then serves jobs until its socket closes.
+
+    sidecar -> worker                              worker -> sidecar
+    load   {path, n_ctx, threads}                  ready        {format, n_ctx, system_info}
+                                                   load_failed  {message}
+    job    {id, messages, max_tokens,              start        {id}                 the job left the queue
+            temperature, json_schema, seed}        text         {id, text}           one piece of the answer
+                                                   done         {id, input_tokens, output_tokens, finish,
+                                                                 ttft_ms, tokens_per_s}
+                                                   error        {id, kind, message}  kind: ProviderError.kind
+    cancel {id}                                    (a queued job is dropped, a running one stops at its
+                                                    next token and ends with an error nobody reads)
+    count  {id, text}                              counted      {id, tokens}
+
+Both sides import this module; it imports nothing of llama.cpp. No frame ever carries a key, and only `job`
+and `text` carry request or answer text (never logged).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import orjson
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 << 20  # a frame larger than this is a protocol error, not a request
+
+Frame = dict[str, Any]
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def encode(frame: Frame) -> bytes:
+    body = orjson.dumps(frame)
+    return HEADER.pack(len(body)) + body
+
+
+def body_length(header: bytes) -> int:
+    """The length a frame header announces. Raises ProtocolError past MAX_FRAME."""
+    (length,) = HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes announced (the limit is {MAX_FRAME})")
+    return int(length)
+
+
+def decode(body: bytes) -> Frame:
+    try:
+        frame = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
+        raise ProtocolError("frame is not an object with an op")
+    return frame
