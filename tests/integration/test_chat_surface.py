@@ -64,6 +64,13 @@ def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config: dict[str, Any] = {
         "models": {
             "gpt": {"provider": "openai", "base_url": fake.url_openai, "model": "gpt-x", "api_key": "k"},
+            "textonly": {
+                "provider": "openai",
+                "base_url": fake.url_openai,
+                "model": "text-x",
+                "api_key": "k",
+                "vision": False,
+            },
             "claude": {
                 "provider": "anthropic",
                 "base_url": fake.url_anthropic,
@@ -75,6 +82,8 @@ def sidecar(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "default": {"chain": ["gpt"]},
             "openai": {"chain": ["gpt"]},
             "anthropic": {"chain": ["claude"]},
+            "mixed": {"chain": ["textonly", "gpt"]},
+            "textonly": {"chain": ["textonly"]},
         },
     }
     with run_sidecar(config, tmp_path_factory.mktemp("chat")) as proc:
@@ -346,3 +355,17 @@ def test_grpc_task_naming_no_route_is_not_found_and_only_empty_means_default(sid
         info.value.details() or ""
     )
     assert sidecar.stub.Complete(pb.CompleteRequest(messages=hello), timeout=10).decision.route == "default"
+
+
+def test_a_model_without_vision_is_skipped_with_its_reason(client: openai.OpenAI, fake: FakeProvider) -> None:
+    image: Any = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}
+    ]
+    raw = client.chat.completions.with_raw_response.create(model="mixed", messages=image)
+    decision = json.loads(raw.headers["x-tiergate-decision"])
+    assert decision["served_by"] == "gpt"
+    assert decision["skipped"] == [{"model": "textonly", "reason": "cannot take images"}]
+    before = len(fake.requests)
+    with pytest.raises(openai.BadRequestError, match="textonly: cannot take images"):
+        client.chat.completions.create(model="textonly", messages=image)
+    assert len(fake.requests) == before  # nothing forwarded

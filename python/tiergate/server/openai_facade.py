@@ -82,6 +82,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             {"model": a.model, "outcome": a.outcome.value, "latency_ms": round(a.latency_ms, 1)}
             for a in decision.attempts
         ],
+        "skipped": [{"model": s.model, "reason": s.reason} for s in decision.skipped],
         "cost_usd": decision.cost_usd,
         "overhead_ms": round(decision.overhead_ms, 3),
         "reason": decision.reason,
