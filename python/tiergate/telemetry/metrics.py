@@ -12,6 +12,7 @@ Families (prefix `tiergate_`):
     hedges_total{route,result}                 hedged attempts: won, lost or failed
     tokens_total{model,type}                   input, output, cached_input tokens
     cost_usd_total{model}                      cost from the price table
+    route_cost_usd_total{route}                the same cost by route (for cost drift alerts per route)
     limit_rejections_total{limit}              requests refused by a budget or rate limit
     state_failures_total{operation,action}     Redis failed: admit allowed / refused, or settle lost
     config_reloads_total{result}               ok, rejected
@@ -187,6 +188,9 @@ class Metrics:
         self.hedges = Series("tiergate_hedges", "Hedged attempts by result", ("route", "result"))
         self.tokens = Series("tiergate_tokens", "Tokens by model and type", ("model", "type"))
         self.cost = Series("tiergate_cost_usd", "Cost in USD from the price table", ("model",))
+        self.route_cost = Series(
+            "tiergate_route_cost_usd", "Cost in USD from the price table by route", ("route",)
+        )
         self.limit_rejections = Series(
             "tiergate_limit_rejections", "Requests refused by a budget or rate limit", ("limit",)
         )
@@ -208,6 +212,7 @@ class Metrics:
                     self.hedges,
                     self.tokens,
                     self.cost,
+                    self.route_cost,
                     self.limit_rejections,
                     self.state_failures,
                     self.reloads,
@@ -255,6 +260,7 @@ class Metrics:
                 tokens.inc((model, "cached_input"), usage.cached_input_tokens)
             if usage.cost_usd:
                 self.cost.inc((model,), usage.cost_usd)
+                self.route_cost.inc((route,), usage.cost_usd)
 
     def state_failure(self, operation: str, action: str) -> None:
         self.state_failures.inc((operation, action))
