@@ -273,6 +273,9 @@ def test_the_page_in_chromium_matches_metrics_and_status(
     assert fields["model.primary.breaker"] == ("closed", "closed")
     assert value("tenant.acme.requests") == 3
     assert fields["tenant.acme.day"][1].endswith("/ 0.010000")
+    assert total(samples, "tiergate_budget_limit_usd", tenant="acme", period="day") == 0.01
+    spent = total(samples, "tiergate_budget_spent_usd", tenant="acme", period="day")
+    assert value("tenant.acme.day") == pytest.approx(spent) == value("tenant.acme.cost_usd")
     # The newest decision first: the invalid request, then the restricted one, refused before any call.
     assert fields["decision.0.outcome"][0] == "invalid_request"
     assert fields["decision.1.outcome"][0] == "sensitive_data_blocked"

@@ -18,6 +18,8 @@ Families (prefix `tiergate_`):
     config_reloads_total{result}               ok, rejected
     breaker_state{model,state}                 1 for the model's current state, 0 for the others (at scrape)
     local_queue_depth{model}, local_in_flight{model}   on-device models' queues (at scrape)
+    budget_spent_usd{tenant,period}, budget_limit_usd{tenant,period}   in-process budgets (at scrape;
+                                               `telemetry/budgets.py`)
     asyncio_tasks                              tasks alive on the event loop (at scrape): leaks show as growth
 
 Every update happens on the event loop's thread, so the series are plain dicts updated without locks
@@ -38,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from tiergate.errors import LimitExceeded
 from tiergate.request import Outcome
+from tiergate.telemetry.budgets import BudgetCollector
 
 if TYPE_CHECKING:
     from tiergate._native import CircuitBreaker
@@ -221,10 +224,13 @@ class Metrics:
         )
         self._live = _LiveCollector()
         self.registry.register(self._live)
+        self._budgets = BudgetCollector()
+        self.registry.register(self._budgets)
 
     def watch(self, view: Callable[[], LiveView | None]) -> None:
         """Where the scrape-time gauges (breakers, local queues) read from."""
         self._live.view = view
+        self._budgets.view = view
 
     def observe(self, report: Report) -> None:
         decision = report.decision
