@@ -312,3 +312,21 @@ def test_the_state_shows_the_config_and_a_rejected_reload(sidecar: SidecarProces
     assert config["last_reload"]["result"] == "rejected"
     assert "not_a_key" in config["last_reload"]["detail"]
     assert SECRET not in orjson.dumps(state).decode()
+
+
+def test_without_a_token_configured_the_panel_is_open(fake_provider: FakeProvider, tmp_path: Path) -> None:
+    cfg = config(fake_provider)
+    del cfg["listen"]
+    with run_sidecar(cfg, tmp_path, env={"TIERGATE_TEST_KEY": SECRET}) as running:
+        base = f"http://{running.http_address}"
+        page = httpx.get(f"{base}/ui", timeout=5)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert '<script src="/ui/panel.js"' in page.text
+        assert "http" not in page.text  # no external URL: nothing loads from elsewhere
+        login = httpx.get(f"{base}/ui/login", timeout=5)
+        assert (login.status_code, login.headers["location"]) == (303, "/ui")
+        state = httpx.get(f"{base}/ui/api/state", timeout=5).json()
+        assert state["auth"] is False and sorted(m["name"] for m in state["models"]) == sorted(cfg["models"])
+        assert httpx.post(f"{base}/ui/api/state", content=b"x", timeout=5).status_code == 405

@@ -7,7 +7,7 @@ import orjson
 from tiergate.errors import AllAttemptsFailed, LimitExceeded
 from tiergate.request import Attempt, Decision, Message, Outcome, Request, Usage
 from tiergate.telemetry import Report
-from tiergate.telemetry.recent import OTHER_TENANTS, RecentActivity, summarise
+from tiergate.telemetry.recent import OTHER_TENANTS, Finished, RecentActivity, summarise
 
 PROMPT = "call me at +44 20 7946 0958 about the merger"
 ANSWER = "the merger answer"
@@ -41,7 +41,7 @@ def report(tenant: str = "acme", error: BaseException | None = None) -> Report:
 def test_a_summary_has_the_decision_but_no_text_of_prompt_answer_or_errors() -> None:
     failed = AllAttemptsFailed(f"every attempt failed: {KEY} {PROMPT}")
     for r in (report(), report(error=failed)):
-        summary = summarise(r)
+        summary = summarise(Finished.of(r))
         text = orjson.dumps(summary).decode()
         assert PROMPT not in text and ANSWER not in text and KEY not in text and "merger" not in text
         assert [a["outcome"] for a in summary["attempts"]] == ["error", "ok"]
@@ -50,15 +50,16 @@ def test_a_summary_has_the_decision_but_no_text_of_prompt_answer_or_errors() -> 
             "local",
             ["phone"],
         )
-    assert summarise(report(error=LimitExceeded("over", limit="usd_per_day")))["limit"] == "usd_per_day"
+    limited = Finished.of(report(error=LimitExceeded("over", limit="usd_per_day")))
+    assert summarise(limited)["limit"] == "usd_per_day"
 
 
 def test_decisions_and_tenants_stay_bounded() -> None:
     recent = RecentActivity(max_decisions=5, max_tenants=3)
     for i in range(20):
         recent.observe(report(tenant=f"t{i}"))
-    assert len(recent.decisions) == 5
-    assert [d["tenant"] for d in recent.decisions] == [f"t{i}" for i in range(15, 20)]
+    assert [d["tenant"] for d in recent.decisions()] == [f"t{i}" for i in range(19, 14, -1)]
+    assert [d["tenant"] for d in recent.decisions(2)] == ["t19", "t18"]
     assert set(recent.tenants) == {"t0", "t1", "t2", OTHER_TENANTS}
     assert recent.tenants[OTHER_TENANTS].requests == 17
     assert recent.tenants["t0"].cost_usd == 0.002

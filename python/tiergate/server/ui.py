@@ -73,10 +73,11 @@ class ControlPanel:
         self._page = _asset("panel.html")
         self._login = _asset("login.html").decode()
         self._assets = {path: (_asset(name), kind) for path, (name, kind) in _ASSETS.items()}
+        self._paths = frozenset({UI_PREFIX, STATE_PATH, UI_LOGIN_PATH, LOGOUT_PATH, *self._assets})
 
     @property
     def paths(self) -> Collection[str]:
-        return (UI_PREFIX, STATE_PATH, UI_LOGIN_PATH, LOGOUT_PATH, *self._assets)
+        return self._paths
 
     async def __call__(self, request: HttpRequest) -> Response:
         path, method = request.path, request.method

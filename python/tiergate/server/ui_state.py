@@ -153,9 +153,7 @@ def _tenants(sidecar: Sidecar, telemetry: Telemetry) -> list[dict[str, Any]]:
 
 
 def _decisions(recent: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    newest = list(recent)[-DECISIONS_SHOWN:]
-    newest.reverse()
-    return [{**d, "route": _route_label(d["route"])} for d in newest]
+    return [{**d, "route": _route_label(d["route"])} for d in recent]
 
 
 def panel_state(
@@ -185,7 +183,7 @@ def panel_state(
         "models": _models(sidecar, telemetry),
         "routes": _routes(sidecar, telemetry),
         "tenants": _tenants(sidecar, telemetry),
-        "decisions": _decisions(recent.decisions),
+        "decisions": _decisions(recent.decisions(DECISIONS_SHOWN)),
         "config": {
             "file": config_path,
             "models": len(sidecar.config.models),
