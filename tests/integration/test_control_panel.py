@@ -280,6 +280,7 @@ def test_the_page_in_chromium_matches_metrics_and_status(
     assert fields["decision.0.outcome"][0] == "invalid_request"
     assert fields["decision.1.outcome"][0] == "sensitive_data_blocked"
     assert fields["decision.1.rules"][0] == "email"
+    assert fields["decision.1.sensitivity"][1] == "restricted"
     assert fields["decision.2.outcome"] == ("limit_exceeded", "limit_exceeded: requests_per_minute")
 
     # Nothing secret or private anywhere: the page as rendered, its data, its assets.

@@ -188,11 +188,13 @@ function renderDecisions(decisions) {
     const f = (k) => `decision.${i}.${k}`;
     const attempts = (d.attempts || []).map((a) => `${a.model} ${a.outcome}${a.hedged ? " (hedge)" : ""}`).join(" → ");
     const outcome = d.limit ? `${d.outcome}: ${d.limit}` : d.outcome;
+    const route = cell(f("route"), d.route);
+    if (d.sensitivity === "internal" || d.sensitivity === "restricted") route.append(el("small", { "data-field": f("sensitivity") }, ` ${d.sensitivity}`));
     return el(
       "tr",
       {},
       el("td", {}, clock(d.ts)),
-      cell(f("route"), d.route),
+      route,
       cell(f("tenant"), d.tenant, d.tenant || dash),
       cell(f("outcome"), d.outcome, outcome, d.outcome === "ok" ? "good" : "bad"),
       cell(f("served_by"), d.served_by || "", d.served_by || dash),
