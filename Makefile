@@ -16,12 +16,12 @@ FUZZ_FLAGS := --fuzz-dir rust/fuzz --sanitizer none --debug-assertions
 # llama.cpp builds with both cores, once per machine (tools/llama-cpp-wheel.sh keeps the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup redis-server run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
+.PHONY: help setup redis-server browser-tools run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model redis-server ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
+setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model redis-server browser-tools ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
 
 redis-server: ## install redis-server (Debian package) if missing and we are root: the fleet-state tests run one
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -31,6 +31,19 @@ redis-server: ## install redis-server (Debian package) if missing and we are roo
 	  else \
 	    echo "==> redis-server is missing and cannot be installed here: the Redis tests will be skipped"; \
 	  fi; }
+
+browser-tools: ## install chromium and promtool (Debian packages chromium, prometheus) if missing and we are root: the control panel and alert rule tests use them
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "==> installing$$missing (apt-get)"; \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	        || echo "==> apt-get could not install$$missing: the browser and promtool tests will be skipped"; \
+	    else \
+	      echo "==> $$missing missing and cannot be installed here: the browser and promtool tests will be skipped"; \
+	    fi; \
+	  fi
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)

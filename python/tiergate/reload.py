@@ -84,7 +84,7 @@ class ConfigReloader:
                 return self._rejected(f"{type(exc).__name__}: {exc}")
             self._live.current = new
             self._telemetry.configure(config)
-            self._telemetry.metrics.reload("ok")
+            self._telemetry.config_reloaded("ok")
             kept = sum(1 for name, p in new.providers.items() if old.providers.get(name) is p)
             logger.info(
                 "config reloaded from %s (%d models, %d kept as they were; %d routes, %d rules)",
@@ -98,7 +98,7 @@ class ConfigReloader:
             return True
 
     def _rejected(self, why: str) -> bool:
-        self._telemetry.metrics.reload("rejected")
+        self._telemetry.config_reloaded("rejected", why)
         logger.error("config reload rejected, the running config keeps serving: %s", why)
         return False
 

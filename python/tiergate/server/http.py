@@ -1,7 +1,8 @@
 """The HTTP listener (`listen.http`): `/metrics` (Prometheus), `/healthz` (process up), `/readyz` (serving).
 
 A small HTTP/1.1 server on asyncio streams, enough for scrapers and probes: GET and HEAD of fixed paths,
-keep-alive. A mounted `App` (the OpenAI-compatible facade, `server/openai_facade.py`) serves its own paths,
+keep-alive. Mounted `App`s (the OpenAI-compatible facade, `server/openai_facade.py`; the control panel,
+`server/ui.py`) serve their own paths,
 with request bodies (Content-Length only) and streamed responses (chunked transfer encoding). With a bearer
 token (`server/auth.py`) every path but the health ones needs it; with an `ssl.SSLContext` it serves HTTPS.
 `drain` stops accepting and lets requests in progress finish, for a graceful shutdown.
@@ -20,7 +21,7 @@ from typing import Protocol
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tiergate.server.auth import BearerToken
+from tiergate.server.auth import UI_LOGIN_PATH, UI_PREFIX, BearerToken
 from tiergate.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ HEAD_TIMEOUT_S = 10.0  # a request head, once begun, must be complete by then
 CLIENT_CHECK_S = 0.1  # how often a request in progress checks that its client is still connected
 _REASONS = {
     200: "OK",
+    303: "See Other",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -125,7 +127,7 @@ class HttpServer:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._routes = dict(routes)
-        self._app: App | None = None
+        self._apps: list[App] = []
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()  # connections in the middle of a request
@@ -149,7 +151,7 @@ class HttpServer:
 
     def mount(self, app: App) -> None:
         """From now on `app` serves its paths (before, they answer 404)."""
-        self._app = app
+        self._apps.append(app)
 
     async def drain(self, grace_s: float) -> None:
         """Stops accepting, closes idle connections, and gives requests in progress `grace_s` to finish;
@@ -223,7 +225,7 @@ class HttpServer:
             return False
         try:
             method, path, headers, keep_alive = _parse(head)
-            app = self._app if self._app is not None and path in self._app.paths else None
+            app = next((a for a in self._apps if path in a.paths), None)
             length = _body_length(headers, accepted=app is not None, limit=self._max_body)
         except _BadRequest as exc:
             await _write(writer, Response(exc.status, f"{exc}\n".encode()), keep_alive=False)
@@ -303,6 +305,8 @@ def _body_length(headers: Mapping[str, str], *, accepted: bool, limit: int) -> i
 
 def _unauthorized(path: str) -> Response:
     message = "missing or wrong bearer token (header `Authorization: Bearer <token>`)"
+    if path == UI_PREFIX:  # a person opening the control panel: to its login form
+        return Response(303, b"", TEXT, (("Location", UI_LOGIN_PATH), ("Cache-Control", "no-store")))
     headers = (("WWW-Authenticate", 'Bearer realm="tiergate"'),)
     if path.startswith("/v1/"):  # the OpenAI SDKs read this shape
         error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}

@@ -30,6 +30,7 @@ from tiergate.server.auth import BearerToken, GrpcAuthInterceptor, is_loopback
 from tiergate.server.grpc import TiergateServicer
 from tiergate.server.http import HttpServer, observability_routes
 from tiergate.server.openai_facade import OpenAIFacade
+from tiergate.server.ui import ControlPanel
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 from tiergate.v1 import tiergate_pb2 as pb
@@ -118,7 +119,7 @@ async def serve(
             max_body_bytes=config.limits.max_request_bytes + _MESSAGE_OVERHEAD_BYTES,
         )
         http_host, http_port = await http.start(config.listen.http)
-        _say(f"serving {scheme} on {http_host}:{http_port} (/metrics, /healthz, /readyz, /v1)")
+        _say(f"serving {scheme} on {http_host}:{http_port} (/metrics, /healthz, /readyz, /v1, /ui)")
     try:
         sidecar = await Sidecar.start(config, telemetry=telemetry)
     except BaseException:
@@ -128,6 +129,10 @@ async def serve(
     live = LiveSidecar(sidecar)
     if http is not None:
         http.mount(OpenAIFacade(live))
+        panel = ControlPanel(
+            live, telemetry, token=_token(config), config_path=config_path, tls=config.listen.tls is not None
+        )
+        http.mount(panel)
     telemetry.watch(lambda: live.current)
     server = _grpc_server(config)
     pb_grpc.add_TiergateServicer_to_server(TiergateServicer(live), server)

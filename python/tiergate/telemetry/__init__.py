@@ -3,7 +3,8 @@
 `Sidecar` hands every finished request to `Telemetry.report` as a `Report`; the work (metrics, the JSON
 record, the trace span) runs in a later turn of the event loop, after the response is on its way, so it never
 delays an answer. `records` writes the decision log, `metrics` keeps the Prometheus families, `tracing`
-exports OTLP spans when an endpoint is configured (an optional extra).
+exports OTLP spans when an endpoint is configured (an optional extra), `recent` keeps the last decisions and
+cost per tenant for the control panel.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tiergate.config import Config
 from tiergate.errors import TiergateError
 from tiergate.request import Decision, Request, Usage
 from tiergate.telemetry.metrics import LiveView, Metrics
-from tiergate.telemetry.records import LOGGER_NAME, DecisionLog, LineWriter, secrets_of
+from tiergate.telemetry.recent import RecentActivity
+from tiergate.telemetry.records import LOGGER_NAME, REDACTED, DecisionLog, LineWriter, secrets_of
 from tiergate.telemetry.tracing import Tracing
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class Telemetry:
     def __init__(self, config: Config | None = None, *, registry: CollectorRegistry | None = None) -> None:
         self.metrics = Metrics(registry)
         self.decisions = DecisionLog()
+        self.recent = RecentActivity()
+        self._secrets: list[str] = []
         self.ready = False  # /readyz: the gRPC server is up and not draining
         self.tracing: Tracing | None = None
         if config is not None:
@@ -70,9 +74,10 @@ class Telemetry:
         Raises:
             ValueError: an OTLP endpoint is configured but the `otel` extra is not installed.
         """
+        self._secrets = secrets_of(config)
         self.decisions.configure(
             log_content=config.telemetry.log_content,
-            secrets=secrets_of(config),
+            secrets=self._secrets,
             enabled=config.telemetry.decision_log,
         )
         endpoint = config.telemetry.otlp_endpoint
@@ -95,8 +100,16 @@ class Telemetry:
     def emit(self, report: Report) -> None:
         self.metrics.observe(report)
         self.decisions.emit(report)
+        self.recent.observe(report)
         if self.tracing is not None:
             self.tracing.record(report)
+
+    def config_reloaded(self, result: str, detail: str = "") -> None:
+        """Counts a reload (`ok` or `rejected`) and keeps it, with why, for the control panel."""
+        self.metrics.reload(result)
+        for secret in self._secrets:
+            detail = detail.replace(secret, REDACTED)
+        self.recent.reloaded(result, detail[:500])
 
     async def aclose(self) -> None:
         """Exports the spans still queued (the SDK blocks while it does: off the event loop)."""

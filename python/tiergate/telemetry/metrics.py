@@ -12,6 +12,7 @@ Families (prefix `tiergate_`):
     hedges_total{route,result}                 hedged attempts: won, lost or failed
     tokens_total{model,type}                   input, output, cached_input tokens
     cost_usd_total{model}                      cost from the price table
+    route_cost_usd_total{route}                the same cost by route (for cost drift alerts per route)
     limit_rejections_total{limit}              requests refused by a budget or rate limit
     state_failures_total{operation,action}     Redis failed: admit allowed / refused, or settle lost
     config_reloads_total{result}               ok, rejected
@@ -20,6 +21,8 @@ Families (prefix `tiergate_`):
     local_worker_up{model}                     1 while an on-device model's worker process serves (at scrape)
     local_restarts_total{model}                worker process starts after the first (at scrape)
     local_crashes_total{model}                 worker processes that died on their own (at scrape)
+    budget_spent_usd{tenant,period}, budget_limit_usd{tenant,period}   in-process budgets (at scrape;
+                                               `telemetry/budgets.py`)
     asyncio_tasks                              tasks alive on the event loop (at scrape): leaks show as growth
 
 Every update happens on the event loop's thread, so the series are plain dicts updated without locks
@@ -40,6 +43,7 @@ from prometheus_client.registry import Collector
 
 from tiergate.errors import LimitExceeded
 from tiergate.request import Outcome
+from tiergate.telemetry.budgets import BudgetCollector
 
 if TYPE_CHECKING:
     from tiergate._native import CircuitBreaker
@@ -206,6 +210,9 @@ class Metrics:
         self.hedges = Series("tiergate_hedges", "Hedged attempts by result", ("route", "result"))
         self.tokens = Series("tiergate_tokens", "Tokens by model and type", ("model", "type"))
         self.cost = Series("tiergate_cost_usd", "Cost in USD from the price table", ("model",))
+        self.route_cost = Series(
+            "tiergate_route_cost_usd", "Cost in USD from the price table by route", ("route",)
+        )
         self.limit_rejections = Series(
             "tiergate_limit_rejections", "Requests refused by a budget or rate limit", ("limit",)
         )
@@ -227,6 +234,7 @@ class Metrics:
                     self.hedges,
                     self.tokens,
                     self.cost,
+                    self.route_cost,
                     self.limit_rejections,
                     self.state_failures,
                     self.reloads,
@@ -235,10 +243,13 @@ class Metrics:
         )
         self._live = _LiveCollector()
         self.registry.register(self._live)
+        self._budgets = BudgetCollector()
+        self.registry.register(self._budgets)
 
     def watch(self, view: Callable[[], LiveView | None]) -> None:
         """Where the scrape-time gauges (breakers, local queues) read from."""
         self._live.view = view
+        self._budgets.view = view
 
     def workers_down(self) -> list[str]:
         """On-device models whose worker process does not serve now, each as "name: why"."""
@@ -291,6 +302,7 @@ class Metrics:
                 tokens.inc((model, "cached_input"), usage.cached_input_tokens)
             if usage.cost_usd:
                 self.cost.inc((model,), usage.cost_usd)
+                self.route_cost.inc((route,), usage.cost_usd)
 
     def state_failure(self, operation: str, action: str) -> None:
         self.state_failures.inc((operation, action))

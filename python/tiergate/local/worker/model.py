@@ -37,6 +37,10 @@ def load(path: str, *, n_ctx: int, threads: int) -> LoadedModel:
     except ValueError as exc:  # llama-cpp-python's report of any load failure (truncated, unsupported, ...)
         raise LoadFailed(f"llama.cpp cannot load {path}, corrupt or unsupported: {exc}") from exc
     bos, eos = llm.token_bos(), llm.token_eos()
+    # One decode before the worker says ready: the first one pages the mapped weights in and sets up the
+    # compute buffers, which would otherwise land on the first request's time to first token.
+    llm.eval([bos if bos >= 0 else 0])
+    llm.n_tokens = 0
     try:
         prompt_format = format_for(
             llm.metadata,
