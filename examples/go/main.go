@@ -3,6 +3,7 @@
 //
 //	go run . "Say hello"                              # Complete
 //	go run . -stream -address 127.0.0.1:50051 "Say hello"   # StreamComplete
+//	go run . -tool "What is the weather in Paris?"   # a tool loop: the model calls get_weather, we answer
 //
 // The address is -address, else $TIERGATE_ADDRESS, else 127.0.0.1:50051. When $TIERGATE_TOKEN is set, every
 // call carries `authorization: Bearer <token>`. On a gRPC error it prints the status code and message and
@@ -11,6 +12,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,6 +34,7 @@ func main() {
 	address := flag.String("address", envOr("TIERGATE_ADDRESS", "127.0.0.1:50051"), "the sidecar's gRPC address")
 	task := flag.String("task", "default", "the task (route) to run")
 	stream := flag.Bool("stream", false, "use StreamComplete and print the text as it arrives")
+	tool := flag.Bool("tool", false, "offer the model a get_weather tool and run the calls it makes (Complete)")
 	timeout := flag.Float64("timeout", 30, "the request's deadline in seconds (its whole latency budget)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags] PROMPT\n", os.Args[0])
@@ -43,7 +46,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	if err := run(*address, *task, flag.Arg(0), *stream, time.Duration(*timeout*float64(time.Second))); err != nil {
+	if err := run(*address, *task, flag.Arg(0), *stream, *tool, time.Duration(*timeout*float64(time.Second))); err != nil {
 		if s, ok := status.FromError(err); ok {
 			// The canonical name (UNAVAILABLE), as every gRPC implementation and grpcurl print it.
 			fmt.Fprintf(os.Stderr, "error: %s: %s\n", code.Code_name[int32(s.Code())], s.Message())
@@ -54,7 +57,7 @@ func main() {
 	}
 }
 
-func run(address, task, prompt string, stream bool, timeout time.Duration) error {
+func run(address, task, prompt string, stream, tool bool, timeout time.Duration) error {
 	// Plaintext, as the sidecar listens on loopback by default; use credentials.NewTLS for a remote one.
 	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -73,10 +76,63 @@ func run(address, task, prompt string, stream bool, timeout time.Duration) error
 		Task:     task,
 		Messages: []*tiergatev1.Message{{Role: "user", Content: prompt}},
 	}
+	if tool {
+		return toolLoop(ctx, client, request)
+	}
 	if stream {
 		return streamComplete(ctx, client, request)
 	}
 	return complete(ctx, client, request)
+}
+
+// weatherTool is the function the model may call: its parameters are a JSON schema.
+var weatherTool = &tiergatev1.Tool{
+	Name:        "get_weather",
+	Description: "Current weather in a city",
+	Parameters:  `{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}`,
+}
+
+// getWeather runs the tool: a real application would call a weather service here.
+func getWeather(arguments string) (string, error) {
+	var args struct {
+		City string `json:"city"`
+	}
+	if err := json.Unmarshal([]byte(arguments), &args); err != nil {
+		return "", fmt.Errorf("get_weather: arguments are not JSON: %w", err)
+	}
+	result, err := json.Marshal(struct {
+		City    string `json:"city"`
+		Celsius int    `json:"celsius"`
+	}{args.City, 18})
+	return string(result), err
+}
+
+// toolLoop offers the tool, runs each call the model makes, sends the results back, and prints the final
+// answer: at most four rounds.
+func toolLoop(ctx context.Context, client tiergatev1.TiergateClient, request *tiergatev1.CompleteRequest) error {
+	request.Tools = []*tiergatev1.Tool{weatherTool}
+	for round := 0; round < 4; round++ {
+		response, err := client.Complete(ctx, request)
+		if err != nil {
+			return err
+		}
+		calls := response.GetToolCalls()
+		if len(calls) == 0 {
+			fmt.Println(response.GetText())
+			printDecision(response.GetDecision(), response.GetUsage())
+			return nil
+		}
+		request.Messages = append(request.Messages, &tiergatev1.Message{Role: "assistant", ToolCalls: calls})
+		for _, call := range calls {
+			fmt.Fprintf(os.Stderr, "tool_call:   %s %s\n", call.GetName(), call.GetArguments())
+			result, err := getWeather(call.GetArguments())
+			if err != nil {
+				result = fmt.Sprintf(`{"error": %q}`, err.Error())
+			}
+			request.Messages = append(request.Messages, &tiergatev1.Message{Role: "tool", ToolCallId: call.GetId(), Content: result})
+		}
+	}
+	return errors.New("the model still calls tools after four rounds")
 }
 
 func complete(ctx context.Context, client tiergatev1.TiergateClient, request *tiergatev1.CompleteRequest) error {

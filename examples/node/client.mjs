@@ -3,6 +3,7 @@
 //
 //   node client.mjs "Say hello"                                   # Complete
 //   node client.mjs --stream --address 127.0.0.1:50051 "Say hello"  # StreamComplete
+//   node client.mjs --tool "What is the weather in Paris?"          # a tool loop: the model calls get_weather
 //
 // The address is --address, else $TIERGATE_ADDRESS, else 127.0.0.1:50051. When $TIERGATE_TOKEN is set, every
 // call carries `authorization: Bearer <token>`. On a gRPC error it prints the status code and message and
@@ -22,11 +23,14 @@ const { values: options, positionals } = parseArgs({
     address: { type: "string", default: process.env.TIERGATE_ADDRESS || "127.0.0.1:50051" },
     task: { type: "string", default: "default" },
     stream: { type: "boolean", default: false },
+    tool: { type: "boolean", default: false }, // offer get_weather and run the calls the model makes
     timeout: { type: "string", default: "30" }, // seconds: the request's whole latency budget
   },
 });
 if (positionals.length !== 1) {
-  console.error("usage: node client.mjs [--address HOST:PORT] [--task NAME] [--stream] [--timeout SECONDS] PROMPT");
+  console.error(
+    "usage: node client.mjs [--address HOST:PORT] [--task NAME] [--stream] [--tool] [--timeout SECONDS] PROMPT",
+  );
   process.exit(2);
 }
 
@@ -70,6 +74,40 @@ async function streamComplete(client, request, callOptions) {
   return last;
 }
 
+// The function the model may call: its parameters are a JSON schema (as text).
+const WEATHER_TOOL = {
+  name: "get_weather",
+  description: "Current weather in a city",
+  parameters: JSON.stringify({ type: "object", properties: { city: { type: "string" } }, required: ["city"] }),
+};
+
+// Runs the tool: a real application would call a weather service here.
+function getWeather(args) {
+  const { city } = JSON.parse(args);
+  return JSON.stringify({ city, celsius: 18 });
+}
+
+// Offers the tool, runs each call the model makes, sends the results back: the final answer (four rounds at most).
+async function toolLoop(client, request, callOptions) {
+  request.tools = [WEATHER_TOOL];
+  for (let round = 0; round < 4; round++) {
+    const response = await complete(client, request, callOptions);
+    if (!response.toolCalls.length) return response;
+    request.messages.push({ role: "assistant", toolCalls: response.toolCalls });
+    for (const call of response.toolCalls) {
+      console.error(`tool_call:   ${call.name} ${call.arguments}`);
+      let result;
+      try {
+        result = getWeather(call.arguments);
+      } catch (error) {
+        result = JSON.stringify({ error: String(error) });
+      }
+      request.messages.push({ role: "tool", toolCallId: call.id, content: result });
+    }
+  }
+  throw new Error("the model still calls tools after four rounds");
+}
+
 // The same layout as examples/go/main.go.
 function printDecision(decision, usage) {
   const d = decision ?? {};
@@ -99,7 +137,11 @@ const client = new Tiergate(options.address, grpc.credentials.createInsecure());
 const request = { task: options.task, messages: [{ role: "user", content: positionals[0] }] };
 const callOptions = { deadline: new Date(Date.now() + Number(options.timeout) * 1000) };
 try {
-  if (options.stream) {
+  if (options.tool) {
+    const response = await toolLoop(client, request, callOptions);
+    console.log(response.text);
+    printDecision(response.decision, response.usage);
+  } else if (options.stream) {
     const last = await streamComplete(client, request, callOptions);
     printDecision(last?.decision, last?.usage);
   } else {

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tiergate._native import count_tokens
+from tiergate.content import ImagePart, TextPart, Tool, ToolCall, ToolCallDelta
 from tiergate.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
@@ -26,26 +27,27 @@ from tiergate.errors import (
 from tiergate.request import Attempt, Chunk, Decision, Message, Response, Sensitivity, Usage
 
 if TYPE_CHECKING:
-    from tiergate.client import AsyncClient, Client
-    from tiergate.client_api import TokenCount
-    from tiergate.client_errors import AuthenticationError, ConnectError, TransportError
     from tiergate.config import Config, ConfigError
     from tiergate.config import load as load_config
     from tiergate.request import ModelState, SidecarStatus
-    from tiergate.router import AsyncRouter, Router
+    from tiergate.sdk.api import ChatOptions, TokenCount
+    from tiergate.sdk.client import AsyncClient, Client
+    from tiergate.sdk.inprocess import AsyncRouter, Router
+    from tiergate.sdk.transport_errors import AuthenticationError, ConnectError, TransportError
 
 # Public name -> (module, attribute), imported on first access: grpc, pydantic and the request path are
 # heavy, and a script that only counts tokens needs none of them.
 _LAZY = {
-    "AsyncClient": ("tiergate.client", "AsyncClient"),
-    "Client": ("tiergate.client", "Client"),
-    "AsyncRouter": ("tiergate.router", "AsyncRouter"),
-    "Router": ("tiergate.router", "Router"),
+    "AsyncClient": ("tiergate.sdk.client", "AsyncClient"),
+    "Client": ("tiergate.sdk.client", "Client"),
+    "AsyncRouter": ("tiergate.sdk.inprocess", "AsyncRouter"),
+    "Router": ("tiergate.sdk.inprocess", "Router"),
     "SidecarStatus": ("tiergate.request", "SidecarStatus"),
-    "TokenCount": ("tiergate.client_api", "TokenCount"),
-    "TransportError": ("tiergate.client_errors", "TransportError"),
-    "ConnectError": ("tiergate.client_errors", "ConnectError"),
-    "AuthenticationError": ("tiergate.client_errors", "AuthenticationError"),
+    "TokenCount": ("tiergate.sdk.api", "TokenCount"),
+    "ChatOptions": ("tiergate.sdk.api", "ChatOptions"),
+    "TransportError": ("tiergate.sdk.transport_errors", "TransportError"),
+    "ConnectError": ("tiergate.sdk.transport_errors", "ConnectError"),
+    "AuthenticationError": ("tiergate.sdk.transport_errors", "AuthenticationError"),
     "ModelState": ("tiergate.request", "ModelState"),
     "Config": ("tiergate.config", "Config"),
     "ConfigError": ("tiergate.config", "ConfigError"),
@@ -58,6 +60,7 @@ __all__ = [
     "AsyncRouter",
     "Attempt",
     "AuthenticationError",
+    "ChatOptions",
     "Chunk",
     "Client",
     "Config",
@@ -65,6 +68,7 @@ __all__ = [
     "ConnectError",
     "DeadlineExceeded",
     "Decision",
+    "ImagePart",
     "InvalidRequest",
     "LimitExceeded",
     "Message",
@@ -77,8 +81,12 @@ __all__ = [
     "SidecarStatus",
     "StateUnavailable",
     "StreamInterrupted",
+    "TextPart",
     "TiergateError",
     "TokenCount",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
     "TransportError",
     "UnknownTask",
     "Usage",

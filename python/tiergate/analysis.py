@@ -1,4 +1,9 @@
-"""One call into Rust per request: token count and rule matches, turned into sensitivity and complexity."""
+"""One call into Rust per request: token count and rule matches, turned into sensitivity and complexity.
+
+The rules scan every text the request sends (`Request.prompt_text`: message texts, tool calls' arguments,
+tool results, tool definitions). Images cannot be scanned: a request with images is at least as sensitive as
+its route's `image_sensitivity` (default internal), and the request's own `sensitivity` can raise that.
+"""
 
 from __future__ import annotations
 
@@ -35,11 +40,13 @@ class Analyzer:
         self._sensitivity = {r.id: _SENSITIVITY[r.sensitivity] for r in rules if r.sensitivity}
         self._complexity = {r.id: r.complexity for r in rules if r.complexity}
 
-    def analyze(self, request: Request) -> Analysis:
+    def analyze(self, request: Request, image_sensitivity: str = "internal") -> Analysis:
         tokens, matched = self._ruleset.analyze(request.prompt_text(), self._encoding)
         # The client may raise sensitivity but never lower what the rules found: fail closed.
         sensitivity = request.sensitivity
         decided_by = "client" if sensitivity != Sensitivity.UNSPECIFIED else ""
+        if request.image_count and _SENSITIVITY[image_sensitivity] > sensitivity:
+            sensitivity, decided_by = _SENSITIVITY[image_sensitivity], "images"
         complexity = ""
         for rule_id in matched:
             level = self._sensitivity.get(rule_id)

@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tiergate.client import ADDRESS_ENV, DEFAULT_ADDRESS, TLS_CA_ENV, TOKEN_ENV, Client
-from tiergate.client_errors import status_name
 from tiergate.errors import TiergateError
 from tiergate.request import Decision, Sensitivity, SidecarStatus, Usage
+from tiergate.sdk.client import ADDRESS_ENV, DEFAULT_ADDRESS, TLS_CA_ENV, TOKEN_ENV, Client
+from tiergate.sdk.transport_errors import status_name
 
 SENSITIVITIES = sorted(s.name.lower() for s in Sensitivity if s)
 

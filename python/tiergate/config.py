@@ -39,6 +39,17 @@ DEFAULT_HOSTED = {
 }
 
 
+# What each provider's models take unless a model says otherwise (`tools`, `vision`, `json_schema` keys).
+# `json_object` (any JSON) and `penalties` (presence/frequency) follow from the provider alone: Anthropic has
+# no penalties; the on-device model generates JSON from a schema's grammar, and has neither tools nor vision
+# (until the on-device worker translates them).
+CAPABILITY_DEFAULTS: dict[str, frozenset[str]] = {
+    "openai": frozenset({"tools", "vision", "json_schema", "json_object", "penalties"}),
+    "anthropic": frozenset({"tools", "vision", "json_schema", "json_object"}),
+    "llama_cpp": frozenset({"json_schema"}),
+}
+
+
 class ConfigError(ValueError):
     """The config is invalid; the message names the key and says what is wrong."""
 
@@ -105,6 +116,11 @@ class ModelConfig(_Strict):
     encoding: Literal["o200k_base", "cl100k_base"] = "o200k_base"
     connect_timeout_ms: PositiveMs = 5_000
     request_timeout_ms: PositiveMs = 120_000
+    # What the model can take (None: what its provider implies, `CAPABILITY_DEFAULTS`); a request that needs
+    # one skips the models without it.
+    tools: bool | None = None
+    vision: bool | None = None
+    json_schema: bool | None = None
     # llama_cpp only
     threads: int | None = Field(None, gt=0)
     queue_size: int = Field(8, ge=1)
@@ -127,6 +143,14 @@ class ModelConfig(_Strict):
     @property
     def is_on_device(self) -> bool:
         return self.provider == "llama_cpp" if self.on_device is None else self.on_device
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the model can take: its own declarations, else its provider's defaults."""
+        implied = CAPABILITY_DEFAULTS[self.provider]
+        declared = {"tools": self.tools, "vision": self.vision, "json_schema": self.json_schema}
+        out = {name for name, value in declared.items() if (name in implied if value is None else value)}
+        return frozenset(out | (implied - declared.keys()))
 
     @property
     def window(self) -> int:
@@ -174,6 +198,8 @@ class RouteConfig(_Strict):
     trivial_max_tokens: int | None = Field(None, ge=1)  # short prompts count as trivial
     classify_with: str | None = None  # an on-device model that classifies what no rule decided
     classify_ms: PositiveMs = 500  # its time budget; past it the request goes on unclassified
+    # Images cannot be scanned by the rules: a request with images is at least this sensitive.
+    image_sensitivity: Literal["public", "internal", "restricted"] = "internal"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -233,12 +259,11 @@ class Config(_Strict):
         return value
 
     def route(self, task: str) -> tuple[str, RouteConfig] | None:
-        """The route for a task: its own, else `default`, else None."""
+        """The route a task names; an empty task means `default`. None: no such route (never a silent
+        fallback to `default`, which would send a misspelt task's data where the caller did not ask)."""
         name = task or "default"
         if name in self.routes:
             return name, self.routes[name]
-        if "default" in self.routes:
-            return "default", self.routes["default"]
         return None
 
 

@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from tiergate._native import CircuitBreaker, count_tokens
+from tiergate.content import AnswerBuilder, call_deltas
 from tiergate.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
@@ -144,14 +145,12 @@ class Run:
             return await self._sequential()
         while True:
             winner = await self._race()
-            parts: list[str] = []
+            built = AnswerBuilder()
             try:
                 async for chunk in self._rest(winner):
-                    parts.append(chunk.text)
+                    built.add(chunk.text, chunk.refusal, chunk.tool_calls)
                     if chunk.usage is not None or chunk.finish_reason is not None:
-                        answer = Completion(
-                            "".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop"
-                        )
+                        answer = _completion(built, chunk)
                         accepted = self._accept(winner, answer)
                         if accepted is None:
                             break  # rejected by validation: escalate to the next candidate
@@ -176,18 +175,30 @@ class Run:
         """
         if self.validator is not None:
             answer = await self.complete()
-            yield Chunk(answer.text, answer.usage, answer.finish_reason)
+            yield Chunk(
+                answer.text,
+                answer.usage,
+                answer.finish_reason,
+                tool_calls=call_deltas(answer.tool_calls),
+                refusal=answer.refusal,
+            )
             return
         live = await self._race()
-        parts: list[str] = []
+        built = AnswerBuilder()
         try:
             async for chunk in self._rest(live):
-                parts.append(chunk.text)
+                built.add(chunk.text, chunk.refusal, chunk.tool_calls)
                 if chunk.usage is not None or chunk.finish_reason is not None:
-                    done = Completion("".join(parts), chunk.usage or Usage(), chunk.finish_reason or "stop")
+                    done = _completion(built, chunk)
                     self._price(live, done)
                     self._succeed(live, done)
-                    yield Chunk(chunk.text, done.usage, done.finish_reason)
+                    yield Chunk(
+                        chunk.text,
+                        done.usage,
+                        done.finish_reason,
+                        tool_calls=chunk.tool_calls,
+                        refusal=chunk.refusal,
+                    )
                     return
                 yield chunk
             raise _stream_ended()
@@ -410,7 +421,7 @@ class Run:
     def _accept(self, live: _Live, completion: Completion) -> Completion | None:
         """The answer, once it passed the route's validation; None (attempt recorded as rejected) if not."""
         self._price(live, completion)
-        if self.validator is not None:
+        if self.validator is not None and not completion.tool_calls:  # a tool call is no final answer
             reason = self.validator.check(completion.text)
             if reason is not None:
                 self._end(live, Outcome.REJECTED, None, note=reason)
@@ -424,7 +435,9 @@ class Run:
         if usage.input_tokens == 0 and usage.output_tokens == 0:
             # The stream ended without usage: estimate it so cost and budgets still see the request.
             usage.input_tokens = self.input_tokens
-            usage.output_tokens = count_tokens(completion.text, model.encoding)
+            usage.output_tokens = count_tokens(
+                completion.text + "".join(c.name + c.arguments for c in completion.tool_calls), model.encoding
+            )
         usage.cost_usd = estimate_cost(
             model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
         )
@@ -497,11 +510,22 @@ class Run:
 
 
 async def _first_chunk(stream: AsyncIterator[Chunk]) -> Chunk:
-    """Waits for the first chunk that carries text or ends the answer (the attempt's first token)."""
+    """Waits for the first chunk that carries text, a tool call, or ends the answer (the attempt's first
+    token)."""
     async for chunk in stream:
-        if chunk.text or chunk.usage is not None or chunk.finish_reason is not None:
+        if chunk.carries_answer():
             return chunk
     raise _stream_ended()
+
+
+def _completion(built: AnswerBuilder, last: Chunk) -> Completion:
+    return Completion(
+        built.text,
+        last.usage or Usage(),
+        last.finish_reason or "stop",
+        tool_calls=built.tool_calls,
+        refusal=built.refusal,
+    )
 
 
 def _stream_ended() -> ProviderError:

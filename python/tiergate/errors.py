@@ -4,7 +4,7 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
 
     TiergateError
     ├── InvalidRequest          INVALID_ARGUMENT     malformed request, unknown encoding, bad json_schema
-    ├── UnknownTask             NOT_FOUND            no route of that name and no `default` route
+    ├── UnknownTask             NOT_FOUND            no route of that name ("" means `default`)
     ├── SensitiveDataBlocked    FAILED_PRECONDITION  restricted data and no on-device model can serve it
     ├── LimitExceeded           RESOURCE_EXHAUSTED   budget, rate limit, concurrency cap, local queue full
     ├── DeadlineExceeded        DEADLINE_EXCEEDED    the request's time budget ran out
@@ -15,7 +15,7 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     └── ShuttingDown            UNAVAILABLE          the sidecar is stopping and takes no new requests
 
 A `tiergate.Client` adds `TransportError` (with `ConnectError` and `AuthenticationError`) for calls that fail
-outside the request path — the sidecar unreachable, a missing token: see `client_errors.py`.
+outside the request path — the sidecar unreachable, a missing token: see `sdk/transport_errors.py`.
 
 Provider-level failures (`providers.base.ProviderError`) never reach the client directly: dispatch records
 them as attempts and raises one of these. Every error carries the Decision made so far, and a short stable

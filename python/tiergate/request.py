@@ -8,6 +8,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from tiergate.content import (
+    FormatKind,
+    ImagePart,
+    Part,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+)
+
 
 class Sensitivity(enum.IntEnum):
     """How far the data may travel. Values match the proto enum."""
@@ -34,8 +44,19 @@ class Outcome(enum.StrEnum):
 
 @dataclass(slots=True)
 class Message:
+    """One message. `content` is its text; `parts`, when not empty, is the whole content in order (text and
+    images), `content` then being its text parts joined. Roles: system, user, assistant, tool."""
+
     role: str
-    content: str
+    content: str = ""
+    parts: list[Part] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # assistant: the calls it asked for
+    tool_call_id: str = ""  # tool: the call this is the result of
+    name: str = ""  # optional participant name
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.parts if isinstance(p, ImagePart)]
 
 
 @dataclass(slots=True)
@@ -52,10 +73,36 @@ class Request:
     json_schema: str = ""
     max_cost_usd: float = 0.0
     stream: bool = False
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool | None = None  # None: the provider's default
+    json_object: bool = False  # any JSON object (`json_schema` takes precedence)
+    json_schema_strict: bool | None = None  # None: strict when the schema allows it
+    stop: list[str] = field(default_factory=list)
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    @property
+    def response_format(self) -> FormatKind:
+        if self.json_schema:
+            return FormatKind.JSON_SCHEMA
+        return FormatKind.JSON_OBJECT if self.json_object else FormatKind.TEXT
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(m.images) for m in self.messages)
 
     def prompt_text(self) -> str:
-        """All message contents joined: what the rules scan and the token count measures."""
-        return "\n".join(m.content for m in self.messages)
+        """Every text the request sends: message texts, tool calls' names and arguments, tool results and
+        the tool definitions. What the rules scan and the token count measures."""
+        texts: list[str] = []
+        for m in self.messages:
+            texts.append(m.content)
+            texts.extend(f"{c.name} {c.arguments}" for c in m.tool_calls)
+        texts.extend(f"{t.name} {t.description} {t.parameters}" for t in self.tools)
+        return "\n".join(texts)
 
 
 @dataclass(slots=True)
@@ -109,6 +156,8 @@ class Completion:
     text: str
     usage: Usage
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    refusal: str = ""
 
 
 @dataclass(slots=True)
@@ -120,6 +169,18 @@ class Chunk:
     usage: Usage | None = None
     finish_reason: str | None = None
     decision: Decision | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    refusal: str = ""
+
+    def carries_answer(self) -> bool:
+        """True for a chunk with something for the client: text, a refusal, a tool call, or the end."""
+        return bool(
+            self.text
+            or self.refusal
+            or self.tool_calls
+            or self.usage is not None
+            or self.finish_reason is not None
+        )
 
 
 @dataclass(slots=True)
@@ -130,6 +191,8 @@ class Response:
     usage: Usage
     decision: Decision
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    refusal: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
 """The policy engine: Request + Analysis + live state -> Plan (ordered attempts and their time limits).
 
-Filters, in order: sensitivity (restricted data only to on-device models; none left fails closed), context
-window, the request's cost limit. Ordering by the route's objective: `chain` (as configured), `cost` (token
-counts x price table) or `latency` (live TTFT and tokens/s, and the local model's queue). A request the rules
-call trivial goes to an on-device model of the route first. Circuit breakers are consulted by dispatch at the
-moment of each attempt, because asking for permission is what moves an OPEN breaker to HALF_OPEN.
+Filters, in order: sensitivity (restricted data only to on-device models; none left fails closed),
+capability (tools, vision, JSON output, penalties: what the request needs and the model cannot take), context
+window, the request's cost limit. Images count towards the prompt by each provider's published rule of thumb
+(`IMAGE_TOKENS`), since the rules' token count sees text only. Ordering by the route's objective: `chain`
+(as configured), `cost` (token counts x price table) or `latency` (live TTFT and tokens/s, and the local
+model's queue). A request the rules call trivial goes to an on-device model of the route first. Circuit
+breakers are consulted by dispatch at the moment of each attempt, because asking for permission is what moves
+an OPEN breaker to HALF_OPEN.
 """
 
 from __future__ import annotations
@@ -20,6 +23,46 @@ from tiergate.request import Request, Sensitivity, Skip
 
 # Output length assumed for cost and latency predictions when the request sets no max_output_tokens.
 EXPECTED_OUTPUT_TOKENS = 256
+# Prompt tokens an image is estimated at, before the provider reports the real count. OpenAI: 85 + 170 per
+# 512-px tile, 765 for a 1024x1024 image in high detail (85 in low); Anthropic: width x height / 750, about
+# 1600 for the largest image it takes without resizing (1.15 megapixels). Image sizes are not read: these are
+# the typical cases, an approximation.
+IMAGE_TOKENS = {"openai": 765, "anthropic": 1600, "llama_cpp": 0}
+LOW_DETAIL_IMAGE_TOKENS = 85
+# Why a request needs each capability, as the Decision's skip reasons say it.
+NEEDS = {
+    "tools": "tools or tool calls",
+    "vision": "images",
+    "json_schema": "a json_schema answer",
+    "json_object": "a json_object answer",
+    "penalties": "presence/frequency penalties",
+}
+
+
+def needs(request: Request) -> list[str]:
+    """The capabilities a request needs (keys of `NEEDS`), in a stable order."""
+    out = []
+    if request.tools or any(m.tool_calls or m.role == "tool" for m in request.messages):
+        out.append("tools")
+    if request.image_count:
+        out.append("vision")
+    if request.json_schema:
+        out.append("json_schema")
+    elif request.json_object:
+        out.append("json_object")
+    if request.presence_penalty or request.frequency_penalty:
+        out.append("penalties")
+    return out
+
+
+def image_tokens(provider: str, request: Request) -> int:
+    """The prompt tokens a request's images are estimated at on a provider's models."""
+    per_image = IMAGE_TOKENS.get(provider, 0)
+    return sum(
+        LOW_DETAIL_IMAGE_TOKENS if provider == "openai" and image.detail == "low" else per_image
+        for m in request.messages
+        for image in m.images
+    )
 
 
 @dataclass(slots=True)
@@ -69,27 +112,31 @@ class Planner:
         found = self._config.route(request.task)
         if found is None:
             raise UnknownTask(
-                f"unknown task {request.task!r} and no `default` route (routes: {self._routes()})"
+                f"task {request.task or 'default'!r} names no route (routes: {self._routes()}); "
+                "an empty task means `default`"
             )
         route_name, route = found
         output_tokens = request.max_output_tokens or EXPECTED_OUTPUT_TOKENS
         kept: list[Candidate] = []
         skipped: list[Skip] = []
         restricted = analysis.sensitivity >= Sensitivity.RESTRICTED
+        needed = needs(request)
         for name in route.chain:
             model = self._config.models[name]
             if restricted and not model.is_on_device:
                 skipped.append(Skip(name, "restricted data may not leave the device"))
                 continue
-            if analysis.input_tokens + (request.max_output_tokens or 1) > model.window:
+            missing = [NEEDS[n] for n in needed if n not in model.capabilities]
+            if missing:
+                skipped.append(Skip(name, f"cannot take {', '.join(missing)}"))
+                continue
+            input_tokens = analysis.input_tokens + image_tokens(model.provider, request)
+            if input_tokens + (request.max_output_tokens or 1) > model.window:
                 skipped.append(
-                    Skip(
-                        name,
-                        f"prompt of {analysis.input_tokens} tokens exceeds its {model.window}-token window",
-                    )
+                    Skip(name, f"prompt of {input_tokens} tokens exceeds its {model.window}-token window")
                 )
                 continue
-            cost = estimate_cost(model, analysis.input_tokens, output_tokens)
+            cost = estimate_cost(model, input_tokens, output_tokens)
             if request.max_cost_usd > 0 and cost > request.max_cost_usd:
                 skipped.append(
                     Skip(name, f"estimated ${cost:.6f} exceeds max_cost_usd ${request.max_cost_usd:.6f}")
@@ -98,13 +145,13 @@ class Planner:
             stats = self._stats.get(name) or ModelStats()
             predicted = stats.predict_ms(output_tokens, self._jobs_ahead(name))
             kept.append(Candidate(name, model, cost, predicted))
+        why = "; ".join(f"{s.model}: {s.reason}" for s in skipped)
         if restricted and not kept:
             raise SensitiveDataBlocked(
                 "the request carries restricted data and no on-device model of route "
-                f"{route_name!r} can serve it; it was not forwarded"
+                f"{route_name!r} can serve it; it was not forwarded ({why})"
             )
         if not kept:  # the request itself rules every model out: asking again cannot help
-            why = "; ".join(f"{s.model}: {s.reason}" for s in skipped)
             raise InvalidRequest(f"no model of route {route_name!r} can take this request ({why})")
         reason = self._order(route, kept, analysis)
         return Plan(route_name, route, kept, skipped, reason)

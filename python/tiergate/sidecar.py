@@ -146,7 +146,8 @@ class Sidecar:
     def prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:
         """Checks, analyses (rules only) and plans a request; returns the Run that will dispatch it."""
         check_request(request, self.config.limits)
-        analysis = self.analyzer.analyze(request)
+        found = self.config.route(request.task)
+        analysis = self.analyzer.analyze(request, found[1].image_sensitivity if found else "internal")
         return self._plan(request, analysis, deadline), analysis
 
     async def _prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:

@@ -13,6 +13,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+from tiergate.content import (
+    ImagePart,
+    Part,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolMode,
+)
 from tiergate.errors import InvalidRequest, LimitExceeded, TiergateError
 from tiergate.request import (
     Attempt,
@@ -44,27 +54,43 @@ _OUTCOMES = {o.value: o for o in Outcome}
 
 
 def request_from_proto(msg: pb.CompleteRequest, *, stream: bool) -> Request:
-    """Raises InvalidRequest for a sensitivity this version does not know."""
+    """Raises InvalidRequest for a value this version does not know (sensitivity, tool choice, format)."""
     if msg.sensitivity not in _SENSITIVITIES:
         raise InvalidRequest(f"sensitivity: unknown value {msg.sensitivity}")
+    fmt = msg.response_format
+    if fmt not in _FORMATS:
+        raise InvalidRequest(f"response_format: {fmt!r} is not one of text, json_object, json_schema")
+    if fmt == "json_schema" and not msg.json_schema:
+        raise InvalidRequest("response_format json_schema needs `json_schema`")
     return Request(
         task=msg.task,
-        messages=[Message(m.role, m.content) for m in msg.messages],
+        messages=[_message_from_proto(i, m) for i, m in enumerate(msg.messages)],
         sensitivity=Sensitivity(msg.sensitivity),
         max_output_tokens=msg.max_output_tokens,
         temperature=msg.temperature if msg.HasField("temperature") else None,
         tenant=msg.tenant,
         metadata=dict(msg.metadata),
-        json_schema=msg.json_schema,
+        json_schema=msg.json_schema if fmt in ("", "json_schema") else "",
         max_cost_usd=msg.max_cost_usd,
         stream=stream,
+        tools=[Tool(t.name, t.description, t.parameters, t.strict) for t in msg.tools],
+        tool_choice=_tool_choice_from_proto(msg),
+        parallel_tool_calls=msg.parallel_tool_calls if msg.HasField("parallel_tool_calls") else None,
+        json_object=fmt == "json_object",
+        json_schema_strict=msg.json_schema_strict if msg.HasField("json_schema_strict") else None,
+        stop=list(msg.stop),
+        top_p=msg.top_p if msg.HasField("top_p") else None,
+        seed=msg.seed if msg.HasField("seed") else None,
+        presence_penalty=msg.presence_penalty if msg.HasField("presence_penalty") else None,
+        frequency_penalty=msg.frequency_penalty if msg.HasField("frequency_penalty") else None,
     )
 
 
 def request_to_proto(request: Request) -> pb.CompleteRequest:
+    fmt = request.response_format
     return pb.CompleteRequest(
         task=request.task,
-        messages=[pb.Message(role=m.role, content=m.content) for m in request.messages],
+        messages=[_message_to_proto(m) for m in request.messages],
         sensitivity=_SENSITIVITY_NAMES[request.sensitivity],
         max_output_tokens=request.max_output_tokens,
         temperature=request.temperature,
@@ -72,7 +98,97 @@ def request_to_proto(request: Request) -> pb.CompleteRequest:
         metadata=request.metadata,
         json_schema=request.json_schema,
         max_cost_usd=request.max_cost_usd,
+        tools=[
+            pb.Tool(name=t.name, description=t.description, parameters=t.parameters, strict=t.strict)
+            for t in request.tools
+        ],
+        tool_choice=pb.ToolChoice(mode=request.tool_choice.mode.value, name=request.tool_choice.name)
+        if request.tool_choice != ToolChoice()
+        else None,
+        parallel_tool_calls=request.parallel_tool_calls,
+        response_format="" if fmt.value == "text" else fmt.value,
+        json_schema_strict=request.json_schema_strict,
+        stop=request.stop,
+        top_p=request.top_p,
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
     )
+
+
+_FORMATS = frozenset({"", "text", "json_object", "json_schema"})
+_TOOL_MODES = {m.value: m for m in ToolMode}
+
+
+def _tool_choice_from_proto(msg: pb.CompleteRequest) -> ToolChoice:
+    if not msg.HasField("tool_choice"):
+        return ToolChoice()
+    mode = _TOOL_MODES.get(msg.tool_choice.mode or "auto")
+    if mode is None:
+        raise InvalidRequest(
+            f"tool_choice.mode: {msg.tool_choice.mode!r} is not one of auto, none, required, tool"
+        )
+    return ToolChoice(mode, msg.tool_choice.name)
+
+
+def _message_from_proto(index: int, m: pb.Message) -> Message:
+    parts: list[Part] = []
+    for part in m.parts:
+        kind = part.WhichOneof("part")
+        if kind == "text":
+            parts.append(TextPart(part.text))
+        elif kind == "image":
+            image = part.image
+            parts.append(ImagePart(image.url, image.data, image.mime_type, image.detail))
+        else:
+            raise InvalidRequest(f"messages[{index}].parts: a part needs `text` or `image`")
+    if parts and m.content:
+        raise InvalidRequest(f"messages[{index}]: set `content` or `parts`, not both")
+    content = "".join(p.text for p in parts if isinstance(p, TextPart)) if parts else m.content
+    # Text-only parts are plain content: only images need the parts list.
+    if all(isinstance(p, TextPart) for p in parts):
+        parts = []
+    return Message(
+        m.role,
+        content,
+        parts,
+        [ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls],
+        m.tool_call_id,
+        m.name,
+    )
+
+
+def _message_to_proto(m: Message) -> pb.Message:
+    parts = [
+        pb.ContentPart(text=p.text)
+        if isinstance(p, TextPart)
+        else pb.ContentPart(image=pb.Image(url=p.url, data=p.data, mime_type=p.mime_type, detail=p.detail))
+        for p in m.parts
+    ]
+    return pb.Message(
+        role=m.role,
+        content="" if parts else m.content,
+        parts=parts,
+        tool_calls=_calls_to_proto(m.tool_calls),
+        tool_call_id=m.tool_call_id,
+        name=m.name,
+    )
+
+
+def _calls_to_proto(calls: list[ToolCall]) -> list[pb.ToolCall]:
+    return [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls]
+
+
+def _calls_from_proto(calls: Iterable[pb.ToolCall]) -> list[ToolCall]:
+    return [ToolCall(c.id, c.name, c.arguments) for c in calls]
+
+
+def _deltas_to_proto(deltas: list[ToolCallDelta]) -> list[pb.ToolCallDelta]:
+    return [pb.ToolCallDelta(index=d.index, id=d.id, name=d.name, arguments=d.arguments) for d in deltas]
+
+
+def _deltas_from_proto(deltas: Iterable[pb.ToolCallDelta]) -> list[ToolCallDelta]:
+    return [ToolCallDelta(d.index, d.id, d.name, d.arguments) for d in deltas]
 
 
 # -- answers -----------------------------------------------------------------------------------------------
@@ -151,6 +267,8 @@ def response_to_proto(completion: Completion, decision: Decision) -> pb.Complete
         usage=usage_to_proto(completion.usage),
         decision=decision_to_proto(decision),
         finish_reason=completion.finish_reason,
+        tool_calls=_calls_to_proto(completion.tool_calls),
+        refusal=completion.refusal,
     )
 
 
@@ -160,29 +278,38 @@ def response_from_proto(msg: pb.CompleteResponse) -> Response:
         usage=usage_from_proto(msg.usage),
         decision=decision_from_proto(msg.decision),
         finish_reason=msg.finish_reason,
+        tool_calls=_calls_from_proto(msg.tool_calls),
+        refusal=msg.refusal,
     )
 
 
 def chunk_to_proto(chunk: Chunk, decision: Decision | None) -> pb.CompleteChunk:
-    """Text only, except the last chunk (the one with the decision): usage, decision, finish reason."""
+    """Text and tool-call deltas, and on the last chunk (the one with the decision): usage, decision,
+    finish reason."""
+    calls = _deltas_to_proto(chunk.tool_calls)
     if decision is None:
-        return pb.CompleteChunk(text=chunk.text)
+        return pb.CompleteChunk(text=chunk.text, tool_calls=calls, refusal=chunk.refusal)
     return pb.CompleteChunk(
         text=chunk.text,
         usage=usage_to_proto(chunk.usage or Usage()),
         decision=decision_to_proto(decision),
         finish_reason=chunk.finish_reason or "stop",
+        tool_calls=calls,
+        refusal=chunk.refusal,
     )
 
 
 def chunk_from_proto(msg: pb.CompleteChunk) -> Chunk:
+    calls = _deltas_from_proto(msg.tool_calls)
     if not msg.HasField("decision"):
-        return Chunk(msg.text)
+        return Chunk(msg.text, tool_calls=calls, refusal=msg.refusal)
     return Chunk(
         msg.text,
         usage=usage_from_proto(msg.usage),
         finish_reason=msg.finish_reason or "stop",
         decision=decision_from_proto(msg.decision),
+        tool_calls=calls,
+        refusal=msg.refusal,
     )
 
 

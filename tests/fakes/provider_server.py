@@ -13,7 +13,8 @@ Which fault a request meets, first match wins:
   3. the next fault scripted for any model (`fake.script(...)`);
   4. the server's default (`ok`), or what the default callable returns (a random mix of faults, say).
 
-Fault specs and their kinds: `provider_faults`.
+Fault specs and their kinds: `provider_faults`. A request offering tools, or ending with tool results, gets
+the answer `provider_tools` describes (tool calls streamed as each wire streams them).
 
 Every request is recorded (path, headers with credentials redacted, JSON body, fault, timestamps on the
 `time.monotonic()` clock of this process), including `client_closed_at`: when the client closed the connection
@@ -40,6 +41,7 @@ import orjson
 
 from tests.fakes.provider_faults import Fault
 from tests.fakes.provider_http import chunk, json_response, stream_headers
+from tests.fakes.provider_tools import answer_plan, tool_response
 from tests.fakes.provider_wire import AnthropicWire, OpenAIWire, Wire, count_words
 
 FAULT_PREFIX = "fault:"
@@ -106,10 +108,12 @@ class FakeServer:
         default: Fault | str | Callable[[], Fault] = "ok",
         reply: tuple[str, ...] = DEFAULT_REPLY,
         record: bool = True,
+        sample_json: bool = False,
     ):
         self.default = Fault.parse(default) if isinstance(default, str) else default
         self.reply = reply
         self.record = record
+        self.sample_json = sample_json
         self.requests: list[RecordedRequest] = []
         self.changed = threading.Condition()
         self._queues: dict[str | None, deque[Fault]] = {}
@@ -293,7 +297,9 @@ class FakeServer:
 
     def _plan(self, wire: Wire, body: dict[str, Any], fault: Fault) -> tuple[str, list[str], str, int]:
         model = str(body.get("model", ""))
-        tokens = self._tokens(fault)
+        text, _ = answer_plan(wire is OpenAIWire, body, self.sample_json)
+        # A tool loop's final answer or a JSON-schema answer (see provider_tools), else the scripted reply.
+        tokens = self._tokens(fault) if text is None else [text[i : i + 8] for i in range(0, len(text), 8)]
         finish = wire.stop
         limit = wire.max_tokens(body)
         if limit is not None and 0 <= limit < len(tokens):
@@ -301,6 +307,9 @@ class FakeServer:
         return model, tokens, finish, count_words(body)
 
     def _answer_bytes(self, wire: Wire, body: dict[str, Any], fault: Fault, keep_alive: bool) -> bytes:
+        tools = tool_response(wire is OpenAIWire, body, keep_alive, count_words(body))
+        if tools is not None:
+            return tools
         model, tokens, finish, prompt = self._plan(wire, body, fault)
         if body.get("stream") is True:
             events = wire.stream_head(model, prompt, fault.cached)
@@ -343,6 +352,11 @@ class FakeServer:
         if kind == "malformed_json" or (kind == "malformed_sse" and not stream):
             payload = wire.completion("m", "text", wire.stop, 1, 1, 0)[:-7]
             await self._write(writer, record, json_response(200, payload, keep_alive))
+            record.finished_at = time.monotonic()
+            return keep_alive
+        tools = tool_response(wire is OpenAIWire, body, keep_alive, count_words(body))
+        if tools is not None:
+            await self._write(writer, record, tools)
             record.finished_at = time.monotonic()
             return keep_alive
         if not stream:
@@ -437,6 +451,8 @@ class FakeProvider:
             per such request, on the server's thread.
         reply: the answer's tokens; the text of an `ok` answer is their concatenation.
         record: keep `requests` (turn off for long benchmarks).
+        sample_json: answer an OpenAI `json_schema` request with JSON sampled from the schema
+            (`provider_tools`) instead of `reply`.
     """
 
     def __init__(
@@ -446,8 +462,9 @@ class FakeProvider:
         reply: tuple[str, ...] = DEFAULT_REPLY,
         record: bool = True,
         port: int = 0,
+        sample_json: bool = False,
     ) -> None:
-        self._server = FakeServer(default=default, reply=reply, record=record)
+        self._server = FakeServer(default=default, reply=reply, record=record, sample_json=sample_json)
         self._want_port = port
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -80,6 +80,67 @@ GRPC_CASES = {
     "unknown sensitivity": (req(sensitivity=9), "INVALID_ARGUMENT", "sensitivity: unknown value 9"),
     "temperature out of range": (req(temperature=7.5), "INVALID_ARGUMENT", "temperature"),
     "negative max_cost_usd": (req(max_cost_usd=-1.0), "INVALID_ARGUMENT", "max_cost_usd"),
+    # tools, tool calls and images
+    "tool schema not JSON": (
+        req(tools=[pb.Tool(name="lookup", parameters="{nope")]),
+        "INVALID_ARGUMENT",
+        "tools[0].parameters (lookup): not valid JSON",
+    ),
+    "tool schema not a schema": (
+        req(
+            tools=[pb.Tool(name="lookup", parameters='{"type": "object", "properties": {"q": {"type": 5}}}')]
+        ),
+        "INVALID_ARGUMENT",
+        "tools[0].parameters (lookup)",
+    ),
+    "tool name with spaces": (req(tools=[pb.Tool(name="look up")]), "INVALID_ARGUMENT", "tools[0].name"),
+    "tool result without its call": (
+        req(messages=[*HELLO, pb.Message(role="tool", content="42", tool_call_id="call_9")]),
+        "INVALID_ARGUMENT",
+        "'call_9' answers no tool call",
+    ),
+    "tool call arguments not JSON": (
+        req(
+            messages=[
+                *HELLO,
+                pb.Message(role="assistant", tool_calls=[pb.ToolCall(id="c", name="f", arguments="{x")]),
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        "tool_calls[0].arguments: not valid JSON",
+    ),
+    "forced tool not offered": (
+        req(tools=[pb.Tool(name="a")], tool_choice=pb.ToolChoice(mode="tool", name="b")),
+        "INVALID_ARGUMENT",
+        "tool_choice: 'b'",
+    ),
+    "image URL with a bad scheme": (
+        req(
+            messages=[
+                pb.Message(role="user", parts=[pb.ContentPart(image=pb.Image(url="file:///etc/passwd"))])
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        "image URL scheme 'file'",
+    ),
+    "oversize inline image": (
+        req(
+            messages=[
+                pb.Message(
+                    role="user",
+                    parts=[pb.ContentPart(image=pb.Image(data=b"x" * (LIMIT + 1), mime_type="image/png"))],
+                )
+            ]
+        ),
+        "INVALID_ARGUMENT",
+        f"inline image of {LIMIT + 1} bytes",
+    ),
+    "top_p out of range": (req(top_p=1.5), "INVALID_ARGUMENT", "top_p"),
+    "unknown tool mode": (
+        req(tool_choice=pb.ToolChoice(mode="sometimes")),
+        "INVALID_ARGUMENT",
+        "tool_choice.mode",
+    ),
 }
 
 
@@ -195,6 +256,84 @@ HTTP_CASES = {
         "max_request",
     ),
     "bad timeout header": (chat(), 400, "x-tiergate-timeout-ms"),
+    # tools, tool calls and images
+    "tool schema not a schema": (
+        chat(
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "f", "parameters": {"type": "object", "required": 3}},
+                }
+            ]
+        ),
+        400,
+        "tools[0].parameters (f)",
+    ),
+    "tool without a function": (chat(tools=[{"type": "function"}]), 400, "tools[0]"),
+    "tool result without its call": (
+        chat(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": "call_9", "content": "42"},
+            ]
+        ),
+        400,
+        "'call_9' answers no tool call",
+    ),
+    "tool call arguments not JSON": (
+        chat(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "not json"}}
+                    ],
+                },
+            ]
+        ),
+        400,
+        "tool_calls[0].arguments: not valid JSON",
+    ),
+    "image URL with a bad scheme": (
+        chat(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/a.png"}}]}
+            ]
+        ),
+        400,
+        "image URL scheme 'ftp'",
+    ),
+    "oversize inline image": (
+        chat(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 8000}}
+                    ],
+                }
+            ]
+        ),
+        400,
+        "inline image of 6000 bytes",
+    ),
+    "data URL not base64": (
+        chat(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!"}}],
+                }
+            ]
+        ),
+        400,
+        "not valid base64",
+    ),
+    "n over 1": (chat(n=3), 400, "n=3 is not supported"),
+    "logprobs": (chat(logprobs=True), 400, "logprobs"),
+    "deprecated functions": (chat(functions=[{"name": "f"}]), 400, "functions: not supported"),
+    "bad tool_choice": (chat(tool_choice="always"), 400, "tool_choice"),
 }
 
 

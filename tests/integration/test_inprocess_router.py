@@ -85,6 +85,16 @@ def test_complete_returns_the_answer_usage_and_decision(router: tiergate.Router,
     assert fake.requests[before].body["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
+def test_tool_calls_come_back_whole_and_streamed(router: tiergate.Router) -> None:
+    tool = tiergate.Tool("lookup", parameters='{"type": "object", "properties": {"q": {"type": "string"}}}')
+    options = tiergate.ChatOptions(tools=[tool])
+    response = router.complete("Find x", options=options)
+    assert [(c.name, c.arguments) for c in response.tool_calls] == [("lookup", '{"q":"Paris"}')]
+    chunks = list(router.stream("Find x", options=options))
+    assert "".join(d.arguments for c in chunks for d in c.tool_calls) == '{"q":"Paris"}'
+    assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].decision is not None
+
+
 def test_stream_yields_text_then_usage_and_decision_last(router: tiergate.Router, fake: FakeProvider) -> None:
     chunks = list(router.stream("Say hello"))
     assert "".join(c.text for c in chunks) == fake.reply_text

@@ -172,7 +172,10 @@ def raw_post(conn: http.client.HTTPConnection, body: bytes, path: str = "/v1/cha
             b'{"model": "default", "messages": [{"role": "user", "content": "x"}], "max_tokens": true}',
             "max_tok",
         ),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "x"}], "n": 2}', "n: only 1"),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "x"}], "n": 2}',
+            "n=2 is not supported",
+        ),
         (
             b'{"model": "default", "messages": [{"role": "user", "content": "x"}], "sensitivity": "?"}',
             "sensitiv",

@@ -162,6 +162,18 @@ def test_the_client_prints_the_answer_and_the_decision(
 
 
 @slow_first_time
+def test_the_client_calls_a_tool(client: Client, sidecar: SidecarProcess, fake: FakeProvider) -> None:
+    """The model (the fake) calls get_weather; the client runs it and sends the result back."""
+    result = client.run("--address", sidecar.address, "--tool", "What is the weather in Paris?")
+    assert result.returncode == 0, result.stderr
+    assert decision_lines(result.stderr)["tool_call"] == ['get_weather {"city":"Paris"}']
+    assert result.stdout == 'Tool result: {"city":"Paris","celsius":18}\n'
+    sent = fake.requests[-1].body
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["messages"][-1]["role"] == "tool" and sent["messages"][-2]["tool_calls"]
+
+
+@slow_first_time
 @pytest.mark.parametrize("mode", [(), ("--stream",)], ids=["complete", "stream"])
 def test_a_grpc_error_exits_1_with_the_status(
     client: Client, sidecar: SidecarProcess, mode: tuple[str, ...]

@@ -95,6 +95,42 @@ def test_messages_as_a_list_and_every_request_field_reach_the_sidecar(
     assert 7 in (body.get("max_tokens"), body.get("max_completion_tokens"))
 
 
+WEATHER = tiergate.Tool(
+    "get_weather", "Current weather", '{"type": "object", "properties": {"city": {"type": "string"}}}'
+)
+
+
+def test_a_tool_loop_with_every_option(client: tiergate.Client, fake: FakeProvider) -> None:
+    options = tiergate.ChatOptions(
+        tools=[WEATHER], stop=["END"], top_p=0.5, seed=3, parallel_tool_calls=False
+    )
+    first = client.complete("Weather in Paris?", options=options)
+    assert first.finish_reason == "tool_calls" and first.text == ""
+    assert [(c.name, c.arguments) for c in first.tool_calls] == [("get_weather", '{"city":"Paris"}')]
+    sent = fake.requests[-1].body
+    assert (sent["stop"], sent["top_p"], sent["seed"], sent["parallel_tool_calls"]) == (
+        ["END"],
+        0.5,
+        3,
+        False,
+    )
+    loop = [
+        {"role": "user", "content": "Weather in Paris?"},
+        tiergate.Message("assistant", tool_calls=first.tool_calls),
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "18C"},
+    ]
+    final = client.complete(loop, options=options)
+    assert (final.text, final.tool_calls) == ("Tool result: 18C", [])
+    # Streamed: the call arrives as deltas under one index; the forced tool by name.
+    chunks = list(
+        client.stream("Weather?", options=tiergate.ChatOptions(tools=[WEATHER], tool_choice="get_weather"))
+    )
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert {d.index for d in deltas} == {0} and deltas[0].name == "get_weather"
+    assert "".join(d.arguments for d in deltas) == '{"city":"Paris"}'
+    assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].decision is not None
+
+
 def test_stream_yields_text_then_usage_and_decision_last(client: tiergate.Client, fake: FakeProvider) -> None:
     chunks = list(client.stream("Say hello"))
     assert "".join(c.text for c in chunks) == fake.reply_text
@@ -281,6 +317,14 @@ def test_tls_and_a_unix_socket(
 def test_the_readme_example(sidecar: SidecarProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERGATE_ADDRESS", sidecar.address)
     exec(block("python-client"), {})
+
+
+def test_the_readme_tool_example(
+    sidecar: SidecarProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIERGATE_ADDRESS", sidecar.address)
+    exec(block("python-tools"), {})
+    assert capsys.readouterr().out == "Tool result: 18C\n"
 
 
 # -- the AsyncClient: the same methods and results, awaited --------------------------------------------------

@@ -48,6 +48,16 @@ def test_openai_sdk_example(sidecar: SidecarProcess, fake: FakeProvider) -> None
     assert "'served_by': 'hosted'" in printed  # the last chunk's Decision
 
 
+def test_openai_tools_example(sidecar: SidecarProcess, fake: FakeProvider) -> None:
+    """The tool loop: the model (the fake) calls get_weather, the example answers, the model uses it."""
+    code = block("openai-tools").replace("127.0.0.1:8080", sidecar.http_address)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md#openai-tools", "exec"), {})
+    assert out.getvalue() == "Tool result: 18C and sunny in Paris\n"
+    assert fake.requests[-1].body["messages"][-1]["role"] == "tool"
+
+
 @pytest.fixture(scope="module")
 def grpcurl(tmp_path_factory: pytest.TempPathFactory) -> str:
     found = shutil.which("grpcurl")

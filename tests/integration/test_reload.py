@@ -115,7 +115,7 @@ async def test_in_flight_requests_finish_on_their_config_and_unused_providers_cl
     config = base_config(fake_provider)
     async with running(config, tmp_path, monkeypatch) as r:
         old = r.live.current
-        await r.stub.Complete(pb.CompleteRequest(task="x", messages=ask().messages), timeout=5)  # warm "one"
+        await r.stub.Complete(pb.CompleteRequest(messages=ask().messages), timeout=5)  # warm "one"
         fake_provider.script("latency:700", model="gpt-one")
         slow = asyncio.ensure_future(r.stub.Complete(ask(), timeout=10))
         await fake_provider.until(lambda reqs: sum(q.model == "gpt-one" for q in reqs) == 2)

@@ -93,7 +93,11 @@ async def test_each_request_becomes_a_span(receiver: Receiver, fake_provider: Fa
                 "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
             }
         },
-        "routes": {"default": {"chain": ["mini"], "retries": 0}},
+        # A task names its route (only an empty task means `default`).
+        "routes": {
+            "default": {"chain": ["mini"], "retries": 0},
+            "classify": {"chain": ["mini"], "retries": 0},
+        },
         "telemetry": {"otlp_endpoint": receiver.url, "service_name": "tiergate-test"},
     }
     config = resolve(parse(data), {"KEY": KEY})
@@ -113,7 +117,7 @@ async def test_each_request_becomes_a_span(receiver: Receiver, fake_provider: Fa
     assert good.name == "tiergate.request"
     assert attributes(receiver.resources[0])["service.name"] == "tiergate-test"
     a = attributes(good)
-    assert a["tiergate.route"] == "default" and a["tiergate.task"] == "classify"
+    assert a["tiergate.route"] == "classify" and a["tiergate.task"] == "classify"
     assert a["tiergate.tenant"] == "acme" and a["tiergate.outcome"] == "ok"
     assert a["tiergate.served_by"] == "mini"
     assert a["gen_ai.usage.output_tokens"] == ok.completion.usage.output_tokens

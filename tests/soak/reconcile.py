@@ -10,7 +10,7 @@ from collections import Counter
 
 from tests.soak.fault_mix import SLOW_BUT_OK, label_of
 from tests.soak.report import FAKE_MODELS, RSS_GROWTH_LIMIT, SoakReport
-from tests.soak.traffic import Outcome
+from tests.soak.traffic import NO_ROUTE, Outcome
 from tiergate.providers.hosted_http import MAX_KEEPALIVE_CONNECTIONS
 
 # What a request may end with, by what it was meant to do. The tenant "tiny" may also be refused first.
@@ -32,6 +32,7 @@ SERVER_KINDS = {
     "RESOURCE_EXHAUSTED": {"limit_exceeded"},
     "INVALID_ARGUMENT": {"invalid_request"},
     "FAILED_PRECONDITION": {"sensitive_data_blocked"},
+    "NOT_FOUND": {"unknown_task"},
 }
 # Attempt outcomes that may have consumed a whole upstream answer without delivering it.
 UNDELIVERED = ("hedge_lost", "cancelled", "deadline", "ttft_timeout")
@@ -57,6 +58,8 @@ def one_outcome_each(outcomes: list[Outcome]) -> list[str]:
         allowed = EXPECTED[o.planned.special] | (
             {"RESOURCE_EXHAUSTED"} if o.planned.tenant == "tiny" else set()
         )
+        if o.planned.task == NO_ROUTE and o.planned.special in ("", "restricted"):
+            allowed = {"NOT_FOUND"}  # the route is looked up before sensitivity and limits
         what = f"request {o.planned} ended {o.status}"
         if o.status not in allowed:
             problems.append(f"{what}, expected one of {sorted(allowed)}: {o.detail or o.problems}")

@@ -31,7 +31,8 @@ TASKS = (
     ("search", 20),
     ("extract", 10),
     ("summarise", 10),
-)  # summarise: no route
+)
+NO_ROUTE = "summarise"  # names no route: NOT_FOUND (only an empty task means `default`)
 TENANTS = (("", 30), ("acme", 25), ("globex", 20), ("initech", 20), ("tiny", 5))  # initech: no budget
 # Requests meant to end without an answer; the rest are ordinary.
 SPECIALS = (("cancel", 2), ("deadline", 2), ("invalid", 1), ("restricted", 1), ("", 94))

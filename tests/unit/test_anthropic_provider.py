@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tiergate.config import ModelConfig
+from tiergate.content import ImagePart, TextPart, Tool, ToolCall, ToolCallDelta, ToolChoice, ToolMode
 from tiergate.providers.anthropic import (
+    ANSWER_TOOL,
     API_VERSION,
-    SCHEMA_INSTRUCTION,
     AnthropicProvider,
     StreamParser,
+    answer_tool,
     build_body,
     finish_reason,
     parse_completion,
@@ -101,15 +103,23 @@ def test_no_system_field_without_system_messages() -> None:
     assert body["stream"] is True
 
 
-def test_json_schema_becomes_a_system_instruction() -> None:
-    schema = '{"type": "object"}'
+def test_json_schema_becomes_a_forced_answer_tool() -> None:
+    schema = '{"type": "object", "properties": {"a": {"type": "integer"}}}'
     body = build_body(req(json_schema=schema), model="m", default_max_tokens=1, stream=False)
-    assert body["system"] == f"be brief\n\n{SCHEMA_INSTRUCTION}\n{schema}"
+    assert body["system"] == "be brief"
+    assert body["tools"] == [
+        {
+            "name": ANSWER_TOOL,
+            "description": body["tools"][0]["description"],
+            "input_schema": orjson.loads(schema),
+        }
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": ANSWER_TOOL}
 
 
 def test_unknown_role_is_a_bad_request() -> None:
-    with pytest.raises(BadRequest, match="tool"):
-        build_body(req(messages=[Message("tool", "{}")]), model="m", default_max_tokens=1, stream=False)
+    with pytest.raises(BadRequest, match="function"):
+        build_body(req(messages=[Message("function", "{}")]), model="m", default_max_tokens=1, stream=False)
 
 
 # -- parse_completion, usage, stop reasons --------------------------------------------------------------
@@ -388,3 +398,210 @@ async def test_529_is_overloaded(streamed: bool) -> None:
                 [c async for c in provider.stream(req())]
             else:
                 await provider.complete(req())
+
+
+# -- tools, images, structured output ----------------------------------------------------------------------
+
+WEATHER = Tool("weather", "Current weather", '{"type": "object", "properties": {"city": {"type": "string"}}}')
+CALL = ToolCall("call_1", "weather", '{"city": "Paris"}')
+LOOP = [
+    Message("user", "Weather in Paris?"),
+    Message("assistant", "", tool_calls=[CALL, ToolCall("call_2", "weather", '{"city": "Rome"}')]),
+    Message("tool", "18C", tool_call_id="call_1"),
+    Message("tool", "25C", tool_call_id="call_2"),
+    Message("user", "Thanks"),
+]
+
+
+def test_tool_loop_translates_to_tool_use_and_one_turn_of_tool_results() -> None:
+    body = build_body(req(messages=LOOP, tools=[WEATHER]), model="m", default_max_tokens=9, stream=False)
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "call_2", "name": "weather", "input": {"city": "Rome"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": "25C"},
+                {"type": "text", "text": "Thanks"},
+            ],
+        },
+    ]
+    assert body["tools"] == [
+        {
+            "name": "weather",
+            "description": "Current weather",
+            "input_schema": orjson.loads(WEATHER.parameters),
+        }
+    ]
+    assert "tool_choice" not in body  # auto is Anthropic's default
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "expected"),
+    [
+        (ToolChoice(ToolMode.NONE), None, {"type": "none"}),
+        (ToolChoice(ToolMode.REQUIRED), None, {"type": "any"}),
+        (ToolChoice(ToolMode.TOOL, "weather"), None, {"type": "tool", "name": "weather"}),
+        (ToolChoice(), False, {"type": "auto", "disable_parallel_tool_use": True}),
+        (ToolChoice(), None, None),
+    ],
+)
+def test_tool_choice(choice: ToolChoice, parallel: bool | None, expected: dict[str, Any] | None) -> None:
+    request = req(tools=[WEATHER], tool_choice=choice, parallel_tool_calls=parallel)
+    assert build_body(request, model="m", default_max_tokens=9, stream=False).get("tool_choice") == expected
+
+
+@pytest.mark.parametrize(
+    ("part", "source"),
+    [
+        (ImagePart(url="https://x.test/a.png"), {"type": "url", "url": "https://x.test/a.png"}),
+        (
+            ImagePart(data=b"\x89PNG", mime_type="image/png"),
+            {"type": "base64", "media_type": "image/png", "data": "iVBORw=="},
+        ),
+    ],
+)
+def test_images_become_image_blocks(part: ImagePart, source: dict[str, Any]) -> None:
+    message = Message("user", "What is this?", parts=[TextPart("What is this?"), part])
+    body = build_body(req(messages=[message]), model="m", default_max_tokens=9, stream=False)
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": source},
+    ]
+
+
+def test_stop_top_p_and_no_seed() -> None:
+    body = build_body(req(stop=["END"], top_p=0.5, seed=7), model="m", default_max_tokens=9, stream=False)
+    assert (body["stop_sequences"], body["top_p"], "seed" in body) == (["END"], 0.5, False)
+
+
+def test_parse_completion_with_tool_use() -> None:
+    raw = orjson.dumps(
+        {
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
+            ],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 5, "output_tokens": 7},
+        }
+    )
+    assert parse_completion(raw, errors) == Completion(
+        "Let me look.",
+        Usage(5, 7),
+        "tool_calls",
+        tool_calls=[ToolCall("toolu_1", "weather", '{"city":"Paris"}')],
+    )
+
+
+SCHEMA = '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}'
+
+
+@pytest.mark.parametrize(
+    ("schema", "tool_input", "text"),
+    [(SCHEMA, {"n": 3}, '{"n":3}'), ('{"type": "array"}', {"value": [1, 2]}, "[1,2]")],
+)
+def test_the_forced_answer_tool_is_the_answer(schema: str, tool_input: Any, text: str) -> None:
+    answer = answer_tool(req(json_schema=schema))[0]
+    raw = orjson.dumps(
+        {
+            "content": [{"type": "tool_use", "id": "t", "name": ANSWER_TOOL, "input": tool_input}],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 5, "output_tokens": 7},
+        }
+    )
+    assert parse_completion(raw, errors, answer) == Completion(text, Usage(5, 7), "stop")
+
+
+def test_an_answer_that_fails_the_schema_is_malformed() -> None:
+    raw = orjson.dumps(
+        {"content": [{"type": "tool_use", "id": "t", "name": ANSWER_TOOL, "input": {"n": "x"}}], "usage": {}}
+    )
+    with pytest.raises(MalformedResponse, match="does not validate"):
+        parse_completion(raw, errors, answer_tool(req(json_schema=SCHEMA))[0])
+
+
+def _events(*events: dict[str, Any]) -> list[str]:
+    return [orjson.dumps(e).decode() for e in events]
+
+
+def test_stream_tool_use_becomes_tool_call_deltas_with_stable_indices() -> None:
+    parser = StreamParser(errors)
+    out = [
+        parser.feed(e)
+        for e in _events(
+            {"type": "message_start", "message": {"usage": {"input_tokens": 4, "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Sure."}},
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "tool_use", "id": "a", "name": "w"},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"ci'},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": 'ty": "P"}'},
+            },
+            {"type": "content_block_stop", "index": 1},
+            {
+                "type": "content_block_start",
+                "index": 2,
+                "content_block": {"type": "tool_use", "id": "b", "name": "n"},
+            },
+            {"type": "content_block_stop", "index": 2},
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+            {"type": "message_stop"},
+        )
+    ]
+    chunks = [c for c in out if c is not None]
+    assert chunks == [
+        Chunk("Sure."),
+        Chunk(tool_calls=[ToolCallDelta(0, "a", "w", "")]),
+        Chunk(tool_calls=[ToolCallDelta(0, arguments='{"ci')]),
+        Chunk(tool_calls=[ToolCallDelta(0, arguments='ty": "P"}')]),
+        Chunk(tool_calls=[ToolCallDelta(1, "b", "n", "")]),
+        Chunk(tool_calls=[ToolCallDelta(1, arguments="{}")]),  # a call without input: {}
+    ]
+    assert parser.done and parser.final() == Chunk(usage=Usage(4, 9), finish_reason="tool_calls")
+
+
+def test_stream_answer_tool_input_streams_as_text_and_is_validated() -> None:
+    parser = StreamParser(errors, answer_tool(req(json_schema=SCHEMA))[0])
+    out = [
+        parser.feed(e)
+        for e in _events(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "t", "name": ANSWER_TOOL},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"n": '},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": "3}"},
+            },
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}},
+            {"type": "message_stop"},
+        )
+    ]
+    assert [c.text for c in out if c is not None] == ['{"n": ', "3}"]
+    assert parser.final().finish_reason == "stop"

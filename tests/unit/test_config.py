@@ -134,10 +134,10 @@ def test_default_config_adds_hosted_providers_with_keys(env: dict[str, str], mod
     assert config.routes["default"].chain == models
 
 
-def test_route_lookup_falls_back_to_default() -> None:
+def test_route_lookup_only_empty_task_means_default() -> None:
     config = resolve(parse(base()), ENV)
     assert config.route("") == ("default", config.routes["default"])
-    assert config.route("unknown")[0] == "default"  # type: ignore[index]
+    assert config.route("unknown") is None
     no_default = resolve(parse(with_change("routes", {"only": {"chain": ["mini"]}})), ENV)
     assert no_default.route("unknown") is None
 

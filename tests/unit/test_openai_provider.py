@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tiergate.config import ModelConfig
+from tiergate.content import ImagePart, TextPart, Tool, ToolCall, ToolCallDelta, ToolChoice, ToolMode
 from tiergate.providers.base import (
     AuthenticationError,
     BadRequest,
@@ -179,7 +180,7 @@ def completion_body(content: Any = "Hi!", finish: Any = "stop", usage: Any = Non
         (completion_body(usage={}), Completion("Hi!", Usage(), "stop")),
         (
             completion_body(content=None, refusal="I can't help."),
-            Completion("I can't help.", Usage(12, 3, 0, 8), "stop"),
+            Completion("", Usage(12, 3, 0, 8), "stop", refusal="I can't help."),
         ),
         (completion_body(finish=None), Completion("Hi!", Usage(12, 3, 0, 8), "stop")),
     ],
@@ -406,3 +407,162 @@ async def test_shared_client_is_left_open() -> None:
     async with client:
         await provider.aclose()
         assert (await provider.complete(req())).text == "Hi!"
+
+
+# -- tools, images, structured output, sampling controls -----------------------------------------------------
+
+TOOL = Tool(
+    "lookup", "Find a thing", '{"type": "object", "properties": {"q": {"type": "string"}}}', strict=True
+)
+FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Find a thing",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        "strict": True,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"tools": [TOOL]}, {"tools": [FUNCTION]}),
+        (
+            {"tools": [TOOL], "tool_choice": ToolChoice(ToolMode.NONE)},
+            {"tools": [FUNCTION], "tool_choice": "none"},
+        ),
+        (
+            {"tools": [TOOL], "tool_choice": ToolChoice(ToolMode.REQUIRED), "parallel_tool_calls": False},
+            {"tools": [FUNCTION], "tool_choice": "required", "parallel_tool_calls": False},
+        ),
+        (
+            {"tools": [TOOL], "tool_choice": ToolChoice(ToolMode.TOOL, "lookup")},
+            {"tools": [FUNCTION], "tool_choice": {"type": "function", "function": {"name": "lookup"}}},
+        ),
+        ({"json_object": True}, {"response_format": {"type": "json_object"}}),
+        (
+            {"json_schema": '{"type": "object"}', "json_schema_strict": False},
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "response", "schema": {"type": "object"}, "strict": False},
+                }
+            },
+        ),
+        (
+            {"stop": ["END"], "top_p": 0.5, "seed": 1, "presence_penalty": 0.1, "frequency_penalty": -0.1},
+            {"stop": ["END"], "top_p": 0.5, "seed": 1, "presence_penalty": 0.1, "frequency_penalty": -0.1},
+        ),
+    ],
+)
+def test_every_field_passes_through(kwargs: dict[str, Any], expected: dict[str, Any]) -> None:
+    body = build_body(req(**kwargs), model="m", default_max_tokens=5, stream=False)
+    assert {k: body[k] for k in expected} == expected
+
+
+def test_messages_with_parts_tool_calls_and_results() -> None:
+    messages = [
+        Message(
+            "user",
+            "what",
+            parts=[TextPart("what"), ImagePart(data=b"\x00\x01", mime_type="image/png", detail="low")],
+        ),
+        Message("assistant", "", tool_calls=[ToolCall("c1", "lookup", '{"q": "x"}')]),
+        Message("tool", "found", tool_call_id="c1"),
+    ]
+    body = build_body(req(messages=messages), model="m", default_max_tokens=5, stream=False)
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAE=", "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+            ],
+        },
+        {"role": "tool", "content": "found", "tool_call_id": "c1"},
+    ]
+
+
+def test_parse_completion_with_tool_calls() -> None:
+    raw = orjson.dumps(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                            {
+                                "id": "b",
+                                "type": "function",
+                                "function": {"name": "g", "arguments": '{"x":1}'},
+                            },
+                        ],
+                    },
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        }
+    )
+    assert parse_completion(raw, errors) == Completion(
+        "", Usage(), "tool_calls", tool_calls=[ToolCall("a", "f", "{}"), ToolCall("b", "g", '{"x":1}')]
+    )
+
+
+def test_stream_tool_call_deltas_keep_openais_indices() -> None:
+    parser = StreamParser(errors)
+    events = [
+        {"choices": [{"delta": {"role": "assistant", "content": None}}]},
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "a",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": ""},
+                            }
+                        ]
+                    }
+                }
+            ]
+        },
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"x"'}}]}}]},
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": "{}"}}]
+                    }
+                }
+            ]
+        },
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}]},
+        {"choices": [{"delta": {"refusal": "no"}}]},
+        {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    chunks = [parser.feed(orjson.dumps(e).decode()) for e in events]
+    assert [c for c in chunks if c is not None] == [
+        Chunk(tool_calls=[ToolCallDelta(0, "a", "f", "")]),
+        Chunk(tool_calls=[ToolCallDelta(0, arguments='{"x"')]),
+        Chunk(tool_calls=[ToolCallDelta(1, "b", "g", "{}")]),
+        Chunk(tool_calls=[ToolCallDelta(0, arguments=":1}")]),
+        Chunk(refusal="no"),
+    ]
+    assert parser.final().finish_reason == "tool_calls"
+
+
+def test_a_tool_call_delta_without_an_index_is_malformed() -> None:
+    with pytest.raises(MalformedResponse):
+        StreamParser(errors).feed('{"choices": [{"delta": {"tool_calls": [{"id": "a"}]}}]}')

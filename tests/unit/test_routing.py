@@ -8,6 +8,7 @@ import pytest
 
 from tiergate.analysis import Analysis
 from tiergate.config import parse, resolve
+from tiergate.content import ImagePart, TextPart, Tool
 from tiergate.errors import InvalidRequest, SensitiveDataBlocked, UnknownTask
 from tiergate.model_stats import ModelStats
 from tiergate.request import Message, Request, Sensitivity
@@ -146,9 +147,11 @@ def test_unknown_task_without_default_route() -> None:
         r.plan(req("summarise"), analysis())
 
 
-def test_unknown_task_uses_default_route() -> None:
+def test_only_an_empty_task_uses_the_default_route() -> None:
     r = router({"default": {"chain": ["cheap"]}, "classify": {"chain": ["mid"]}})
-    assert r.plan(req("summarise"), analysis()).route_name == "default"
+    assert r.plan(req(""), analysis()).route_name == "default"
+    with pytest.raises(UnknownTask, match="'summarise' names no route"):
+        r.plan(req("summarise"), analysis())
 
 
 @pytest.mark.parametrize(
@@ -186,3 +189,65 @@ def test_a_request_no_model_can_take_is_invalid_not_unavailable() -> None:
     planner = router({"default": {"chain": ["pricey", "mid"]}})
     with pytest.raises(InvalidRequest, match=r"no model of route .default. can take this request \(pricey"):
         planner.plan(req(max_cost_usd=1e-9, max_output_tokens=100), analysis())
+
+
+# -- capabilities -------------------------------------------------------------------------------------------
+
+TOOL = Tool("lookup", parameters='{"type": "object"}')
+IMAGE = Message("user", "look", parts=[TextPart("look"), ImagePart(url="https://x.test/a.png")])
+
+
+def chat(**kwargs: Any) -> Request:
+    messages = kwargs.pop("messages", [Message("user", "hi")])
+    return Request("", messages, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("request_", "kept", "skipped"),
+    [
+        (chat(tools=[TOOL]), ["pricey", "cheap", "mid"], {"local": "cannot take tools or tool calls"}),
+        (chat(messages=[IMAGE]), ["pricey", "cheap", "mid"], {"local": "cannot take images"}),
+        (chat(json_schema='{"type": "object"}'), CHAIN, {}),
+        (chat(json_object=True), ["pricey", "cheap", "mid"], {"local": "cannot take a json_object answer"}),
+        (
+            chat(presence_penalty=0.5),
+            ["cheap", "mid"],
+            {
+                "pricey": "cannot take presence/frequency penalties",
+                "local": "cannot take presence/frequency penalties",
+            },
+        ),
+        (
+            chat(tools=[TOOL], messages=[IMAGE]),
+            ["pricey", "cheap", "mid"],
+            {"local": "cannot take tools or tool calls, images"},
+        ),
+    ],
+)
+def test_capability_filter(request_: Request, kept: list[str], skipped: dict[str, str]) -> None:
+    plan = router({"default": {"chain": CHAIN}}).plan(request_, analysis())
+    assert [c.name for c in plan.candidates] == kept
+    assert {s.model: s.reason for s in plan.skipped} == skipped
+
+
+def test_a_model_declares_what_it_cannot_take() -> None:
+    models = {**MODELS, "textonly": {"provider": "openai", "model": "t", "api_key": "k", "vision": False}}
+    config = resolve(parse({"models": models, "routes": {"default": {"chain": ["textonly", "local"]}}}), {})
+    with pytest.raises(InvalidRequest, match="textonly: cannot take images; local: cannot take images"):
+        Planner(config, {}, lambda name: 0).plan(chat(messages=[IMAGE]), analysis())
+
+
+def test_restricted_tool_request_without_an_on_device_model_that_takes_tools_is_blocked() -> None:
+    with pytest.raises(SensitiveDataBlocked, match="local: cannot take tools"):
+        router({"default": {"chain": CHAIN}}).plan(
+            chat(tools=[TOOL]), analysis(sensitivity=Sensitivity.RESTRICTED)
+        )
+
+
+def test_images_count_by_each_providers_rule() -> None:
+    plan = router({"default": {"chain": ["cheap", "pricey"]}}).plan(
+        chat(messages=[IMAGE]), analysis(tokens=10)
+    )
+    cheap, pricey = plan.candidates
+    assert cheap.est_cost_usd == pytest.approx((10 + 765) * 0.1e-6 + 256 * 0.4e-6)
+    assert pricey.est_cost_usd == pytest.approx((10 + 1600) * 3e-6 + 256 * 15e-6)

@@ -16,6 +16,7 @@ from tests.personal_data import WORDS, lookalikes, prose, secrets
 from tiergate._native import DefaultRule, Rule, RuleSet, default_rules
 from tiergate.analysis import Analyzer
 from tiergate.config import parse, resolve
+from tiergate.content import ImagePart, TextPart, Tool, ToolCall
 from tiergate.request import Message, Request, Sensitivity
 
 PACK_IDS = [
@@ -210,3 +211,64 @@ def test_pack_rules_compile_as_config_rules() -> None:
     assert [
         Rule(r.id, regex=r.regex, case_insensitive=r.case_insensitive, validator=r.validator) for r in rules
     ] == [r.rule for r in default_rules()]
+
+
+# -- every text part is scanned; images take the route's sensitivity -----------------------------------------
+
+_CALL = ToolCall("c1", "lookup", '{"q": "x"}')
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        # Personal data only inside a tool result, tool-call arguments, or a tool's description.
+        (
+            Request(
+                "",
+                [
+                    Message("user", "look it up"),
+                    Message("assistant", "", tool_calls=[_CALL]),
+                    Message("tool", '{"owner": "ann@example.com"}', tool_call_id="c1"),
+                ],
+            ),
+            (RESTRICTED, ["email"], "rules"),
+        ),
+        (
+            Request(
+                "",
+                [
+                    Message("user", "hi"),
+                    Message("assistant", "", tool_calls=[ToolCall("c", "send", '{"to": "ann@example.com"}')]),
+                ],
+            ),
+            (RESTRICTED, ["email"], "rules"),
+        ),
+        (
+            Request("", [Message("user", "hi")], tools=[Tool("t", "key AKIAIOSFODNN7EXAMPLE", "{}")]),
+            (RESTRICTED, ["aws_access_key"], "rules"),
+        ),
+        # An image cannot be scanned: at least the route's image_sensitivity (internal by default).
+        (
+            Request(
+                "",
+                [
+                    Message(
+                        "user",
+                        "what is it",
+                        parts=[TextPart("what is it"), ImagePart(url="https://x.test/a.png")],
+                    )
+                ],
+            ),
+            (Sensitivity.INTERNAL, [], "images"),
+        ),
+    ],
+)
+def test_every_text_part_is_scanned(request_: Request, expected: tuple[Sensitivity, list[str], str]) -> None:
+    analysis = analyzer().analyze(request_)
+    assert (analysis.sensitivity, analysis.matched_rules, analysis.decided_by) == expected
+
+
+def test_a_route_can_make_images_restricted() -> None:
+    image = Message("user", "x", parts=[ImagePart(data=b"png", mime_type="image/png")])
+    assert analyzer().analyze(Request("", [image]), "restricted").sensitivity == RESTRICTED
+    assert analyzer().analyze(Request("", [image]), "public").sensitivity == Sensitivity.PUBLIC

@@ -4,28 +4,46 @@ Translation is pure (`build_body`, `parse_completion`, `StreamParser`) and teste
 `AnthropicProvider` only adds the HTTP exchange (`hosted_http`).
 
 Differences from OpenAI handled here: system (and `developer`) messages go to the top-level `system` field;
-`max_tokens` is required; a JSON schema becomes an instruction appended to the system prompt (the cascade
-validates the answer); stop reasons are normalised to OpenAI's vocabulary (`end_turn` -> `stop`,
-`max_tokens` -> `length`, ...); usage counts cache reads and cache writes as input tokens, as OpenAI does.
+`max_tokens` is required; stop sequences are `stop_sequences`; stop reasons are normalised to OpenAI's
+vocabulary (`end_turn` -> `stop`, `tool_use` -> `tool_calls`, ...); usage counts cache reads and cache writes
+as input tokens, as OpenAI does. Tools become Anthropic tools (`input_schema`), tool choice `required` is
+`any`, and `parallel_tool_calls: false` is `disable_parallel_tool_use`. An assistant's tool calls become
+`tool_use` blocks and tool results `tool_result` blocks of the next user turn (consecutive messages of one
+role are merged into one turn, as Anthropic needs all results of a turn together). Images become image blocks
+(base64 or URL). Streamed `tool_use` blocks become OpenAI-style tool-call deltas: the block's start gives the
+call's index (0, 1, ... in order of the calls, whatever text blocks come between), id and name, each
+`input_json_delta` a piece of its arguments.
+
+A JSON answer (`json_schema`, or `json_object`) is asked for through a forced tool, Anthropic's documented way
+to get JSON of a given shape: a tool named `ANSWER_TOOL` whose input schema is the schema (wrapped in an
+object when the schema is not one). Its input is the answer: returned as text, streamed as text, and
+validated against the schema at the end (a failure is a MalformedResponse: another attempt may do better).
+`seed` has no Anthropic counterpart and is not sent (it is best-effort on OpenAI too); presence and frequency
+penalties do not exist either, so the planner does not send a request with them to an Anthropic model.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
 from tiergate.config import DEFAULT_BASE_URLS, ModelConfig
+from tiergate.content import ImagePart, TextPart, ToolCall, ToolCallDelta, ToolMode
+from tiergate.errors import InvalidRequest
 from tiergate.providers.base import BadRequest
 from tiergate.providers.hosted_http import HostedEndpoint
 from tiergate.providers.http_errors import ErrorMapper
-from tiergate.request import Chunk, Completion, Request, Usage
+from tiergate.request import Chunk, Completion, Message, Request, Usage
+from tiergate.validation import AnswerValidator, answer_validator
 
 API_VERSION = "2023-06-01"
 SYSTEM_ROLES = frozenset({"system", "developer"})
-CHAT_ROLES = frozenset({"user", "assistant"})
+CHAT_ROLES = frozenset({"user", "assistant", "tool"})
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -34,34 +52,136 @@ STOP_REASONS = {
     "refusal": "content_filter",
     "pause_turn": "pause",
 }
-SCHEMA_INSTRUCTION = "Reply with one JSON value, and nothing else, that validates against this JSON schema:"
+ANSWER_TOOL = "json_answer"
+_ANSWER_DESCRIPTION = "Give your answer by calling this tool: its input is the answer."
+_TOOL_CHOICES = {
+    ToolMode.AUTO: "auto",
+    ToolMode.NONE: "none",
+    ToolMode.REQUIRED: "any",
+    ToolMode.TOOL: "tool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTool:
+    """The forced tool that carries a JSON answer. `wrapped`: the schema is not an object, so the tool's
+    input is `{"value": <answer>}`."""
+
+    wrapped: bool
+    validator: AnswerValidator
+
+    def unwrap(self, arguments: str) -> str:
+        if not self.wrapped:
+            return arguments
+        try:
+            value = orjson.loads(arguments or "{}")
+        except orjson.JSONDecodeError:
+            return arguments
+        return orjson.dumps(value.get("value") if isinstance(value, dict) else value).decode()
+
+
+def answer_tool(request: Request) -> tuple[AnswerTool | None, dict[str, Any] | None]:
+    """The forced answer tool for a JSON request, and its definition; (None, None) for a text request."""
+    if not request.json_schema and not request.json_object:
+        return None, None
+    try:
+        schema: Any = orjson.loads(request.json_schema) if request.json_schema else {"type": "object"}
+        validator = answer_validator(request.json_schema or '{"type": "object"}')
+    except (orjson.JSONDecodeError, InvalidRequest):
+        raise BadRequest("json_schema is not a valid JSON schema") from None
+    wrapped = not (isinstance(schema, dict) and schema.get("type") == "object")
+    if wrapped:
+        schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+    definition = {"name": ANSWER_TOOL, "description": _ANSWER_DESCRIPTION, "input_schema": schema}
+    return AnswerTool(wrapped, validator), definition
 
 
 def build_body(request: Request, *, model: str, default_max_tokens: int, stream: bool) -> dict[str, Any]:
-    """The JSON body of a Messages request. Raises BadRequest for a role Anthropic has no place for."""
+    """The JSON body of a Messages request. Raises BadRequest for what Anthropic has no place for."""
     system: list[str] = []
-    messages: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in request.messages:
         if m.role in SYSTEM_ROLES:
             system.append(m.content)
-        elif m.role in CHAT_ROLES:
-            messages.append({"role": m.role, "content": m.content})
-        else:
+            continue
+        if m.role not in CHAT_ROLES:
             raise BadRequest(f"message role {m.role!r} is not supported by the Anthropic Messages API")
-    if request.json_schema:
-        system.append(f"{SCHEMA_INSTRUCTION}\n{request.json_schema}")
+        role = "user" if m.role == "tool" else m.role
+        blocks = _blocks(m)
+        if turns and turns[-1]["role"] == role:  # one turn per role: tool results and what follows merge
+            turns[-1]["content"] = _as_blocks(turns[-1]["content"]) + _as_blocks(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_output_tokens or default_max_tokens,
-        "messages": messages,
+        "messages": turns,
     }
     if system:
         body["system"] = "\n\n".join(system)
     if request.temperature is not None:
         body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    tools = [
+        {
+            "name": t.name,
+            "description": t.description,
+            "input_schema": orjson.loads(t.parameters) if t.parameters else {"type": "object"},
+        }
+        for t in request.tools
+    ]
+    _, answer = answer_tool(request)
+    choice: dict[str, Any] = {"type": _TOOL_CHOICES[request.tool_choice.mode]}
+    if request.tool_choice.mode == ToolMode.TOOL:
+        choice["name"] = request.tool_choice.name
+    if answer is not None:
+        if not tools or request.tool_choice.mode == ToolMode.NONE:
+            tools, choice = [answer], {"type": "tool", "name": ANSWER_TOOL}
+        elif request.tool_choice.mode != ToolMode.TOOL:
+            tools, choice = [*tools, answer], {"type": "any"}  # a real tool, or the answer
+    if tools:
+        body["tools"] = tools
+        if request.parallel_tool_calls is False and choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+        if choice != {"type": "auto"}:
+            body["tool_choice"] = choice
     if stream:
         body["stream"] = True
     return body
+
+
+def _blocks(m: Message) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or content blocks when it has images, tool calls or is a tool result."""
+    if m.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]
+    if not m.parts and not m.tool_calls:
+        return m.content
+    blocks: list[dict[str, Any]] = []
+    for part in m.parts or [TextPart(m.content)]:
+        if isinstance(part, ImagePart):
+            blocks.append({"type": "image", "source": _image_source(part)})
+        elif part.text:
+            blocks.append({"type": "text", "text": part.text})
+    for call in m.tool_calls:
+        try:
+            arguments = orjson.loads(call.arguments)
+        except orjson.JSONDecodeError:
+            raise BadRequest(f"tool call {call.id!r}: arguments are not JSON") from None
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks
+
+
+def _as_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _image_source(image: ImagePart) -> dict[str, Any]:
+    if image.url:
+        return {"type": "url", "url": image.url}
+    return {"type": "base64", "media_type": image.mime_type, "data": base64.b64encode(image.data).decode()}
 
 
 def parse_usage(data: Any, into: Usage | None = None) -> Usage:
@@ -91,8 +211,9 @@ def finish_reason(stop_reason: Any) -> str:
     return STOP_REASONS.get(stop_reason, stop_reason)
 
 
-def parse_completion(raw: bytes, errors: ErrorMapper) -> Completion:
-    """A Completion from a non-streamed Messages response body."""
+def parse_completion(raw: bytes, errors: ErrorMapper, answer: AnswerTool | None = None) -> Completion:
+    """A Completion from a non-streamed Messages response body; with `answer`, the forced answer tool's
+    input is the (validated) text."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -105,32 +226,60 @@ def parse_completion(raw: bytes, errors: ErrorMapper) -> Completion:
     if not isinstance(content, list):
         raise errors.malformed("no content list")
     parts: list[str] = []
+    calls: list[ToolCall] = []
+    answered = False
     for block in content:
-        if isinstance(block, dict) and block.get("type") == "text":
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
             text = block.get("text")
             if not isinstance(text, str):
                 raise errors.malformed("text block without text")
             parts.append(text)
+        elif kind == "tool_use":
+            call_id, name, arguments = block.get("id"), block.get("name"), block.get("input", {})
+            if not isinstance(call_id, str) or not isinstance(name, str):
+                raise errors.malformed("tool_use block without id or name")
+            if answer is not None and name == ANSWER_TOOL:
+                parts, answered = [answer.unwrap(orjson.dumps(arguments).decode())], True
+                break
+            calls.append(ToolCall(call_id, name, orjson.dumps(arguments).decode()))
+    finish = finish_reason(data.get("stop_reason"))
+    if answered:
+        _check_answer(answer, parts[0], errors)
+        finish = "stop"
     return Completion(
         text="".join(parts),
         usage=parse_usage(data.get("usage")),
-        finish_reason=finish_reason(data.get("stop_reason")),
+        finish_reason=finish,
+        tool_calls=calls,
     )
+
+
+def _check_answer(answer: AnswerTool | None, text: str, errors: ErrorMapper) -> None:
+    if answer is not None:
+        reason = answer.validator.check(text)
+        if reason is not None:
+            raise errors.malformed(f"the JSON answer does not validate: {reason}")
 
 
 class StreamParser:
     """Turns each event of a streamed Messages response into Chunks.
 
-    `feed` returns a text Chunk for a `text_delta`, else None; `message_stop` sets `done`, after which
-    `final` is the last Chunk with usage (input from `message_start`, output from `message_delta`) and
-    finish_reason. An `error` event raises the mapped error (e.g. `overloaded_error` -> Overloaded).
-    Event types this parser does not know are ignored, as Anthropic's versioning policy asks.
+    `feed` returns a Chunk for a `text_delta` (text), a `tool_use` block's start (a tool-call delta with its
+    index, id and name) or an `input_json_delta` (a piece of its arguments), else None; with `answer`, the
+    forced answer tool's input streams as text instead. `message_stop` sets `done`, after which `final` is the
+    last Chunk with usage (input from `message_start`, output from `message_delta`) and finish_reason. An
+    `error` event raises the mapped error (e.g. `overloaded_error` -> Overloaded). Event types this parser
+    does not know are ignored, as Anthropic's versioning policy asks.
     """
 
-    __slots__ = ("_errors", "_stop_reason", "_usage", "done")
+    __slots__ = ("_answer", "_answer_text", "_blocks", "_errors", "_stop_reason", "_usage", "done")
 
-    def __init__(self, errors: ErrorMapper) -> None:
+    def __init__(self, errors: ErrorMapper, answer: AnswerTool | None = None) -> None:
         self._errors = errors
+        self._answer = answer
+        self._answer_text: list[str] | None = None  # the answer tool's input so far, once it started
+        self._blocks: dict[int, list[Any]] = {}  # tool_use block index -> [call index, arguments sent?]
         self._usage = Usage()
         self._stop_reason: Any = None
         self.done = False
@@ -144,14 +293,14 @@ class StreamParser:
             raise self._errors.malformed("stream event is not a JSON object")
         kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                text = delta.get("text")
-                if not isinstance(text, str):
-                    raise self._errors.malformed("text_delta without text")
-                return Chunk(text=text) if text else None
-            return None  # thinking, tool input and signature deltas are not answer text
-        if kind == "message_start":
+            return self._delta(event.get("index"), event.get("delta"))
+        if kind == "content_block_start":
+            return self._block_start(event.get("index"), event.get("content_block"))
+        if kind == "content_block_stop":
+            block = self._blocks.get(event.get("index"))  # type: ignore[arg-type]
+            if block is not None and block[0] >= 0 and not block[1]:
+                return Chunk(tool_calls=[ToolCallDelta(block[0], arguments="{}")])  # a call with no input
+        elif kind == "message_start":
             message = event.get("message")
             if not isinstance(message, dict):
                 raise self._errors.malformed("message_start without a message")
@@ -167,9 +316,54 @@ class StreamParser:
             raise self._errors.from_error_object(event.get("error"))
         return None
 
+    def _block_start(self, index: Any, block: Any) -> Chunk | None:
+        if not isinstance(block, dict) or block.get("type") != "tool_use":
+            return None
+        call_id, name = block.get("id"), block.get("name")
+        if not isinstance(index, int) or not isinstance(call_id, str) or not isinstance(name, str):
+            raise self._errors.malformed("tool_use block without index, id or name")
+        if self._answer is not None and name == ANSWER_TOOL:
+            self._blocks[index] = [-1, True]
+            self._answer_text = []
+            return None
+        call_index = sum(1 for b in self._blocks.values() if b[0] >= 0)
+        self._blocks[index] = [call_index, False]
+        return Chunk(tool_calls=[ToolCallDelta(call_index, call_id, name, "")])
+
+    def _delta(self, index: Any, delta: Any) -> Chunk | None:
+        if not isinstance(delta, dict):
+            return None
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            if not isinstance(text, str):
+                raise self._errors.malformed("text_delta without text")
+            # Text around a forced JSON answer is not the answer.
+            return Chunk(text=text) if text and self._answer is None else None
+        if kind != "input_json_delta":
+            return None  # thinking and signature deltas are not answer text
+        piece = delta.get("partial_json")
+        block = self._blocks.get(index)
+        if not isinstance(piece, str) or not piece or block is None:
+            return None  # input of a block this parser was not told about: nothing to attach it to
+        if block[0] < 0:
+            assert self._answer_text is not None and self._answer is not None
+            self._answer_text.append(piece)
+            # A wrapped answer ({"value": ...}) can only be unwrapped whole: it comes at the end.
+            return None if self._answer.wrapped else Chunk(text=piece)
+        block[1] = True
+        return Chunk(tool_calls=[ToolCallDelta(block[0], arguments=piece)])
+
     def final(self) -> Chunk:
-        """The closing Chunk: usage and finish_reason."""
-        return Chunk(text="", usage=self._usage, finish_reason=finish_reason(self._stop_reason))
+        """The closing Chunk: usage and finish_reason (and a wrapped JSON answer, validated)."""
+        finish = finish_reason(self._stop_reason)
+        text = ""
+        if self._answer is not None and self._answer_text is not None:
+            whole = self._answer.unwrap("".join(self._answer_text))
+            _check_answer(self._answer, whole, self._errors)
+            text = whole if self._answer.wrapped else ""
+            finish = "stop"
+        return Chunk(text=text, usage=self._usage, finish_reason=finish)
 
 
 class AnthropicProvider:
@@ -209,11 +403,12 @@ class AnthropicProvider:
 
     async def complete(self, request: Request) -> Completion:
         raw = await self._endpoint.post_json(self._body(request, stream=False))
-        return parse_completion(raw, self._errors)
+        return parse_completion(raw, self._errors, answer_tool(request)[0])
 
     def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
-        """Text chunks as they arrive; the last one carries usage and finish_reason (see `stream_chunks`)."""
-        return self._endpoint.stream_chunks(self._body(request, stream=True), StreamParser(self._errors))
+        """Chunks as they arrive; the last one carries usage and finish_reason (see `stream_chunks`)."""
+        parser = StreamParser(self._errors, answer_tool(request)[0])
+        return self._endpoint.stream_chunks(self._body(request, stream=True), parser)
 
     async def aclose(self) -> None:
         await self._endpoint.aclose()

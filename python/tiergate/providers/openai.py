@@ -11,6 +11,7 @@ reasoning models require. Older OpenAI-compatible servers only know `max_tokens`
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -19,10 +20,11 @@ import httpx
 import orjson
 
 from tiergate.config import DEFAULT_BASE_URLS, ModelConfig
+from tiergate.content import ImagePart, TextPart, ToolCall, ToolCallDelta, ToolMode
 from tiergate.providers.base import BadRequest
 from tiergate.providers.hosted_http import HostedEndpoint
 from tiergate.providers.http_errors import ErrorMapper
-from tiergate.request import Chunk, Completion, Request, Usage
+from tiergate.request import Chunk, Completion, Message, Request, Usage
 
 MAX_TOKENS_FIELD = "max_completion_tokens"
 LEGACY_MAX_TOKENS_FIELD = "max_tokens"
@@ -40,40 +42,116 @@ def build_body(
     stream: bool,
     max_tokens_field: str = MAX_TOKENS_FIELD,
 ) -> dict[str, Any]:
-    """The JSON body of a chat completion request. Raises BadRequest if `json_schema` is not valid JSON."""
+    """The JSON body of a chat completion request: every field of the request, passed through as OpenAI
+    names it. Raises BadRequest if `json_schema` (or a tool's parameters) is not valid JSON."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": [message_json(m) for m in request.messages],
         max_tokens_field: request.max_output_tokens or default_max_tokens,
     }
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
+    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.stop:
+        body["stop"] = list(request.stop)
     if request.json_schema:
-        body["response_format"] = response_format(request.json_schema)
+        body["response_format"] = response_format(request.json_schema, request.json_schema_strict)
+    elif request.json_object:
+        body["response_format"] = {"type": "json_object"}
+    if request.tools:
+        body["tools"] = [
+            {"type": "function", "function": _function(t.name, t.description, t.parameters, t.strict)}
+            for t in request.tools
+        ]
+        choice = request.tool_choice
+        if choice.mode == ToolMode.TOOL:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        elif choice.mode != ToolMode.AUTO:
+            body["tool_choice"] = choice.mode.value
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
 
 
-def response_format(json_schema: str) -> dict[str, Any]:
+def message_json(m: Message) -> dict[str, Any]:
+    """One message in OpenAI's shape: text or parts (text, image_url), tool calls, tool results."""
+    out: dict[str, Any] = {"role": m.role}
+    if m.parts:
+        out["content"] = [_part_json(p) for p in m.parts]
+    elif m.tool_calls and not m.content:
+        out["content"] = None
+    else:
+        out["content"] = m.content
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+def _part_json(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    image: dict[str, Any] = {"url": part.url or data_url(part)}
+    if part.detail:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def data_url(image: ImagePart) -> str:
+    """An inline image as a `data:` URL, the way OpenAI takes inline images."""
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}"
+
+
+def _function(name: str, description: str, parameters: str, strict: bool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name}
+    if description:
+        function["description"] = description
+    if parameters:
+        schema = _schema(parameters, f"tool {name!r} parameters")
+        function["parameters"] = schema
+    if strict:
+        function["strict"] = True
+    return function
+
+
+def _schema(text: str, what: str) -> dict[str, Any]:
+    try:
+        schema = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise BadRequest(f"{what} is not valid JSON") from None
+    if not isinstance(schema, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return schema
+
+
+def response_format(json_schema: str, strict: bool | None = None) -> dict[str, Any]:
     """`response_format` for a JSON schema given as a JSON string.
 
-    `strict` is set only when the schema already meets OpenAI's strict-mode rules (every object closed with
-    `additionalProperties: false` and all its properties required): a strict request with any other schema
-    is rejected with a 400, while a non-strict one is followed on a best-effort basis.
+    With `strict` None, strict mode is used only when the schema already meets OpenAI's strict-mode rules
+    (every object closed with `additionalProperties: false` and all its properties required): a strict
+    request with any other schema is rejected with a 400, while a non-strict one is followed on a
+    best-effort basis. The caller's explicit `strict` passes through as given.
     """
-    try:
-        schema = orjson.loads(json_schema)
-    except orjson.JSONDecodeError:
-        raise BadRequest("json_schema is not valid JSON") from None
-    if not isinstance(schema, dict):
-        raise BadRequest("json_schema must be a JSON object")
+    schema = _schema(json_schema, "json_schema")
     title = schema.get("title")
     name = title if isinstance(title, str) and _SCHEMA_NAME.match(title) else DEFAULT_SCHEMA_NAME
     return {
         "type": "json_schema",
-        "json_schema": {"name": name, "schema": schema, "strict": is_strict_compatible(schema)},
+        "json_schema": {
+            "name": name,
+            "schema": schema,
+            "strict": is_strict_compatible(schema) if strict is None else strict,
+        },
     }
 
 
@@ -139,26 +217,56 @@ def parse_completion(raw: bytes, errors: ErrorMapper) -> Completion:
     message = choices[0].get("message")
     if not isinstance(message, dict):
         raise errors.malformed("choice without a message")
-    content = message.get("content")
-    if content is None:
-        # A refusal comes as `refusal` text with null content.
-        content = message.get("refusal") or ""
-    if not isinstance(content, str):
-        raise errors.malformed("message content is not a string")
+    content = message.get("content") or ""
+    refusal = message.get("refusal") or ""  # a refusal comes as `refusal` text with null content
+    if not isinstance(content, str) or not isinstance(refusal, str):
+        raise errors.malformed("message content or refusal is not a string")
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise errors.malformed("tool_calls is not a list")
     finish = choices[0].get("finish_reason")
     return Completion(
         text=content,
         usage=parse_usage(data.get("usage")),
         finish_reason=finish if isinstance(finish, str) else "stop",
+        tool_calls=[_tool_call(c, errors) for c in calls],
+        refusal=refusal,
     )
+
+
+def _tool_call(raw: Any, errors: ErrorMapper) -> ToolCall:
+    function = raw.get("function") if isinstance(raw, dict) else None
+    if not isinstance(function, dict):
+        raise errors.malformed("tool call without a function")
+    call_id, name, arguments = raw.get("id"), function.get("name"), function.get("arguments")
+    if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, str):
+        raise errors.malformed("tool call without id, name or arguments")
+    return ToolCall(call_id, name, arguments)
+
+
+def _tool_call_delta(raw: Any, errors: ErrorMapper) -> ToolCallDelta:
+    if not isinstance(raw, dict) or not isinstance(raw.get("index"), int):
+        raise errors.malformed("tool call delta without an index")
+    function = raw.get("function")
+    if not isinstance(function, dict):
+        function = {}
+    call_id, name, arguments = (
+        raw.get("id") or "",
+        function.get("name") or "",
+        function.get("arguments") or "",
+    )
+    if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, str):
+        raise errors.malformed("tool call delta with a non-string id, name or arguments")
+    return ToolCallDelta(raw["index"], call_id, name, arguments)
 
 
 class StreamParser:
     """Turns the data of each SSE event of a streamed completion into Chunks.
 
-    `feed` returns a text Chunk or None (nothing to pass on: a role-only delta, the usage event, the
-    `[DONE]` sentinel, after which `done` is True). `final` is the last Chunk, with usage and finish_reason:
-    usage arrives in its own event after the one carrying finish_reason, so both are held until the end.
+    `feed` returns a Chunk (text, refusal, tool-call deltas with OpenAI's stable indices) or None (nothing to
+    pass on: a role-only delta, the usage event, the `[DONE]` sentinel, after which `done` is True). `final`
+    is the last Chunk, with usage and finish_reason: usage arrives in its own event after the one carrying
+    finish_reason, so both are held until the end.
     """
 
     __slots__ = ("_errors", "_finish_reason", "_usage", "done")
@@ -194,11 +302,14 @@ class StreamParser:
         if isinstance(finish, str):
             self._finish_reason = finish
         delta = choice.get("delta")
-        text = delta.get("content") if isinstance(delta, dict) else None
-        if text:
-            if not isinstance(text, str):
-                raise self._errors.malformed("delta content is not a string")
-            return Chunk(text=text)
+        if not isinstance(delta, dict):
+            return None
+        text, refusal, calls = delta.get("content") or "", delta.get("refusal") or "", delta.get("tool_calls")
+        if not isinstance(text, str) or not isinstance(refusal, str):
+            raise self._errors.malformed("delta content or refusal is not a string")
+        deltas = [_tool_call_delta(c, self._errors) for c in calls] if isinstance(calls, list) else []
+        if text or refusal or deltas:
+            return Chunk(text=text, tool_calls=deltas, refusal=refusal)
         return None
 
     def final(self) -> Chunk:

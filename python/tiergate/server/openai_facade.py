@@ -12,25 +12,30 @@ SDKs' own `timeout` only bounds how long the client waits): past it the answer i
 
 Errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with status codes from
 `ERRORS`. Restricted data that no on-device model can serve is a 403 (`permission_error`): the request is
-well-formed, policy forbids sending it anywhere, and the SDKs do not retry a 403. Non-standard request fields:
-`sensitivity` ("public", "internal", "restricted"; `extra_body` in the SDK) and `max_cost_usd`.
+well-formed, policy forbids sending it anywhere, and the SDKs do not retry a 403. The request body is read by
+`server/openai_request.py`; answers are shaped here exactly as OpenAI's spec has them (`message.refusal`,
+`choices[].logprobs` present as null, `chatcmpl-` ids, `system_fingerprint`, tool calls whole or streamed as
+deltas with stable indices).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
 
 from tiergate import errors
+from tiergate.content import ToolCall, ToolCallDelta
 from tiergate.reload import LiveSidecar
-from tiergate.request import Chunk, Decision, Message, Request, Sensitivity, Usage
+from tiergate.request import Chunk, Completion, Decision, Usage
 from tiergate.server.http import HttpRequest, Response, StreamResponse
+from tiergate.server.openai_request import ChatCall, parse_chat
 from tiergate.sidecar import Sidecar
 
 CHAT_PATH = "/v1/chat/completions"
@@ -53,18 +58,6 @@ ERRORS: dict[type[errors.TiergateError], tuple[int, str]] = {
     errors.ShuttingDown: (503, "api_error"),
 }
 _FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
-_SENSITIVITIES = {s.name.lower(): s for s in Sensitivity if s is not Sensitivity.UNSPECIFIED}
-# Rejected when set: tiergate cannot honour them, and ignoring them would answer a different question.
-_UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "audio", "modalities")
-
-
-@dataclass(frozen=True, slots=True)
-class ChatCall:
-    """A parsed `/v1/chat/completions` body."""
-
-    request: Request
-    model: str
-    include_usage: bool
 
 
 def error_status(exc: errors.TiergateError) -> tuple[int, str]:
@@ -89,6 +82,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
             {"model": a.model, "outcome": a.outcome.value, "latency_ms": round(a.latency_ms, 1)}
             for a in decision.attempts
         ],
+        "skipped": [{"model": s.model, "reason": s.reason} for s in decision.skipped],
         "cost_usd": decision.cost_usd,
         "overhead_ms": round(decision.overhead_ms, 3),
         "reason": decision.reason,
@@ -98,65 +92,6 @@ def decision_json(decision: Decision) -> dict[str, Any]:
 def decision_header(decision: Decision) -> tuple[str, str]:
     # json.dumps escapes non-ASCII, so the value is safe on the latin-1 header line.
     return DECISION_HEADER, json.dumps(decision_json(decision), separators=(",", ":"))
-
-
-def parse_chat(body: bytes, routes: Mapping[str, object]) -> ChatCall:
-    """The request in a chat-completions body. Raises InvalidRequest (400) or UnknownTask (404)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise errors.InvalidRequest("the request body must be a JSON object")
-    model = _field(data, "model", str, required=True)
-    if model != "default" and model not in routes:
-        raise errors.UnknownTask(
-            f"The model {model!r} does not exist: models are tiergate routes ({', '.join(routes)})"
-        )
-    raw_messages = _field(data, "messages", list, required=True)
-    if not raw_messages:
-        raise errors.InvalidRequest("messages: must not be empty")
-    messages = [_message(i, m) for i, m in enumerate(raw_messages)]
-    for name in _UNSUPPORTED:
-        if data.get(name):
-            raise errors.InvalidRequest(f"{name}: not supported by tiergate")
-    n = _field(data, "n", int)
-    if n not in (None, 1):
-        raise errors.InvalidRequest("n: only 1 is supported")
-    stream = _field(data, "stream", bool) or False
-    options = _field(data, "stream_options", dict) or {}
-    include_usage = options.get("include_usage", False)
-    if not isinstance(include_usage, bool):
-        raise errors.InvalidRequest("stream_options.include_usage: must be a boolean")
-    max_tokens = _field(data, "max_completion_tokens", int)
-    if max_tokens is None:
-        max_tokens = _field(data, "max_tokens", int)
-    if max_tokens is not None and max_tokens < 0:
-        raise errors.InvalidRequest("max_tokens: must not be negative")
-    temperature = _field(data, "temperature", (int, float))
-    sensitivity_name = _field(data, "sensitivity", str)
-    sensitivity = Sensitivity.UNSPECIFIED
-    if sensitivity_name is not None:
-        if sensitivity_name not in _SENSITIVITIES:
-            raise errors.InvalidRequest(f"sensitivity: one of {', '.join(_SENSITIVITIES)}")
-        sensitivity = _SENSITIVITIES[sensitivity_name]
-    metadata = _field(data, "metadata", dict) or {}
-    if not all(isinstance(v, str) for v in metadata.values()):
-        raise errors.InvalidRequest("metadata: values must be strings")
-    max_cost = _field(data, "max_cost_usd", (int, float))
-    request = Request(
-        task=model,
-        messages=messages,
-        sensitivity=sensitivity,
-        max_output_tokens=max_tokens or 0,
-        temperature=float(temperature) if temperature is not None else None,
-        tenant=_field(data, "user", str) or "",
-        metadata=dict(metadata),
-        json_schema=_json_schema(data.get("response_format")),
-        max_cost_usd=float(max_cost or 0.0),
-        stream=stream,
-    )
-    return ChatCall(request, model, include_usage)
 
 
 def parse_deadline(header: str | None) -> float | None:
@@ -172,55 +107,6 @@ def parse_deadline(header: str | None) -> float | None:
     return time.monotonic() + ms / 1000
 
 
-def _field(data: dict[str, Any], name: str, kind: Any, *, required: bool = False) -> Any:
-    value = data.get(name)
-    if value is None:
-        if required:
-            raise errors.InvalidRequest(f"{name}: required")
-        return None
-    # bool is an int in Python; a JSON true is no token count.
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise errors.InvalidRequest(f"{name}: wrong type ({type(value).__name__})")
-    return value
-
-
-def _message(index: int, raw: Any) -> Message:
-    if not isinstance(raw, dict):
-        raise errors.InvalidRequest(f"messages[{index}]: must be an object")
-    role, content = raw.get("role"), raw.get("content")
-    if not isinstance(role, str) or not role:
-        raise errors.InvalidRequest(f"messages[{index}].role: required string")
-    if role == "developer":  # OpenAI's newer name for the system role
-        role = "system"
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise errors.InvalidRequest(f"messages[{index}].content: only text parts are supported")
-            parts.append(part["text"])
-        content = "".join(parts)
-    if not isinstance(content, str):
-        raise errors.InvalidRequest(f"messages[{index}].content: required string or list of text parts")
-    return Message(role, content)
-
-
-def _json_schema(response_format: Any) -> str:
-    if response_format is None:
-        return ""
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return ""
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-            return orjson.dumps(spec["schema"]).decode()
-    raise errors.InvalidRequest("response_format: {type: text} or {type: json_schema, json_schema: {schema}}")
-
-
 def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.input_tokens,
@@ -232,6 +118,65 @@ def _usage(usage: Usage) -> dict[str, Any]:
 
 def _finish_reason(reason: str | None) -> str:
     return reason if reason in _FINISH_REASONS else "stop"
+
+
+def _tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
+def _delta_calls(deltas: list[ToolCallDelta]) -> list[dict[str, Any]]:
+    """Streamed tool calls as OpenAI sends them: the first delta of a call has id, type and name."""
+    out = []
+    for d in deltas:
+        call: dict[str, Any] = {"index": d.index}
+        if d.id:
+            call["id"] = d.id
+            call["type"] = "function"
+        function: dict[str, str] = {"arguments": d.arguments}
+        if d.name:
+            function["name"] = d.name
+        call["function"] = function
+        out.append(call)
+    return out
+
+
+def chat_completion(completion: Completion, model: str) -> dict[str, Any]:
+    """A whole answer as OpenAI's `chat.completion` object, required nullable fields included."""
+    # content is null when the answer is only tool calls or a refusal, as OpenAI sends it.
+    only_other = not completion.text and (completion.tool_calls or completion.refusal)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if only_other else completion.text,
+        "refusal": completion.refusal or None,
+        "annotations": [],
+    }
+    if completion.tool_calls:
+        message["tool_calls"] = _tool_calls(completion.tool_calls)
+    return {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": system_fingerprint(),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": _finish_reason(completion.finish_reason),
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(completion.usage),
+    }
+
+
+@functools.cache
+def system_fingerprint() -> str:
+    """tiergate's version: what, of the backend configuration, is known for every answer."""
+    return f"fp_tiergate_{importlib.metadata.version('tiergate')}"
 
 
 class OpenAIFacade:
@@ -258,22 +203,8 @@ class OpenAIFacade:
             answer = await sidecar.complete(call.request, deadline)
         except errors.TiergateError as exc:
             return _error(exc)
-        c, decision = answer.completion, answer.decision
-        body = {
-            "id": _completion_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": decision.served_by or call.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": c.text},
-                    "finish_reason": _finish_reason(c.finish_reason),
-                    "logprobs": None,
-                }
-            ],
-            "usage": _usage(c.usage),
-        }
+        decision = answer.decision
+        body = chat_completion(answer.completion, decision.served_by or call.model)
         return Response(200, orjson.dumps(body), JSON, (decision_header(decision),))
 
     def _models(self, sidecar: Sidecar) -> Response:
@@ -297,30 +228,49 @@ class OpenAIFacade:
 async def _sse(
     call: ChatCall, first: tuple[Chunk, Decision | None], rest: AsyncIterator[tuple[Chunk, Decision | None]]
 ) -> AsyncGenerator[bytes, None]:
-    head = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time())}
+    head = {
+        "id": _completion_id(),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "system_fingerprint": system_fingerprint(),
+    }
 
     def event(choices: list[dict[str, Any]], decision: Decision | None = None, **extra: Any) -> bytes:
         model = decision.served_by if decision is not None and decision.served_by else call.model
-        data: dict[str, Any] = {**head, "model": model, "choices": choices, **extra}
+        data: dict[str, Any] = {**head, "model": model, "choices": choices}
+        if call.include_usage:
+            data["usage"] = None  # on every chunk but the last, as OpenAI sends it
+        data.update(extra)
         if decision is not None:
             data["tiergate_decision"] = decision_json(decision)
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    def delta(text: str, finish: str | None = None, role: bool = False) -> dict[str, Any]:
-        content: dict[str, Any] = {"role": "assistant", "content": text} if role else {"content": text}
+    def delta(chunk: Chunk | None, finish: str | None = None) -> dict[str, Any]:
+        content: dict[str, Any] = {}
+        if chunk is None:  # the opening chunk
+            content = {"role": "assistant", "content": "", "refusal": None}
+        else:
+            if chunk.text:
+                content["content"] = chunk.text
+            if chunk.refusal:
+                content["refusal"] = chunk.refusal
+            if chunk.tool_calls:
+                content["tool_calls"] = _delta_calls(chunk.tool_calls)
         return {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
 
     try:
-        yield event([delta("", role=True)])
+        yield event([delta(None)])
         item: tuple[Chunk, Decision | None] | None = first
         while item is not None:
             chunk, decision = item
             if decision is None:
-                if chunk.text:
-                    yield event([delta(chunk.text)])
+                if chunk.text or chunk.refusal or chunk.tool_calls:
+                    yield event([delta(chunk)])
                 item = await anext(rest, None)
                 continue
-            finish = delta(chunk.text, _finish_reason(chunk.finish_reason))
+            if chunk.text or chunk.refusal or chunk.tool_calls:
+                yield event([delta(chunk)])
+            finish = delta(Chunk(), _finish_reason(chunk.finish_reason))
             if call.include_usage:
                 yield event([finish])
                 yield event([], decision, usage=_usage(chunk.usage or Usage()))

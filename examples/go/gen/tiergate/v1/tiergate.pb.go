@@ -77,8 +77,12 @@ func (Sensitivity) EnumDescriptor() ([]byte, []int) {
 
 type Message struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"` // "system", "user" or "assistant"
-	Content       string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`                                 // "system", "user", "assistant" or "tool"
+	Content       string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`                           // the text; leave empty when `parts` is set
+	Parts         []*ContentPart         `protobuf:"bytes,3,rep,name=parts,proto3" json:"parts,omitempty"`                               // text and images, in order (instead of `content`)
+	ToolCalls     []*ToolCall            `protobuf:"bytes,4,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`      // assistant: the tool calls it made
+	ToolCallId    string                 `protobuf:"bytes,5,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"` // tool: the id of the call this message is the result of
+	Name          string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`                                 // optional participant name
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,24 +131,467 @@ func (x *Message) GetContent() string {
 	return ""
 }
 
+func (x *Message) GetParts() []*ContentPart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *Message) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *Message) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *Message) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// One part of a message's content: text or an image.
+type ContentPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*ContentPart_Text
+	//	*ContentPart_Image
+	Part          isContentPart_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContentPart) Reset() {
+	*x = ContentPart{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentPart) ProtoMessage() {}
+
+func (x *ContentPart) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentPart.ProtoReflect.Descriptor instead.
+func (*ContentPart) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ContentPart) GetPart() isContentPart_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *ContentPart) GetText() string {
+	if x != nil {
+		if x, ok := x.Part.(*ContentPart_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *ContentPart) GetImage() *Image {
+	if x != nil {
+		if x, ok := x.Part.(*ContentPart_Image); ok {
+			return x.Image
+		}
+	}
+	return nil
+}
+
+type isContentPart_Part interface {
+	isContentPart_Part()
+}
+
+type ContentPart_Text struct {
+	Text string `protobuf:"bytes,1,opt,name=text,proto3,oneof"`
+}
+
+type ContentPart_Image struct {
+	Image *Image `protobuf:"bytes,2,opt,name=image,proto3,oneof"`
+}
+
+func (*ContentPart_Text) isContentPart_Part() {}
+
+func (*ContentPart_Image) isContentPart_Part() {}
+
+// An image by URL (https:// or http://), or inline bytes with their MIME type.
+type Image struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	MimeType      string                 `protobuf:"bytes,3,opt,name=mime_type,json=mimeType,proto3" json:"mime_type,omitempty"` // image/png, image/jpeg, image/gif or image/webp (with `data`)
+	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`                     // "auto", "low" or "high" (OpenAI's hint); "" = not given
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Image) Reset() {
+	*x = Image{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Image) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Image) ProtoMessage() {}
+
+func (x *Image) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Image.ProtoReflect.Descriptor instead.
+func (*Image) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Image) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Image) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Image) GetMimeType() string {
+	if x != nil {
+		return x.MimeType
+	}
+	return ""
+}
+
+func (x *Image) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// A function the model may call.
+type Tool struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Parameters    string                 `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"` // JSON schema of the arguments (a JSON object as text)
+	Strict        bool                   `protobuf:"varint,4,opt,name=strict,proto3" json:"strict,omitempty"`        // the arguments must follow the schema exactly (OpenAI strict mode)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tool) Reset() {
+	*x = Tool{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tool) ProtoMessage() {}
+
+func (x *Tool) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tool.ProtoReflect.Descriptor instead.
+func (*Tool) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Tool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetParameters() string {
+	if x != nil {
+		return x.Parameters
+	}
+	return ""
+}
+
+func (x *Tool) GetStrict() bool {
+	if x != nil {
+		return x.Strict
+	}
+	return false
+}
+
+// How the model may use the tools: "auto" (the default), "none", "required", or "tool" with `name`.
+type ToolChoice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mode          string                 `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolChoice) Reset() {
+	*x = ToolChoice{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolChoice) ProtoMessage() {}
+
+func (x *ToolChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolChoice.ProtoReflect.Descriptor instead.
+func (*ToolChoice) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ToolChoice) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ToolChoice) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// A tool call of the model: `arguments` is a JSON object as text.
+type ToolCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Arguments     string                 `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+// A piece of a streamed tool call: `index` is stable for one call; `id` and `name` come with its first
+// delta, `arguments` in pieces that concatenate to the whole JSON.
+type ToolCallDelta struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Arguments     string                 `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCallDelta) Reset() {
+	*x = ToolCallDelta{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCallDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCallDelta) ProtoMessage() {}
+
+func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCallDelta.ProtoReflect.Descriptor instead.
+func (*ToolCallDelta) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ToolCallDelta) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ToolCallDelta) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCallDelta) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCallDelta) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
 type CompleteRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Task            string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"` // route name; "" means the route named "default"
-	Messages        []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
-	Sensitivity     Sensitivity            `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=tiergate.v1.Sensitivity" json:"sensitivity,omitempty"`     // UNSPECIFIED: decided by the rules
-	MaxOutputTokens uint32                 `protobuf:"varint,4,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"` // 0: the model's default
-	Temperature     *float32               `protobuf:"fixed32,5,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"`                           // unset: the model's default
-	Tenant          string                 `protobuf:"bytes,6,opt,name=tenant,proto3" json:"tenant,omitempty"`                                             // budgets and rate limits are per tenant
-	Metadata        map[string]string      `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	JsonSchema      string                 `protobuf:"bytes,8,opt,name=json_schema,json=jsonSchema,proto3" json:"json_schema,omitempty"`     // when set, the answer must validate against it
-	MaxCostUsd      float64                `protobuf:"fixed64,9,opt,name=max_cost_usd,json=maxCostUsd,proto3" json:"max_cost_usd,omitempty"` // 0: no per-request limit
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Task              string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"` // route name; "" means the route named "default"
+	Messages          []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	Sensitivity       Sensitivity            `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=tiergate.v1.Sensitivity" json:"sensitivity,omitempty"`     // UNSPECIFIED: decided by the rules
+	MaxOutputTokens   uint32                 `protobuf:"varint,4,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"` // 0: the model's default
+	Temperature       *float32               `protobuf:"fixed32,5,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"`                           // unset: the model's default
+	Tenant            string                 `protobuf:"bytes,6,opt,name=tenant,proto3" json:"tenant,omitempty"`                                             // budgets and rate limits are per tenant
+	Metadata          map[string]string      `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	JsonSchema        string                 `protobuf:"bytes,8,opt,name=json_schema,json=jsonSchema,proto3" json:"json_schema,omitempty"`     // when set, the answer must validate against it
+	MaxCostUsd        float64                `protobuf:"fixed64,9,opt,name=max_cost_usd,json=maxCostUsd,proto3" json:"max_cost_usd,omitempty"` // 0: no per-request limit
+	Tools             []*Tool                `protobuf:"bytes,10,rep,name=tools,proto3" json:"tools,omitempty"`
+	ToolChoice        *ToolChoice            `protobuf:"bytes,11,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`                               // unset: "auto"
+	ParallelToolCalls *bool                  `protobuf:"varint,12,opt,name=parallel_tool_calls,json=parallelToolCalls,proto3,oneof" json:"parallel_tool_calls,omitempty"` // unset: the provider's default
+	ResponseFormat    string                 `protobuf:"bytes,13,opt,name=response_format,json=responseFormat,proto3" json:"response_format,omitempty"`                   // "", "text", "json_object" or "json_schema" ("" : json_schema if set)
+	JsonSchemaStrict  *bool                  `protobuf:"varint,14,opt,name=json_schema_strict,json=jsonSchemaStrict,proto3,oneof" json:"json_schema_strict,omitempty"`    // unset: strict when the schema allows it
+	Stop              []string               `protobuf:"bytes,15,rep,name=stop,proto3" json:"stop,omitempty"`                                                             // stop sequences
+	TopP              *float32               `protobuf:"fixed32,16,opt,name=top_p,json=topP,proto3,oneof" json:"top_p,omitempty"`
+	Seed              *int64                 `protobuf:"varint,17,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
+	PresencePenalty   *float32               `protobuf:"fixed32,18,opt,name=presence_penalty,json=presencePenalty,proto3,oneof" json:"presence_penalty,omitempty"`
+	FrequencyPenalty  *float32               `protobuf:"fixed32,19,opt,name=frequency_penalty,json=frequencyPenalty,proto3,oneof" json:"frequency_penalty,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CompleteRequest) Reset() {
 	*x = CompleteRequest{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[1]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +603,7 @@ func (x *CompleteRequest) String() string {
 func (*CompleteRequest) ProtoMessage() {}
 
 func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[1]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +616,7 @@ func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRequest) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{1}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompleteRequest) GetTask() string {
@@ -235,6 +682,76 @@ func (x *CompleteRequest) GetMaxCostUsd() float64 {
 	return 0
 }
 
+func (x *CompleteRequest) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *CompleteRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
+func (x *CompleteRequest) GetParallelToolCalls() bool {
+	if x != nil && x.ParallelToolCalls != nil {
+		return *x.ParallelToolCalls
+	}
+	return false
+}
+
+func (x *CompleteRequest) GetResponseFormat() string {
+	if x != nil {
+		return x.ResponseFormat
+	}
+	return ""
+}
+
+func (x *CompleteRequest) GetJsonSchemaStrict() bool {
+	if x != nil && x.JsonSchemaStrict != nil {
+		return *x.JsonSchemaStrict
+	}
+	return false
+}
+
+func (x *CompleteRequest) GetStop() []string {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *CompleteRequest) GetTopP() float32 {
+	if x != nil && x.TopP != nil {
+		return *x.TopP
+	}
+	return 0
+}
+
+func (x *CompleteRequest) GetSeed() int64 {
+	if x != nil && x.Seed != nil {
+		return *x.Seed
+	}
+	return 0
+}
+
+func (x *CompleteRequest) GetPresencePenalty() float32 {
+	if x != nil && x.PresencePenalty != nil {
+		return *x.PresencePenalty
+	}
+	return 0
+}
+
+func (x *CompleteRequest) GetFrequencyPenalty() float32 {
+	if x != nil && x.FrequencyPenalty != nil {
+		return *x.FrequencyPenalty
+	}
+	return 0
+}
+
 type Usage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	InputTokens   uint32                 `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
@@ -246,7 +763,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[2]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +775,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[2]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +788,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{2}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Usage) GetInputTokens() uint32 {
@@ -309,7 +826,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[3]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +838,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[3]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +851,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{3}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Attempt) GetModel() string {
@@ -390,7 +907,7 @@ type Skipped struct {
 
 func (x *Skipped) Reset() {
 	*x = Skipped{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[4]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +919,7 @@ func (x *Skipped) String() string {
 func (*Skipped) ProtoMessage() {}
 
 func (x *Skipped) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[4]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +932,7 @@ func (x *Skipped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Skipped.ProtoReflect.Descriptor instead.
 func (*Skipped) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{4}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Skipped) GetModel() string {
@@ -452,7 +969,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[5]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +981,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[5]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +994,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{5}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Decision) GetRoute() string {
@@ -569,14 +1086,16 @@ type CompleteResponse struct {
 	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	Usage         *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
 	Decision      *Decision              `protobuf:"bytes,3,opt,name=decision,proto3" json:"decision,omitempty"`
-	FinishReason  string                 `protobuf:"bytes,4,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	FinishReason  string                 `protobuf:"bytes,4,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"` // stop, length, tool_calls, content_filter
+	ToolCalls     []*ToolCall            `protobuf:"bytes,5,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	Refusal       string                 `protobuf:"bytes,6,opt,name=refusal,proto3" json:"refusal,omitempty"` // the model's refusal, when it refused
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CompleteResponse) Reset() {
 	*x = CompleteResponse{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[6]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +1107,7 @@ func (x *CompleteResponse) String() string {
 func (*CompleteResponse) ProtoMessage() {}
 
 func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[6]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +1120,7 @@ func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
 func (*CompleteResponse) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{6}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CompleteResponse) GetText() string {
@@ -632,19 +1151,35 @@ func (x *CompleteResponse) GetFinishReason() string {
 	return ""
 }
 
+func (x *CompleteResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *CompleteResponse) GetRefusal() string {
+	if x != nil {
+		return x.Refusal
+	}
+	return ""
+}
+
 type CompleteChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	Usage         *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`       // on the last chunk only
 	Decision      *Decision              `protobuf:"bytes,3,opt,name=decision,proto3" json:"decision,omitempty"` // on the last chunk only
 	FinishReason  string                 `protobuf:"bytes,4,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	ToolCalls     []*ToolCallDelta       `protobuf:"bytes,5,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	Refusal       string                 `protobuf:"bytes,6,opt,name=refusal,proto3" json:"refusal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CompleteChunk) Reset() {
 	*x = CompleteChunk{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[7]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +1191,7 @@ func (x *CompleteChunk) String() string {
 func (*CompleteChunk) ProtoMessage() {}
 
 func (x *CompleteChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[7]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +1204,7 @@ func (x *CompleteChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteChunk.ProtoReflect.Descriptor instead.
 func (*CompleteChunk) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{7}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CompleteChunk) GetText() string {
@@ -700,6 +1235,20 @@ func (x *CompleteChunk) GetFinishReason() string {
 	return ""
 }
 
+func (x *CompleteChunk) GetToolCalls() []*ToolCallDelta {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *CompleteChunk) GetRefusal() string {
+	if x != nil {
+		return x.Refusal
+	}
+	return ""
+}
+
 type CountTokensRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
@@ -711,7 +1260,7 @@ type CountTokensRequest struct {
 
 func (x *CountTokensRequest) Reset() {
 	*x = CountTokensRequest{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[8]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1272,7 @@ func (x *CountTokensRequest) String() string {
 func (*CountTokensRequest) ProtoMessage() {}
 
 func (x *CountTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[8]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1285,7 @@ func (x *CountTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokensRequest.ProtoReflect.Descriptor instead.
 func (*CountTokensRequest) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{8}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CountTokensRequest) GetText() string {
@@ -770,7 +1319,7 @@ type CountTokensResponse struct {
 
 func (x *CountTokensResponse) Reset() {
 	*x = CountTokensResponse{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[9]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1331,7 @@ func (x *CountTokensResponse) String() string {
 func (*CountTokensResponse) ProtoMessage() {}
 
 func (x *CountTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[9]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1344,7 @@ func (x *CountTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountTokensResponse.ProtoReflect.Descriptor instead.
 func (*CountTokensResponse) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{9}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CountTokensResponse) GetTokens() uint32 {
@@ -820,7 +1369,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[10]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1381,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[10]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1394,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{10}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{16}
 }
 
 type ModelStatus struct {
@@ -868,7 +1417,7 @@ type ModelStatus struct {
 
 func (x *ModelStatus) Reset() {
 	*x = ModelStatus{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[11]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1429,7 @@ func (x *ModelStatus) String() string {
 func (*ModelStatus) ProtoMessage() {}
 
 func (x *ModelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[11]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1442,7 @@ func (x *ModelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelStatus.ProtoReflect.Descriptor instead.
 func (*ModelStatus) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{11}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ModelStatus) GetName() string {
@@ -985,7 +1534,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[12]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1546,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_tiergate_proto_msgTypes[12]
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1559,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{12}
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusResponse) GetModels() []*ModelStatus {
@@ -1045,10 +1594,45 @@ var File_tiergate_v1_tiergate_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\n" +
-	"\x1atiergate/v1/tiergate.proto\x12\vtiergate.v1\"7\n" +
+	"\x1atiergate/v1/tiergate.proto\x12\vtiergate.v1\"\xd3\x01\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"\xd6\x03\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12.\n" +
+	"\x05parts\x18\x03 \x03(\v2\x18.tiergate.v1.ContentPartR\x05parts\x124\n" +
+	"\n" +
+	"tool_calls\x18\x04 \x03(\v2\x15.tiergate.v1.ToolCallR\ttoolCalls\x12 \n" +
+	"\ftool_call_id\x18\x05 \x01(\tR\n" +
+	"toolCallId\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\"W\n" +
+	"\vContentPart\x12\x14\n" +
+	"\x04text\x18\x01 \x01(\tH\x00R\x04text\x12*\n" +
+	"\x05image\x18\x02 \x01(\v2\x12.tiergate.v1.ImageH\x00R\x05imageB\x06\n" +
+	"\x04part\"b\n" +
+	"\x05Image\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1b\n" +
+	"\tmime_type\x18\x03 \x01(\tR\bmimeType\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"t\n" +
+	"\x04Tool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1e\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\tR\n" +
+	"parameters\x12\x16\n" +
+	"\x06strict\x18\x04 \x01(\bR\x06strict\"4\n" +
+	"\n" +
+	"ToolChoice\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"L\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\"g\n" +
+	"\rToolCallDelta\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\"\xe0\a\n" +
 	"\x0fCompleteRequest\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x120\n" +
 	"\bmessages\x18\x02 \x03(\v2\x14.tiergate.v1.MessageR\bmessages\x12:\n" +
@@ -1060,11 +1644,29 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\vjson_schema\x18\b \x01(\tR\n" +
 	"jsonSchema\x12 \n" +
 	"\fmax_cost_usd\x18\t \x01(\x01R\n" +
-	"maxCostUsd\x1a;\n" +
+	"maxCostUsd\x12'\n" +
+	"\x05tools\x18\n" +
+	" \x03(\v2\x11.tiergate.v1.ToolR\x05tools\x128\n" +
+	"\vtool_choice\x18\v \x01(\v2\x17.tiergate.v1.ToolChoiceR\n" +
+	"toolChoice\x123\n" +
+	"\x13parallel_tool_calls\x18\f \x01(\bH\x01R\x11parallelToolCalls\x88\x01\x01\x12'\n" +
+	"\x0fresponse_format\x18\r \x01(\tR\x0eresponseFormat\x121\n" +
+	"\x12json_schema_strict\x18\x0e \x01(\bH\x02R\x10jsonSchemaStrict\x88\x01\x01\x12\x12\n" +
+	"\x04stop\x18\x0f \x03(\tR\x04stop\x12\x18\n" +
+	"\x05top_p\x18\x10 \x01(\x02H\x03R\x04topP\x88\x01\x01\x12\x17\n" +
+	"\x04seed\x18\x11 \x01(\x03H\x04R\x04seed\x88\x01\x01\x12.\n" +
+	"\x10presence_penalty\x18\x12 \x01(\x02H\x05R\x0fpresencePenalty\x88\x01\x01\x120\n" +
+	"\x11frequency_penalty\x18\x13 \x01(\x02H\x06R\x10frequencyPenalty\x88\x01\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
-	"\f_temperature\"j\n" +
+	"\f_temperatureB\x16\n" +
+	"\x14_parallel_tool_callsB\x15\n" +
+	"\x13_json_schema_strictB\b\n" +
+	"\x06_top_pB\a\n" +
+	"\x05_seedB\x13\n" +
+	"\x11_presence_penaltyB\x14\n" +
+	"\x12_frequency_penalty\"j\n" +
 	"\x05Usage\x12!\n" +
 	"\finput_tokens\x18\x01 \x01(\rR\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x02 \x01(\rR\foutputTokens\x12\x19\n" +
@@ -1096,17 +1698,23 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\askipped\x18\n" +
 	" \x03(\v2\x14.tiergate.v1.SkippedR\askipped\x12\x19\n" +
 	"\bcost_usd\x18\v \x01(\x01R\acostUsd\x12#\n" +
-	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\"\xa8\x01\n" +
+	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\"\xf8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
 	"\bdecision\x18\x03 \x01(\v2\x15.tiergate.v1.DecisionR\bdecision\x12#\n" +
-	"\rfinish_reason\x18\x04 \x01(\tR\ffinishReason\"\xa5\x01\n" +
+	"\rfinish_reason\x18\x04 \x01(\tR\ffinishReason\x124\n" +
+	"\n" +
+	"tool_calls\x18\x05 \x03(\v2\x15.tiergate.v1.ToolCallR\ttoolCalls\x12\x18\n" +
+	"\arefusal\x18\x06 \x01(\tR\arefusal\"\xfa\x01\n" +
 	"\rCompleteChunk\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
 	"\bdecision\x18\x03 \x01(\v2\x15.tiergate.v1.DecisionR\bdecision\x12#\n" +
-	"\rfinish_reason\x18\x04 \x01(\tR\ffinishReason\"Z\n" +
+	"\rfinish_reason\x18\x04 \x01(\tR\ffinishReason\x129\n" +
+	"\n" +
+	"tool_calls\x18\x05 \x03(\v2\x1a.tiergate.v1.ToolCallDeltaR\ttoolCalls\x12\x18\n" +
+	"\arefusal\x18\x06 \x01(\tR\arefusal\"Z\n" +
 	"\x12CountTokensRequest\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1a\n" +
 	"\bencoding\x18\x02 \x01(\tR\bencoding\x12\x14\n" +
@@ -1161,51 +1769,64 @@ func file_tiergate_v1_tiergate_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_tiergate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(Sensitivity)(0),            // 0: tiergate.v1.Sensitivity
 	(*Message)(nil),             // 1: tiergate.v1.Message
-	(*CompleteRequest)(nil),     // 2: tiergate.v1.CompleteRequest
-	(*Usage)(nil),               // 3: tiergate.v1.Usage
-	(*Attempt)(nil),             // 4: tiergate.v1.Attempt
-	(*Skipped)(nil),             // 5: tiergate.v1.Skipped
-	(*Decision)(nil),            // 6: tiergate.v1.Decision
-	(*CompleteResponse)(nil),    // 7: tiergate.v1.CompleteResponse
-	(*CompleteChunk)(nil),       // 8: tiergate.v1.CompleteChunk
-	(*CountTokensRequest)(nil),  // 9: tiergate.v1.CountTokensRequest
-	(*CountTokensResponse)(nil), // 10: tiergate.v1.CountTokensResponse
-	(*StatusRequest)(nil),       // 11: tiergate.v1.StatusRequest
-	(*ModelStatus)(nil),         // 12: tiergate.v1.ModelStatus
-	(*StatusResponse)(nil),      // 13: tiergate.v1.StatusResponse
-	nil,                         // 14: tiergate.v1.CompleteRequest.MetadataEntry
+	(*ContentPart)(nil),         // 2: tiergate.v1.ContentPart
+	(*Image)(nil),               // 3: tiergate.v1.Image
+	(*Tool)(nil),                // 4: tiergate.v1.Tool
+	(*ToolChoice)(nil),          // 5: tiergate.v1.ToolChoice
+	(*ToolCall)(nil),            // 6: tiergate.v1.ToolCall
+	(*ToolCallDelta)(nil),       // 7: tiergate.v1.ToolCallDelta
+	(*CompleteRequest)(nil),     // 8: tiergate.v1.CompleteRequest
+	(*Usage)(nil),               // 9: tiergate.v1.Usage
+	(*Attempt)(nil),             // 10: tiergate.v1.Attempt
+	(*Skipped)(nil),             // 11: tiergate.v1.Skipped
+	(*Decision)(nil),            // 12: tiergate.v1.Decision
+	(*CompleteResponse)(nil),    // 13: tiergate.v1.CompleteResponse
+	(*CompleteChunk)(nil),       // 14: tiergate.v1.CompleteChunk
+	(*CountTokensRequest)(nil),  // 15: tiergate.v1.CountTokensRequest
+	(*CountTokensResponse)(nil), // 16: tiergate.v1.CountTokensResponse
+	(*StatusRequest)(nil),       // 17: tiergate.v1.StatusRequest
+	(*ModelStatus)(nil),         // 18: tiergate.v1.ModelStatus
+	(*StatusResponse)(nil),      // 19: tiergate.v1.StatusResponse
+	nil,                         // 20: tiergate.v1.CompleteRequest.MetadataEntry
 }
 var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
-	1,  // 0: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
-	0,  // 1: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
-	14, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
-	0,  // 3: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
-	4,  // 4: tiergate.v1.Decision.attempts:type_name -> tiergate.v1.Attempt
-	5,  // 5: tiergate.v1.Decision.skipped:type_name -> tiergate.v1.Skipped
-	3,  // 6: tiergate.v1.CompleteResponse.usage:type_name -> tiergate.v1.Usage
-	6,  // 7: tiergate.v1.CompleteResponse.decision:type_name -> tiergate.v1.Decision
-	3,  // 8: tiergate.v1.CompleteChunk.usage:type_name -> tiergate.v1.Usage
-	6,  // 9: tiergate.v1.CompleteChunk.decision:type_name -> tiergate.v1.Decision
-	12, // 10: tiergate.v1.StatusResponse.models:type_name -> tiergate.v1.ModelStatus
-	2,  // 11: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
-	2,  // 12: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
-	2,  // 13: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
-	9,  // 14: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
-	11, // 15: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
-	7,  // 16: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
-	8,  // 17: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
-	6,  // 18: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
-	10, // 19: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
-	13, // 20: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 0: tiergate.v1.Message.parts:type_name -> tiergate.v1.ContentPart
+	6,  // 1: tiergate.v1.Message.tool_calls:type_name -> tiergate.v1.ToolCall
+	3,  // 2: tiergate.v1.ContentPart.image:type_name -> tiergate.v1.Image
+	1,  // 3: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
+	0,  // 4: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
+	20, // 5: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
+	4,  // 6: tiergate.v1.CompleteRequest.tools:type_name -> tiergate.v1.Tool
+	5,  // 7: tiergate.v1.CompleteRequest.tool_choice:type_name -> tiergate.v1.ToolChoice
+	0,  // 8: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
+	10, // 9: tiergate.v1.Decision.attempts:type_name -> tiergate.v1.Attempt
+	11, // 10: tiergate.v1.Decision.skipped:type_name -> tiergate.v1.Skipped
+	9,  // 11: tiergate.v1.CompleteResponse.usage:type_name -> tiergate.v1.Usage
+	12, // 12: tiergate.v1.CompleteResponse.decision:type_name -> tiergate.v1.Decision
+	6,  // 13: tiergate.v1.CompleteResponse.tool_calls:type_name -> tiergate.v1.ToolCall
+	9,  // 14: tiergate.v1.CompleteChunk.usage:type_name -> tiergate.v1.Usage
+	12, // 15: tiergate.v1.CompleteChunk.decision:type_name -> tiergate.v1.Decision
+	7,  // 16: tiergate.v1.CompleteChunk.tool_calls:type_name -> tiergate.v1.ToolCallDelta
+	18, // 17: tiergate.v1.StatusResponse.models:type_name -> tiergate.v1.ModelStatus
+	8,  // 18: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
+	8,  // 19: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
+	8,  // 20: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
+	15, // 21: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
+	17, // 22: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
+	13, // 23: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
+	14, // 24: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
+	12, // 25: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
+	16, // 26: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
+	19, // 27: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_tiergate_proto_init() }
@@ -1213,14 +1834,18 @@ func file_tiergate_v1_tiergate_proto_init() {
 	if File_tiergate_v1_tiergate_proto != nil {
 		return
 	}
-	file_tiergate_v1_tiergate_proto_msgTypes[1].OneofWrappers = []any{}
+	file_tiergate_v1_tiergate_proto_msgTypes[1].OneofWrappers = []any{
+		(*ContentPart_Text)(nil),
+		(*ContentPart_Image)(nil),
+	}
+	file_tiergate_v1_tiergate_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_tiergate_proto_rawDesc), len(file_tiergate_v1_tiergate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -5,7 +5,7 @@ no server — for laptops, notebooks and scripts.
         print(router.complete("Say hello").text)  # whose API key is in the environment
 
 Both wrap the `Sidecar` the gRPC server runs, so a request is analysed, planned, dispatched and reported
-exactly as the sidecar would; the methods and results are `tiergate.Client`'s (`client_api`), and errors are
+exactly as the sidecar would; the methods and results are `tiergate.Client`'s (`sdk/api.py`), and errors are
 the same `tiergate.errors` classes, raised directly.
 """
 
@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import AsyncGenerator
 
 from tiergate import config as config_mod
-from tiergate.client_api import AsyncAPI, TokenCount
-from tiergate.client_sync import SyncAPI
 from tiergate.config import Config
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
+from tiergate.sdk.api import AsyncAPI, TokenCount
+from tiergate.sdk.sync import SyncAPI
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 
@@ -93,7 +94,7 @@ class AsyncRouter(AsyncAPI):
     async def _complete(self, request: Request, timeout: float | None) -> Response:
         answer = await (await self._ready()).complete(request, _deadline(timeout))
         c = answer.completion
-        return Response(c.text, c.usage, answer.decision, c.finish_reason)
+        return Response(c.text, c.usage, answer.decision, c.finish_reason, c.tool_calls, c.refusal)
 
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         sidecar = await self._ready()
@@ -101,7 +102,9 @@ class AsyncRouter(AsyncAPI):
         async with contextlib.aclosing(sidecar.stream(request, _deadline(timeout))) as chunks:
             async for chunk, decision in chunks:
                 if decision is not None:
-                    chunk = Chunk(chunk.text, chunk.usage, chunk.finish_reason or "stop", decision)
+                    chunk = dataclasses.replace(
+                        chunk, finish_reason=chunk.finish_reason or "stop", decision=decision
+                    )
                 yield chunk
 
     async def _explain(self, request: Request, timeout: float | None) -> Decision:

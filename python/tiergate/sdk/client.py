@@ -5,7 +5,7 @@
         print(response.text, response.decision.served_by)
 
 Requests and answers are translated by `wire` (the same functions the server uses) and failures become the
-typed errors of `tiergate.errors` (`client_errors`), carrying the Decision the server sent with them.
+typed errors of `tiergate.errors` (`transport_errors`), carrying the Decision the server sent with them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 
 from tiergate import wire
-from tiergate.client_api import AsyncAPI, TokenCount
-from tiergate.client_errors import error_from_rpc
-from tiergate.client_sync import SyncAPI, blocking
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
+from tiergate.sdk.api import AsyncAPI, TokenCount
+from tiergate.sdk.sync import SyncAPI, blocking
+from tiergate.sdk.transport_errors import error_from_rpc
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 

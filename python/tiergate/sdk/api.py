@@ -3,7 +3,7 @@ routing inside this process) share: one set of methods, one way to build a reque
 
 `AsyncAPI` writes each public method once: it turns the caller's arguments into a `Request` and hands it to
 the backend's `_complete`, `_stream`, `_explain`... The blocking `Client` and `Router` are these same methods
-run on an event loop of their own (`client_sync.py`).
+run on an event loop of their own (`sync.py`).
 """
 
 from __future__ import annotations
@@ -12,16 +12,61 @@ import abc
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
+from tiergate.content import Tool, ToolCall, ToolChoice, ToolMode
 from tiergate.errors import InvalidRequest
 from tiergate.request import Chunk, Decision, Message, Request, Response, Sensitivity, SidecarStatus
 
-# A plain string is one user message.
-Messages = str | Sequence[Message | Mapping[str, str]]
+# A plain string is one user message. A dict: `role` and `content`, and `tool_calls` (ToolCall or
+# {id, name, arguments}) for an assistant turn, `tool_call_id` for a tool result.
+Messages = str | Sequence[Message | Mapping[str, Any]]
 SensitivityLike = Sensitivity | str | None  # "public", "internal", "restricted"
 JsonSchema = str | Mapping[str, Any] | None  # JSON text, or the schema as a dict
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    """What else a request may ask for: tools, structured output, sampling controls.
+
+    Args:
+        tools: functions the model may call (`tiergate.Tool`: name, description, JSON-schema parameters).
+        tool_choice: "auto" (default), "none", "required", or a tool's name (that tool must be called).
+        parallel_tool_calls: False: at most one call per turn (None: the provider's default).
+        json_object: the answer is a JSON object (any shape; `json_schema` says which).
+        json_schema_strict: with `json_schema`, OpenAI's strict mode (None: when the schema allows it).
+        stop: up to 4 sequences that end the answer.
+        top_p, seed, presence_penalty, frequency_penalty: as OpenAI defines them (None: the model's default).
+    """
+
+    tools: Sequence[Tool] = ()
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool | None = None
+    json_object: bool = False
+    json_schema_strict: bool | None = None
+    stop: Sequence[str] = field(default=())
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def apply(self, request: Request) -> None:
+        mode = {"auto": ToolMode.AUTO, "none": ToolMode.NONE, "required": ToolMode.REQUIRED}
+        choice = self.tool_choice
+        request.tools = list(self.tools)
+        request.tool_choice = (
+            ToolChoice(mode[choice]) if choice in mode else ToolChoice(ToolMode.TOOL, choice)
+        )
+        request.parallel_tool_calls = self.parallel_tool_calls
+        request.json_object = self.json_object
+        request.json_schema_strict = self.json_schema_strict
+        request.stop = list(self.stop)
+        request.top_p = self.top_p
+        request.seed = self.seed
+        request.presence_penalty = self.presence_penalty
+        request.frequency_penalty = self.frequency_penalty
 
 
 class TokenCount(NamedTuple):
@@ -43,9 +88,10 @@ def build_request(
     json_schema: JsonSchema,
     max_cost_usd: float,
     stream: bool,
+    options: ChatOptions | None = None,
 ) -> Request:
     """The caller's arguments as a Request; InvalidRequest for what cannot be one."""
-    return Request(
+    request = Request(
         task=task,
         messages=_messages(messages),
         sensitivity=_sensitivity(sensitivity),
@@ -57,6 +103,9 @@ def build_request(
         max_cost_usd=max_cost_usd,
         stream=stream,
     )
+    if options is not None:
+        options.apply(request)
+    return request
 
 
 def _messages(messages: Messages) -> list[Message]:
@@ -66,11 +115,29 @@ def _messages(messages: Messages) -> list[Message]:
     for i, m in enumerate(messages):
         if isinstance(m, Message):
             out.append(m)
-        elif isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str):
-            out.append(Message(m["role"], m["content"]))
+        elif (
+            isinstance(m, Mapping)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content", ""), str)
+            and isinstance(m.get("tool_call_id", ""), str)
+        ):
+            calls = [_tool_call(i, c) for c in m.get("tool_calls") or ()]
+            out.append(
+                Message(
+                    m["role"], m.get("content", ""), tool_calls=calls, tool_call_id=m.get("tool_call_id", "")
+                )
+            )
         else:
             raise InvalidRequest(f"messages[{i}]: a tiergate.Message or a dict with `role` and `content`")
     return out
+
+
+def _tool_call(i: int, call: Any) -> ToolCall:
+    if isinstance(call, ToolCall):
+        return call
+    if isinstance(call, Mapping) and all(isinstance(call.get(k), str) for k in ("id", "name", "arguments")):
+        return ToolCall(call["id"], call["name"], call["arguments"])
+    raise InvalidRequest(f"messages[{i}].tool_calls: tiergate.ToolCall or {{id, name, arguments}}")
 
 
 def _json_schema(value: JsonSchema) -> str:
@@ -95,7 +162,8 @@ class AsyncAPI(abc.ABC):
     """The methods of `AsyncClient` and `AsyncRouter`. Use as `async with`, or call `aclose()` when done.
 
     Args of every request method:
-        messages: a string (one user message), or a list of `tiergate.Message` or `{"role", "content"}`.
+        messages: a string (one user message), or a list of `tiergate.Message` or `{"role", "content"}` (with
+            `tool_calls` for an assistant turn that called tools, `tool_call_id` for a tool's result).
         task: the route to follow ("" is the `default` route).
         sensitivity: `Sensitivity` or "public" / "internal" / "restricted"; None lets the rules decide (rules
             can raise a declared sensitivity, never lower it).
@@ -105,6 +173,7 @@ class AsyncAPI(abc.ABC):
         metadata: free-form string pairs, kept with the decision record.
         json_schema: the answer must validate against it (JSON text or a dict).
         max_cost_usd: candidates estimated to cost more are skipped (0: no limit).
+        options: tools, tool choice, JSON output, stop sequences and sampling controls (`ChatOptions`).
         timeout: seconds for the whole request, the request's latency budget (None: the default given to
             the constructor).
 
@@ -127,6 +196,7 @@ class AsyncAPI(abc.ABC):
         metadata: Mapping[str, str] | None = None,
         json_schema: JsonSchema = None,
         max_cost_usd: float = 0.0,
+        options: ChatOptions | None = None,
         timeout: float | None = None,
     ) -> Response:
         """Routes and runs the request; the whole answer with its usage and Decision."""
@@ -141,6 +211,7 @@ class AsyncAPI(abc.ABC):
             json_schema=json_schema,
             max_cost_usd=max_cost_usd,
             stream=False,
+            options=options,
         )
         return await self._complete(request, self._timeout(timeout))
 
@@ -156,6 +227,7 @@ class AsyncAPI(abc.ABC):
         metadata: Mapping[str, str] | None = None,
         json_schema: JsonSchema = None,
         max_cost_usd: float = 0.0,
+        options: ChatOptions | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Chunk]:
         """Routes and runs the request, yielding text as it is generated; the last chunk carries usage,
@@ -171,6 +243,7 @@ class AsyncAPI(abc.ABC):
             json_schema=json_schema,
             max_cost_usd=max_cost_usd,
             stream=True,
+            options=options,
         )
         # Closed explicitly: a caller that stops early cancels the request now, not when it is collected.
         async with contextlib.aclosing(self._stream(request, self._timeout(timeout))) as chunks:
@@ -189,6 +262,7 @@ class AsyncAPI(abc.ABC):
         metadata: Mapping[str, str] | None = None,
         json_schema: JsonSchema = None,
         max_cost_usd: float = 0.0,
+        options: ChatOptions | None = None,
         timeout: float | None = None,
     ) -> Decision:
         """The plan, calling no model: a Decision whose attempts are the candidates in order (`planned`)."""
@@ -203,6 +277,7 @@ class AsyncAPI(abc.ABC):
             json_schema=json_schema,
             max_cost_usd=max_cost_usd,
             stream=False,
+            options=options,
         )
         return await self._explain(request, self._timeout(timeout))
 

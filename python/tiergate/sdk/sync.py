@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
-from tiergate.client_api import AsyncAPI
+from tiergate.sdk.api import AsyncAPI
 
 P = ParamSpec("P")
 R = TypeVar("R")
