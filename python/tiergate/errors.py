@@ -6,6 +6,8 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     ├── InvalidRequest          INVALID_ARGUMENT     malformed request, unknown encoding, bad json_schema
     ├── UnknownTask             NOT_FOUND            no route of that name and no `default` route
     ├── SensitiveDataBlocked    FAILED_PRECONDITION  restricted data and no on-device model can serve it
+    ├── PolicyBlocked           FAILED_PRECONDITION  the tenant's or request's residency / approval policy
+    │                                                leaves no model of the route
     ├── LimitExceeded           RESOURCE_EXHAUSTED   budget, rate limit, concurrency cap, local queue full
     ├── DeadlineExceeded        DEADLINE_EXCEEDED    the request's time budget ran out
     ├── AllAttemptsFailed       UNAVAILABLE          every candidate failed; the message lists each attempt
@@ -47,6 +49,12 @@ class UnknownTask(TiergateError):
 
 class SensitiveDataBlocked(TiergateError):
     kind = "sensitive_data_blocked"
+
+
+class PolicyBlocked(TiergateError):
+    """Residency or approval policy (allowed regions, approved models, forbidden tags) leaves no model."""
+
+    kind = "policy_blocked"
 
 
 class LimitExceeded(TiergateError):

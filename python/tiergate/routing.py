@@ -1,10 +1,14 @@
 """The policy engine: Request + Analysis + live state -> Plan (ordered attempts and their time limits).
 
-Filters, in order: sensitivity (restricted data only to on-device models; none left fails closed), context
-window, the request's cost limit. Ordering by the route's objective: `chain` (as configured), `cost` (token
-counts x price table) or `latency` (live TTFT and tokens/s, and the local model's queue). A request the rules
-call trivial goes to an on-device model of the route first. Circuit breakers are consulted by dispatch at the
-moment of each attempt, because asking for permission is what moves an OPEN breaker to HALF_OPEN.
+Filters, in order: sensitivity (restricted data only to on-device models; none left fails closed), residency
+and approval policy (`policy/residency.py`; none left fails closed too), context window, the request's cost
+limit. A chain step that names a pool expands into the members the filters keep, in the order
+`policy/pools.py` chooses (the chosen member, then the rest of the pool as the step's own fallback).
+Ordering by the route's objective: `chain` (as configured), `cost` (token counts x price table) or `latency`
+(live TTFT and tokens/s, and the local model's queue); a pool's members stay together in their own order. A
+request the rules call trivial goes to an on-device model of the route first. Circuit breakers are consulted
+by dispatch at the moment of each attempt, because asking for permission is what moves an OPEN breaker to
+HALF_OPEN.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from dataclasses import dataclass, field
 
 from tiergate.analysis import Analysis
 from tiergate.config import Config, ModelConfig, RouteConfig
-from tiergate.errors import InvalidRequest, SensitiveDataBlocked, UnknownTask
+from tiergate.errors import InvalidRequest, PolicyBlocked, SensitiveDataBlocked, UnknownTask
 from tiergate.model_stats import ModelStats
+from tiergate.policy.pools import PoolSelector
+from tiergate.policy.residency import policy_for
 from tiergate.request import Request, Sensitivity, Skip
 
 # Output length assumed for cost and latency predictions when the request sets no max_output_tokens.
@@ -28,6 +34,7 @@ class Candidate:
     config: ModelConfig
     est_cost_usd: float
     predicted_ms: float
+    step: str = ""  # the chain step it came from: its own name, or its pool's
 
 
 @dataclass(slots=True)
@@ -59,11 +66,16 @@ class Planner:
     """Plans requests against one config. Rebuilt (cheaply) when the config is reloaded."""
 
     def __init__(
-        self, config: Config, stats: Mapping[str, ModelStats], jobs_ahead: Callable[[str], int]
+        self,
+        config: Config,
+        stats: Mapping[str, ModelStats],
+        jobs_ahead: Callable[[str], int],
+        pools: PoolSelector | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
         self._jobs_ahead = jobs_ahead  # live: requests queued or running on a model (on-device models only)
+        self._pools = pools if pools is not None else PoolSelector(config.pools, {}, stats)
 
     def plan(self, request: Request, analysis: Analysis) -> Plan:
         found = self._config.route(request.task)
@@ -76,10 +88,17 @@ class Planner:
         kept: list[Candidate] = []
         skipped: list[Skip] = []
         restricted = analysis.sensitivity >= Sensitivity.RESTRICTED
-        for name in route.chain:
+        policy = policy_for(self._config, request)
+        policy_skips = 0
+        for step, name in self._steps(route):
             model = self._config.models[name]
             if restricted and not model.is_on_device:
                 skipped.append(Skip(name, "restricted data may not leave the device"))
+                continue
+            refusal = policy.refusal(name, model)
+            if refusal is not None:
+                skipped.append(Skip(name, refusal))
+                policy_skips += 1
                 continue
             if analysis.input_tokens + (request.max_output_tokens or 1) > model.window:
                 skipped.append(
@@ -97,25 +116,45 @@ class Planner:
                 continue
             stats = self._stats.get(name) or ModelStats()
             predicted = stats.predict_ms(output_tokens, self._jobs_ahead(name))
-            kept.append(Candidate(name, model, cost, predicted))
+            kept.append(Candidate(name, model, cost, predicted, step))
         if restricted and not kept:
             raise SensitiveDataBlocked(
                 "the request carries restricted data and no on-device model of route "
                 f"{route_name!r} can serve it; it was not forwarded"
             )
+        if policy_skips and not kept:
+            raise PolicyBlocked(
+                f"the policy of {policy.describe()} leaves no model of route {route_name!r} "
+                f"(skipped: {', '.join(s.model for s in skipped)}); the request was not forwarded"
+            )
+        kept = self._arrange_pools(kept)
         if not kept:  # the request itself rules every model out: asking again cannot help
             why = "; ".join(f"{s.model}: {s.reason}" for s in skipped)
             raise InvalidRequest(f"no model of route {route_name!r} can take this request ({why})")
         reason = self._order(route, kept, analysis)
         return Plan(route_name, route, kept, skipped, reason)
 
+    def _steps(self, route: RouteConfig) -> list[tuple[str, str]]:
+        """(chain step, model name) for every model of the route, pool members in config order."""
+        return [(step, name) for step in route.chain for name in self._pools.members(step)]
+
+    def _arrange_pools(self, kept: list[Candidate]) -> list[Candidate]:
+        """Each pool's kept members, in the order the pool chooses (they stay where the step is)."""
+        out: list[Candidate] = []
+        for step, group in _blocks(kept):
+            if self._pools.is_pool(step):
+                by_name = {c.name: c for c in group}
+                group = [by_name[n] for n in self._pools.order(step, [c.name for c in group])]
+            out.extend(group)
+        return out
+
     def _order(self, route: RouteConfig, candidates: list[Candidate], analysis: Analysis) -> str:
         reasons = []
         if route.objective == "cost":
-            candidates.sort(key=lambda c: c.est_cost_usd)  # stable: ties keep chain order
+            _sort_steps(candidates, lambda c: c.est_cost_usd)  # stable: ties keep chain order
             reasons.append("cheapest first")
         elif route.objective == "latency":
-            candidates.sort(key=lambda c: c.predicted_ms)
+            _sort_steps(candidates, lambda c: c.predicted_ms)
             reasons.append("fastest predicted first")
         else:
             reasons.append("chain order")
@@ -133,3 +172,21 @@ class Planner:
 
     def _routes(self) -> str:
         return ", ".join(sorted(self._config.routes))
+
+
+def _blocks(candidates: list[Candidate]) -> list[tuple[str, list[Candidate]]]:
+    """Consecutive candidates of the same chain step, grouped (a pool's members; a model alone)."""
+    out: list[tuple[str, list[Candidate]]] = []
+    for candidate in candidates:
+        if out and out[-1][0] == candidate.step and candidate.step:
+            out[-1][1].append(candidate)
+        else:
+            out.append((candidate.step, [candidate]))
+    return out
+
+
+def _sort_steps(candidates: list[Candidate], key: Callable[[Candidate], float]) -> None:
+    """Sorts the chain's steps by `key` of each step's first candidate; a pool keeps its own order."""
+    blocks = _blocks(candidates)
+    blocks.sort(key=lambda block: key(block[1][0]))
+    candidates[:] = [c for _, group in blocks for c in group]

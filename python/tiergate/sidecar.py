@@ -26,6 +26,8 @@ from tiergate.dispatch import Dispatcher, Run
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
+from tiergate.policy.pools import PoolSelector
+from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider, ProviderError
 from tiergate.providers.factory import build_provider
 from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request, SidecarStatus
@@ -75,7 +77,11 @@ class Sidecar:
             for name in config.models
         }
         self.analyzer = Analyzer(config.rules)
-        self.planner = Planner(config, self.stats, self.jobs_ahead)
+        # Pools' slow-start state outlives a reload, like the breakers it watches.
+        self.pools: PoolSelector = PoolSelector(
+            config.pools, self.breakers, self.stats, previous=previous.pools if previous is not None else None
+        )
+        self.planner = Planner(config, self.stats, self.jobs_ahead, self.pools)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
         self.telemetry = telemetry if telemetry is not None else Telemetry(config)
         self.governor: Governor = build_governor(
@@ -154,6 +160,11 @@ class Sidecar:
         run, analysis = self.prepare(request, deadline)
         classifier = run.plan.route.classify_with
         if classifier is None or analysis.complexity:
+            return run, analysis
+        # The classifier reads the request's text: it must be a model the residency policy allows.
+        refusal = policy_for(self.config, request).refusal(classifier, self.config.models[classifier])
+        if refusal is not None:
+            run.decision.complexity_by = f"model:{classifier} not asked ({refusal})"
             return run, analysis
         complexity = await classify(self.providers[classifier], request, run.plan.route.classify_ms)
         if complexity:

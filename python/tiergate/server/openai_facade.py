@@ -45,6 +45,7 @@ ERRORS: dict[type[errors.TiergateError], tuple[int, str]] = {
     errors.InvalidRequest: (400, "invalid_request_error"),
     errors.UnknownTask: (404, "invalid_request_error"),
     errors.SensitiveDataBlocked: (403, "permission_error"),
+    errors.PolicyBlocked: (403, "permission_error"),
     errors.LimitExceeded: (429, "rate_limit_error"),
     errors.DeadlineExceeded: (504, "timeout_error"),
     errors.AllAttemptsFailed: (502, "api_error"),

@@ -10,6 +10,7 @@ STATUS: dict[type[errors.TiergateError], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnknownTask: grpc.StatusCode.NOT_FOUND,
     errors.SensitiveDataBlocked: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PolicyBlocked: grpc.StatusCode.FAILED_PRECONDITION,
     errors.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.AllAttemptsFailed: grpc.StatusCode.UNAVAILABLE,
