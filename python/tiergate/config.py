@@ -221,6 +221,24 @@ class PoolConfig(_Strict):
         return value
 
 
+class FeedbackConfig(_Strict):
+    """Quality feedback on served requests (`feedback.py`)."""
+
+    ttl_s: float = Field(3600, gt=0)  # how long a served request can be rated
+    max_requests: int = Field(50_000, ge=1)  # served requests remembered for rating (least recent dropped)
+    labels: list[str] = Field(default_factory=lambda: ["good", "bad"])  # the labels clients may send
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label or len(label) > 64 or not label.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"{label!r}: a label is 1-64 letters, digits, '_' or '-'")
+        if len(set(value)) != len(value) or len(value) > 32:
+            raise ValueError("labels: at most 32, each once")
+        return value
+
+
 class TelemetryConfig(_Strict):
     decision_log: bool = True  # one JSON line per request on the `tiergate.decisions` logger
     log_content: bool = False  # opt-in: also log prompt and answer text in decision records
@@ -252,6 +270,7 @@ class Config(_Strict):
     tenants: dict[str, TenantPolicyConfig] = Field(default_factory=dict)
     # Named pools of equivalent models: a route's chain may name a pool where it would name a model.
     pools: dict[str, PoolConfig] = Field(default_factory=dict)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     state: str | None = None  # "redis://..." for fleet-wide budgets; default in-process
     state_failure: Literal["open", "closed"] = "open"  # Redis unreachable: serve without limits, or refuse

@@ -5,6 +5,7 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     TiergateError
     ├── InvalidRequest          INVALID_ARGUMENT     malformed request, unknown encoding, bad json_schema
     ├── UnknownTask             NOT_FOUND            no route of that name and no `default` route
+    ├── FeedbackNotFound        NOT_FOUND            feedback for a request id unknown, expired or rated
     ├── SensitiveDataBlocked    FAILED_PRECONDITION  restricted data and no on-device model can serve it
     ├── PolicyBlocked           FAILED_PRECONDITION  the tenant's or request's residency / approval policy
     │                                                leaves no model of the route
@@ -45,6 +46,12 @@ class InvalidRequest(TiergateError):
 
 class UnknownTask(TiergateError):
     kind = "unknown_task"
+
+
+class FeedbackNotFound(TiergateError):
+    """Feedback names a request id that was never served here, has expired or was already rated."""
+
+    kind = "feedback_not_found"
 
 
 class SensitiveDataBlocked(TiergateError):

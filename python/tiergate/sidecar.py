@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
+from tiergate.feedback import FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.policy.pools import PoolSelector
@@ -95,6 +97,12 @@ class Sidecar:
         # Since the first config started: a reload keeps it.
         self._started: float = previous._started if previous is not None else time.monotonic()
         self._refusing = False
+        # Served requests awaiting feedback, and the ratings: a reload keeps them.
+        if previous is not None:
+            self.feedback: FeedbackStore = previous.feedback
+            self.feedback.reconfigure(config.feedback)
+        else:
+            self.feedback = FeedbackStore(config.feedback, on_feedback=self.telemetry.metrics.feedback)
 
     @classmethod
     async def start(
@@ -184,6 +192,7 @@ class Sidecar:
             complexity=analysis.complexity,
             complexity_by=analysis.complexity_by,
             matched_rules=analysis.matched_rules,
+            request_id=secrets.token_hex(12),
         )
         try:
             plan = self.planner.plan(request, analysis)
@@ -293,12 +302,18 @@ class Sidecar:
             cost = report.decision.cost_usd if report.decision is not None else 0.0
             output_tokens = report.usage.output_tokens if report.usage is not None else 0
             self.governor.settle(ticket, cost, output_tokens)
+        if error is None and report.decision is not None:
+            self.feedback.served(report.decision)
         report.duration_s = time.monotonic() - started
         self._in_flight -= 1
         self._everyone.closed()
         if not self._in_flight:
             self._idle.set()
         self.telemetry.report(report)
+
+    def rate(self, request_id: str, score: float | None, label: str) -> Served:
+        """Feedback on a served request (see `feedback.FeedbackStore.rate`)."""
+        return self.feedback.rate(request_id, score, label)
 
     def jobs_ahead(self, model: str) -> int:
         """Requests queued or generating on a model: only on-device models have a queue to wait in."""

@@ -92,5 +92,16 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             raise
         return pb.CountTokensResponse(tokens=tokens, encoding=encoding)
 
+    async def Feedback(
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FeedbackResponse:
+        score = request.score if request.HasField("score") else None
+        try:
+            served = self._sidecar.rate(request.request_id, score, request.label)
+        except TiergateError as exc:
+            await _abort(context, exc)
+            raise
+        return pb.FeedbackResponse(route=served.route, model=served.model, arm=served.arm)
+
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         return status_to_proto(self._sidecar.status())

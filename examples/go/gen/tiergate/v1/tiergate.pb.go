@@ -446,6 +446,8 @@ type Decision struct {
 	Skipped       []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
 	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`              // every answer paid for, a cascade's rejected ones included
 	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"` // who decided the complexity: "rules", "model:NAME", or ""
+	RequestId     string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`          // names this request in Feedback
+	Arm           string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                       // canary rollouts: "baseline" or "canary"; "" when no rollout applied
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -560,6 +562,20 @@ func (x *Decision) GetCostUsd() float64 {
 func (x *Decision) GetComplexityBy() string {
 	if x != nil {
 		return x.ComplexityBy
+	}
+	return ""
+}
+
+func (x *Decision) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Decision) GetArm() string {
+	if x != nil {
+		return x.Arm
 	}
 	return ""
 }
@@ -1041,6 +1057,126 @@ func (x *StatusResponse) GetVersion() string {
 	return ""
 }
 
+type FeedbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // Decision.request_id of a served request
+	Score         *float64               `protobuf:"fixed64,2,opt,name=score,proto3,oneof" json:"score,omitempty"`                  // 0 (worst) to 1 (best)
+	Label         string                 `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`                          // one of the config's feedback.labels; "" for none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeedbackRequest) Reset() {
+	*x = FeedbackRequest{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeedbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeedbackRequest) ProtoMessage() {}
+
+func (x *FeedbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeedbackRequest.ProtoReflect.Descriptor instead.
+func (*FeedbackRequest) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *FeedbackRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *FeedbackRequest) GetScore() float64 {
+	if x != nil && x.Score != nil {
+		return *x.Score
+	}
+	return 0
+}
+
+func (x *FeedbackRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+type FeedbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Route         string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"` // what the feedback was counted against
+	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Arm           string                 `protobuf:"bytes,3,opt,name=arm,proto3" json:"arm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeedbackResponse) Reset() {
+	*x = FeedbackResponse{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeedbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeedbackResponse) ProtoMessage() {}
+
+func (x *FeedbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeedbackResponse.ProtoReflect.Descriptor instead.
+func (*FeedbackResponse) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FeedbackResponse) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *FeedbackResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *FeedbackResponse) GetArm() string {
+	if x != nil {
+		return x.Arm
+	}
+	return ""
+}
+
 var File_tiergate_v1_tiergate_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_tiergate_proto_rawDesc = "" +
@@ -1079,7 +1215,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xad\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xde\x03\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -1096,7 +1232,10 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\askipped\x18\n" +
 	" \x03(\v2\x14.tiergate.v1.SkippedR\askipped\x12\x19\n" +
 	"\bcost_usd\x18\v \x01(\x01R\acostUsd\x12#\n" +
-	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\"\xa8\x01\n" +
+	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\r \x01(\tR\trequestId\x12\x10\n" +
+	"\x03arm\x18\x0e \x01(\tR\x03arm\"\xa8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
@@ -1133,20 +1272,31 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06models\x18\x01 \x03(\v2\x18.tiergate.v1.ModelStatusR\x06models\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\rR\binFlight\x12\x19\n" +
 	"\buptime_s\x18\x03 \x01(\x01R\auptimeS\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion*T\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\"k\n" +
+	"\x0fFeedbackRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
+	"\x05score\x18\x02 \x01(\x01H\x00R\x05score\x88\x01\x01\x12\x14\n" +
+	"\x05label\x18\x03 \x01(\tR\x05labelB\b\n" +
+	"\x06_score\"P\n" +
+	"\x10FeedbackResponse\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x10\n" +
+	"\x03arm\x18\x03 \x01(\tR\x03arm*T\n" +
 	"\vSensitivity\x12\x1b\n" +
 	"\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06PUBLIC\x10\x01\x12\f\n" +
 	"\bINTERNAL\x10\x02\x12\x0e\n" +
 	"\n" +
-	"RESTRICTED\x10\x032\xf6\x02\n" +
+	"RESTRICTED\x10\x032\xbf\x03\n" +
 	"\bTiergate\x12G\n" +
 	"\bComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n" +
 	"\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n" +
 	"\aExplain\x12\x1c.tiergate.v1.CompleteRequest\x1a\x15.tiergate.v1.Decision\x12P\n" +
 	"\vCountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12A\n" +
-	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
+	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12G\n" +
+	"\bFeedback\x12\x1c.tiergate.v1.FeedbackRequest\x1a\x1d.tiergate.v1.FeedbackResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
 
 var (
 	file_tiergate_v1_tiergate_proto_rawDescOnce sync.Once
@@ -1161,7 +1311,7 @@ func file_tiergate_v1_tiergate_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_tiergate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(Sensitivity)(0),            // 0: tiergate.v1.Sensitivity
 	(*Message)(nil),             // 1: tiergate.v1.Message
@@ -1177,12 +1327,14 @@ var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(*StatusRequest)(nil),       // 11: tiergate.v1.StatusRequest
 	(*ModelStatus)(nil),         // 12: tiergate.v1.ModelStatus
 	(*StatusResponse)(nil),      // 13: tiergate.v1.StatusResponse
-	nil,                         // 14: tiergate.v1.CompleteRequest.MetadataEntry
+	(*FeedbackRequest)(nil),     // 14: tiergate.v1.FeedbackRequest
+	(*FeedbackResponse)(nil),    // 15: tiergate.v1.FeedbackResponse
+	nil,                         // 16: tiergate.v1.CompleteRequest.MetadataEntry
 }
 var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	1,  // 0: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
 	0,  // 1: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
-	14, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
+	16, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
 	0,  // 3: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
 	4,  // 4: tiergate.v1.Decision.attempts:type_name -> tiergate.v1.Attempt
 	5,  // 5: tiergate.v1.Decision.skipped:type_name -> tiergate.v1.Skipped
@@ -1196,13 +1348,15 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	2,  // 13: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
 	9,  // 14: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
 	11, // 15: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
-	7,  // 16: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
-	8,  // 17: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
-	6,  // 18: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
-	10, // 19: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
-	13, // 20: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
+	14, // 16: tiergate.v1.Tiergate.Feedback:input_type -> tiergate.v1.FeedbackRequest
+	7,  // 17: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
+	8,  // 18: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
+	6,  // 19: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
+	10, // 20: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
+	13, // 21: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
+	15, // 22: tiergate.v1.Tiergate.Feedback:output_type -> tiergate.v1.FeedbackResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1214,13 +1368,14 @@ func file_tiergate_v1_tiergate_proto_init() {
 		return
 	}
 	file_tiergate_v1_tiergate_proto_msgTypes[1].OneofWrappers = []any{}
+	file_tiergate_v1_tiergate_proto_msgTypes[13].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_tiergate_proto_rawDesc), len(file_tiergate_v1_tiergate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
