@@ -21,6 +21,7 @@ from tiergate import wire
 from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_errors import error_from_rpc
 from tiergate.client_sync import SyncAPI, blocking
+from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
@@ -128,6 +129,17 @@ class AsyncClient(AsyncAPI):
     async def _status(self, timeout: float | None) -> SidecarStatus:
         reply = await self._unary(self._rpc().Status, pb.StatusRequest(), timeout)
         return wire.status_from_proto(reply)
+
+    async def _feedback(
+        self, request_id: str, score: float | None, label: str, timeout: float | None
+    ) -> tuple[str, str, str]:
+        message = pb.FeedbackRequest(request_id=request_id, score=score, label=label)
+        reply = await self._unary(self._rpc().Feedback, message, timeout)
+        return reply.route, reply.model, reply.arm
+
+    async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
+        reply = await self._unary(self._rpc().Canary, pb.CanaryRequest(route=route, percent=percent), timeout)
+        return wire.canary_from_proto(reply)
 
     async def health(self, *, timeout: float | None = None) -> str:
         """The sidecar's gRPC health status: "SERVING" once it is ready, "NOT_SERVING" while it drains."""

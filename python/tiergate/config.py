@@ -165,6 +165,27 @@ class RuleConfig(_Strict):
         )
 
 
+class CanaryConfig(_Strict):
+    """A canary rollout on a route (`policy/canary.py`): a share of traffic tries `model` first."""
+
+    model: str = Field(min_length=1)  # the candidate; not in the route's chain
+    percent: float = Field(ge=0, le=100)
+    sticky: str = "tenant"  # "tenant", or "metadata:KEY" (e.g. metadata:conversation_id)
+    min_samples: int = Field(50, ge=1)  # per arm, before rollback may judge
+    max_error_rate_increase: float = Field(0.05, ge=0, le=1)  # canary error rate - baseline's (absolute)
+    max_ttft_increase: float = Field(0.5, ge=0)  # canary mean TTFT / baseline's - 1
+    # ...and by at least this much in absolute terms: a few milliseconds either way is noise, not a verdict
+    min_ttft_increase_ms: float = Field(50, ge=0)
+    max_score_drop: float = Field(0.1, ge=0, le=1)  # baseline mean feedback score - canary's (0..1 scale)
+
+    @field_validator("sticky")
+    @classmethod
+    def _sticky(cls, value: str) -> str:
+        if value != "tenant" and not (value.startswith("metadata:") and len(value) > len("metadata:")):
+            raise ValueError(f"{value!r}: use `tenant` or `metadata:KEY`")
+        return value
+
+
 class RouteConfig(_Strict):
     chain: list[str] = Field(min_length=1)
     objective: Literal["chain", "cost", "latency"] = "chain"
@@ -176,6 +197,7 @@ class RouteConfig(_Strict):
     trivial_max_tokens: int | None = Field(None, ge=1)  # short prompts count as trivial
     classify_with: str | None = None  # an on-device model that classifies what no rule decided
     classify_ms: PositiveMs = 500  # its time budget; past it the request goes on unclassified
+    canary: CanaryConfig | None = None  # a candidate model tried first by a sticky share of the traffic
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -381,6 +403,17 @@ def _check_traffic(config: Config, source: str) -> None:
                 raise ConfigError(
                     f"{source}: pools.{pool_name}.members: unknown model {member!r} (models: {known})"
                 )
+    for route_name, route in config.routes.items():
+        if route.canary is None:
+            continue
+        key = f"{source}: routes.{route_name}.canary.model"
+        if route.canary.model not in config.models:
+            raise ConfigError(f"{key}: unknown model {route.canary.model!r} (models: {known})")
+        members: set[str] = set()
+        for step in route.chain:
+            members.update(config.pools[step].members if step in config.pools else (step,))
+        if route.canary.model in members:
+            raise ConfigError(f"{key}: {route.canary.model!r} is already in the chain (the baseline)")
     for tenant, policy in config.tenants.items():
         for i, model_name in enumerate(policy.models or ()):
             if model_name not in config.models:

@@ -21,6 +21,7 @@ from tiergate import config as config_mod
 from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_sync import SyncAPI
 from tiergate.config import Config
+from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
@@ -112,6 +113,15 @@ class AsyncRouter(AsyncAPI):
 
     async def _status(self, timeout: float | None) -> SidecarStatus:
         return (await self._ready()).status()
+
+    async def _feedback(
+        self, request_id: str, score: float | None, label: str, timeout: float | None
+    ) -> tuple[str, str, str]:
+        served = (await self._ready()).rate(request_id, score, label)
+        return served.route, served.model, served.arm
+
+    async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
+        return (await self._ready()).canary(route, percent)
 
 
 class Router(SyncAPI[AsyncRouter]):

@@ -20,6 +20,7 @@ from tiergate.analysis import Analysis
 from tiergate.config import Config, ModelConfig, RouteConfig
 from tiergate.errors import InvalidRequest, PolicyBlocked, SensitiveDataBlocked, UnknownTask
 from tiergate.model_stats import ModelStats
+from tiergate.policy.canary import BASELINE, CANARY, CanaryController
 from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
 from tiergate.request import Request, Sensitivity, Skip
@@ -44,6 +45,7 @@ class Plan:
     candidates: list[Candidate]
     skipped: list[Skip] = field(default_factory=list)
     reason: str = ""
+    arm: str = ""  # canary rollouts: "canary", "baseline", or "" when the route has none
 
 
 def estimate_cost(
@@ -71,11 +73,13 @@ class Planner:
         stats: Mapping[str, ModelStats],
         jobs_ahead: Callable[[str], int],
         pools: PoolSelector | None = None,
+        canaries: CanaryController | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
         self._jobs_ahead = jobs_ahead  # live: requests queued or running on a model (on-device models only)
         self._pools = pools if pools is not None else PoolSelector(config.pools, {}, stats)
+        self._canaries = canaries
 
     def plan(self, request: Request, analysis: Analysis) -> Plan:
         found = self._config.route(request.task)
@@ -90,7 +94,10 @@ class Planner:
         restricted = analysis.sensitivity >= Sensitivity.RESTRICTED
         policy = policy_for(self._config, request)
         policy_skips = 0
-        for step, name in self._steps(route):
+        canaries = self._canaries
+        arm = canaries.arm(route_name, request) if canaries is not None else ""
+        candidate = canaries.candidate(route_name) if canaries is not None and arm else ""
+        for step, name in self._steps(route, candidate if arm == CANARY else ""):
             model = self._config.models[name]
             if restricted and not model.is_on_device:
                 skipped.append(Skip(name, "restricted data may not leave the device"))
@@ -132,11 +139,15 @@ class Planner:
             why = "; ".join(f"{s.model}: {s.reason}" for s in skipped)
             raise InvalidRequest(f"no model of route {route_name!r} can take this request ({why})")
         reason = self._order(route, kept, analysis)
-        return Plan(route_name, route, kept, skipped, reason)
+        if arm == CANARY:
+            reason, arm = _canary_first(kept, candidate, reason)
+        return Plan(route_name, route, kept, skipped, reason, arm)
 
-    def _steps(self, route: RouteConfig) -> list[tuple[str, str]]:
-        """(chain step, model name) for every model of the route, pool members in config order."""
-        return [(step, name) for step in route.chain for name in self._pools.members(step)]
+    def _steps(self, route: RouteConfig, canary: str = "") -> list[tuple[str, str]]:
+        """(chain step, model name) for every model of the route, pool members in config order; a canary
+        candidate first."""
+        steps = [(step, name) for step in route.chain for name in self._pools.members(step)]
+        return [(canary, canary), *steps] if canary else steps
 
     def _arrange_pools(self, kept: list[Candidate]) -> list[Candidate]:
         """Each pool's kept members, in the order the pool chooses (they stay where the step is)."""
@@ -190,3 +201,13 @@ def _sort_steps(candidates: list[Candidate], key: Callable[[Candidate], float]) 
     blocks = _blocks(candidates)
     blocks.sort(key=lambda block: key(block[1][0]))
     candidates[:] = [c for _, group in blocks for c in group]
+
+
+def _canary_first(candidates: list[Candidate], model: str, reason: str) -> tuple[str, str]:
+    """The canary arm tries its candidate first, whatever the objective; a candidate the filters left out
+    makes it a baseline request. Returns (reason, arm)."""
+    for i, candidate in enumerate(candidates):
+        if candidate.name == model:
+            candidates.insert(0, candidates.pop(i))
+            return f"{reason}; canary arm: {model} first", CANARY
+    return f"{reason}; canary arm, but {model} was left out: baseline", BASELINE

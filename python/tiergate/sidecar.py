@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable
@@ -25,9 +26,10 @@ from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
-from tiergate.feedback import FeedbackStore, Served
+from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
+from tiergate.policy.canary import CanaryController, CanaryState
 from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider, ProviderError
@@ -36,6 +38,8 @@ from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, O
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -83,7 +87,13 @@ class Sidecar:
         self.pools: PoolSelector = PoolSelector(
             config.pools, self.breakers, self.stats, previous=previous.pools if previous is not None else None
         )
-        self.planner = Planner(config, self.stats, self.jobs_ahead, self.pools)
+        # Canary rollouts: their percentages, rollbacks and measures outlive a reload.
+        if previous is not None:
+            self.canaries: CanaryController = previous.canaries
+            self.canaries.reconfigure(config.routes)
+        else:
+            self.canaries = CanaryController(config.routes, on_rollback=_log_rollback)
+        self.planner = Planner(config, self.stats, self.jobs_ahead, self.pools, self.canaries)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
         self.telemetry = telemetry if telemetry is not None else Telemetry(config)
         self.governor: Governor = build_governor(
@@ -102,7 +112,9 @@ class Sidecar:
             self.feedback: FeedbackStore = previous.feedback
             self.feedback.reconfigure(config.feedback)
         else:
-            self.feedback = FeedbackStore(config.feedback, on_feedback=self.telemetry.metrics.feedback)
+            self.feedback = FeedbackStore(
+                config.feedback, on_feedback=_feedback_hook(self.telemetry, self.canaries)
+            )
 
     @classmethod
     async def start(
@@ -202,6 +214,7 @@ class Sidecar:
         decision.route = plan.route_name
         decision.skipped.extend(plan.skipped)
         decision.reason = plan.reason
+        decision.arm = plan.arm
         return self.dispatcher.run(plan, request, decision, deadline, analysis.input_tokens)
 
     async def complete(self, request: Request, deadline: float | None = None) -> Answer:
@@ -302,14 +315,22 @@ class Sidecar:
             cost = report.decision.cost_usd if report.decision is not None else 0.0
             output_tokens = report.usage.output_tokens if report.usage is not None else 0
             self.governor.settle(ticket, cost, output_tokens)
-        if error is None and report.decision is not None:
-            self.feedback.served(report.decision)
+        if report.decision is not None:
+            self.canaries.observe(report.decision)
+            if error is None:
+                self.feedback.served(report.decision)
         report.duration_s = time.monotonic() - started
         self._in_flight -= 1
         self._everyone.closed()
         if not self._in_flight:
             self._idle.set()
         self.telemetry.report(report)
+
+    def canary(self, route: str, percent: float | None = None) -> CanaryState:
+        """A route's canary rollout; with `percent`, sets it first (see `CanaryController.set_percent`)."""
+        if percent is not None:
+            return self.canaries.set_percent(route, percent)
+        return self.canaries.state(route)
 
     def rate(self, request_id: str, score: float | None, label: str) -> Served:
         """Feedback on a served request (see `feedback.FeedbackStore.rate`)."""
@@ -381,6 +402,20 @@ class Sidecar:
             return count_tokens(text, encoding), encoding
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+
+
+def _feedback_hook(telemetry: Telemetry, canaries: CanaryController) -> FeedbackHook:
+    def hook(served: Served, score: float | None, label: str) -> None:
+        telemetry.metrics.feedback(served, score, label)
+        canaries.feedback(served.route, served.model, served.arm, score)
+
+    return hook
+
+
+def _log_rollback(state: CanaryState) -> None:
+    logger.warning(
+        "canary of route %r rolled back: %s is now at 0%% (%s)", state.route, state.model, state.rolled_back
+    )
 
 
 def _with_worker(model: ModelState, provider: Provider | None) -> ModelState:

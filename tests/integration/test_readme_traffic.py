@@ -16,7 +16,7 @@ from tiergate.config import load
 ENV = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test", "PATH": "/usr/bin:/bin"}
 
 
-@pytest.mark.parametrize("name", ["residency-config", "pools-config", "feedback-config"])
+@pytest.mark.parametrize("name", ["residency-config", "pools-config", "feedback-config", "canary-config"])
 def test_check_config_accepts_the_readme_example(name: str, tmp_path: Path) -> None:
     path = tmp_path / f"{name}.yaml"
     path.write_text(block(name))

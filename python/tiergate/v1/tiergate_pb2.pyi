@@ -224,3 +224,45 @@ class FeedbackResponse(_message.Message):
     model: str
     arm: str
     def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+
+class CanaryRequest(_message.Message):
+    __slots__ = ("route", "percent")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    percent: float
+    def __init__(self, route: _Optional[str] = ..., percent: _Optional[float] = ...) -> None: ...
+
+class CanaryArm(_message.Message):
+    __slots__ = ("arm", "requests", "failures", "ttft_samples", "mean_ttft_ms", "scored", "mean_score")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    TTFT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    requests: int
+    failures: int
+    ttft_samples: int
+    mean_ttft_ms: float
+    scored: int
+    mean_score: float
+    def __init__(self, arm: _Optional[str] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., ttft_samples: _Optional[int] = ..., mean_ttft_ms: _Optional[float] = ..., scored: _Optional[int] = ..., mean_score: _Optional[float] = ...) -> None: ...
+
+class CanaryResponse(_message.Message):
+    __slots__ = ("route", "model", "percent", "configured_percent", "rolled_back", "arms")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    model: str
+    percent: float
+    configured_percent: float
+    rolled_back: str
+    arms: _containers.RepeatedCompositeFieldContainer[CanaryArm]
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., percent: _Optional[float] = ..., configured_percent: _Optional[float] = ..., rolled_back: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[CanaryArm, _Mapping]]] = ...) -> None: ...

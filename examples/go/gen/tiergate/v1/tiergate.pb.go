@@ -1177,6 +1177,234 @@ func (x *FeedbackResponse) GetArm() string {
 	return ""
 }
 
+type CanaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Route         string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	Percent       *float64               `protobuf:"fixed64,2,opt,name=percent,proto3,oneof" json:"percent,omitempty"` // 0..100; unset: only read the state
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryRequest) Reset() {
+	*x = CanaryRequest{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryRequest) ProtoMessage() {}
+
+func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryRequest.ProtoReflect.Descriptor instead.
+func (*CanaryRequest) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CanaryRequest) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *CanaryRequest) GetPercent() float64 {
+	if x != nil && x.Percent != nil {
+		return *x.Percent
+	}
+	return 0
+}
+
+type CanaryArm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Arm           string                 `protobuf:"bytes,1,opt,name=arm,proto3" json:"arm,omitempty"`            // baseline or canary
+	Requests      uint64                 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"` // first attempts measured (ok or failed)
+	Failures      uint64                 `protobuf:"varint,3,opt,name=failures,proto3" json:"failures,omitempty"`
+	TtftSamples   uint64                 `protobuf:"varint,4,opt,name=ttft_samples,json=ttftSamples,proto3" json:"ttft_samples,omitempty"`
+	MeanTtftMs    float64                `protobuf:"fixed64,5,opt,name=mean_ttft_ms,json=meanTtftMs,proto3" json:"mean_ttft_ms,omitempty"`
+	Scored        uint64                 `protobuf:"varint,6,opt,name=scored,proto3" json:"scored,omitempty"` // feedback scores received
+	MeanScore     float64                `protobuf:"fixed64,7,opt,name=mean_score,json=meanScore,proto3" json:"mean_score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryArm) Reset() {
+	*x = CanaryArm{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryArm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryArm) ProtoMessage() {}
+
+func (x *CanaryArm) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryArm.ProtoReflect.Descriptor instead.
+func (*CanaryArm) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CanaryArm) GetArm() string {
+	if x != nil {
+		return x.Arm
+	}
+	return ""
+}
+
+func (x *CanaryArm) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetTtftSamples() uint64 {
+	if x != nil {
+		return x.TtftSamples
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetMeanTtftMs() float64 {
+	if x != nil {
+		return x.MeanTtftMs
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetScored() uint64 {
+	if x != nil {
+		return x.Scored
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetMeanScore() float64 {
+	if x != nil {
+		return x.MeanScore
+	}
+	return 0
+}
+
+type CanaryResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Route             string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	Model             string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`       // the candidate
+	Percent           float64                `protobuf:"fixed64,3,opt,name=percent,proto3" json:"percent,omitempty"` // in force now (0 after a rollback)
+	ConfiguredPercent float64                `protobuf:"fixed64,4,opt,name=configured_percent,json=configuredPercent,proto3" json:"configured_percent,omitempty"`
+	RolledBack        string                 `protobuf:"bytes,5,opt,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty"` // why it was rolled back; empty while it runs
+	Arms              []*CanaryArm           `protobuf:"bytes,6,rep,name=arms,proto3" json:"arms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *CanaryResponse) Reset() {
+	*x = CanaryResponse{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryResponse) ProtoMessage() {}
+
+func (x *CanaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryResponse.ProtoReflect.Descriptor instead.
+func (*CanaryResponse) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CanaryResponse) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *CanaryResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CanaryResponse) GetPercent() float64 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *CanaryResponse) GetConfiguredPercent() float64 {
+	if x != nil {
+		return x.ConfiguredPercent
+	}
+	return 0
+}
+
+func (x *CanaryResponse) GetRolledBack() string {
+	if x != nil {
+		return x.RolledBack
+	}
+	return ""
+}
+
+func (x *CanaryResponse) GetArms() []*CanaryArm {
+	if x != nil {
+		return x.Arms
+	}
+	return nil
+}
+
 var File_tiergate_v1_tiergate_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_tiergate_proto_rawDesc = "" +
@@ -1282,21 +1510,45 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x10FeedbackResponse\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x10\n" +
-	"\x03arm\x18\x03 \x01(\tR\x03arm*T\n" +
+	"\x03arm\x18\x03 \x01(\tR\x03arm\"P\n" +
+	"\rCanaryRequest\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1d\n" +
+	"\apercent\x18\x02 \x01(\x01H\x00R\apercent\x88\x01\x01B\n" +
+	"\n" +
+	"\b_percent\"\xd1\x01\n" +
+	"\tCanaryArm\x12\x10\n" +
+	"\x03arm\x18\x01 \x01(\tR\x03arm\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x1a\n" +
+	"\bfailures\x18\x03 \x01(\x04R\bfailures\x12!\n" +
+	"\fttft_samples\x18\x04 \x01(\x04R\vttftSamples\x12 \n" +
+	"\fmean_ttft_ms\x18\x05 \x01(\x01R\n" +
+	"meanTtftMs\x12\x16\n" +
+	"\x06scored\x18\x06 \x01(\x04R\x06scored\x12\x1d\n" +
+	"\n" +
+	"mean_score\x18\a \x01(\x01R\tmeanScore\"\xd2\x01\n" +
+	"\x0eCanaryResponse\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x18\n" +
+	"\apercent\x18\x03 \x01(\x01R\apercent\x12-\n" +
+	"\x12configured_percent\x18\x04 \x01(\x01R\x11configuredPercent\x12\x1f\n" +
+	"\vrolled_back\x18\x05 \x01(\tR\n" +
+	"rolledBack\x12*\n" +
+	"\x04arms\x18\x06 \x03(\v2\x16.tiergate.v1.CanaryArmR\x04arms*T\n" +
 	"\vSensitivity\x12\x1b\n" +
 	"\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06PUBLIC\x10\x01\x12\f\n" +
 	"\bINTERNAL\x10\x02\x12\x0e\n" +
 	"\n" +
-	"RESTRICTED\x10\x032\xbf\x03\n" +
+	"RESTRICTED\x10\x032\x82\x04\n" +
 	"\bTiergate\x12G\n" +
 	"\bComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n" +
 	"\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n" +
 	"\aExplain\x12\x1c.tiergate.v1.CompleteRequest\x1a\x15.tiergate.v1.Decision\x12P\n" +
 	"\vCountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12A\n" +
 	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12G\n" +
-	"\bFeedback\x12\x1c.tiergate.v1.FeedbackRequest\x1a\x1d.tiergate.v1.FeedbackResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
+	"\bFeedback\x12\x1c.tiergate.v1.FeedbackRequest\x1a\x1d.tiergate.v1.FeedbackResponse\x12A\n" +
+	"\x06Canary\x12\x1a.tiergate.v1.CanaryRequest\x1a\x1b.tiergate.v1.CanaryResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
 
 var (
 	file_tiergate_v1_tiergate_proto_rawDescOnce sync.Once
@@ -1311,7 +1563,7 @@ func file_tiergate_v1_tiergate_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_tiergate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(Sensitivity)(0),            // 0: tiergate.v1.Sensitivity
 	(*Message)(nil),             // 1: tiergate.v1.Message
@@ -1329,12 +1581,15 @@ var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(*StatusResponse)(nil),      // 13: tiergate.v1.StatusResponse
 	(*FeedbackRequest)(nil),     // 14: tiergate.v1.FeedbackRequest
 	(*FeedbackResponse)(nil),    // 15: tiergate.v1.FeedbackResponse
-	nil,                         // 16: tiergate.v1.CompleteRequest.MetadataEntry
+	(*CanaryRequest)(nil),       // 16: tiergate.v1.CanaryRequest
+	(*CanaryArm)(nil),           // 17: tiergate.v1.CanaryArm
+	(*CanaryResponse)(nil),      // 18: tiergate.v1.CanaryResponse
+	nil,                         // 19: tiergate.v1.CompleteRequest.MetadataEntry
 }
 var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	1,  // 0: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
 	0,  // 1: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
-	16, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
+	19, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
 	0,  // 3: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
 	4,  // 4: tiergate.v1.Decision.attempts:type_name -> tiergate.v1.Attempt
 	5,  // 5: tiergate.v1.Decision.skipped:type_name -> tiergate.v1.Skipped
@@ -1343,23 +1598,26 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	3,  // 8: tiergate.v1.CompleteChunk.usage:type_name -> tiergate.v1.Usage
 	6,  // 9: tiergate.v1.CompleteChunk.decision:type_name -> tiergate.v1.Decision
 	12, // 10: tiergate.v1.StatusResponse.models:type_name -> tiergate.v1.ModelStatus
-	2,  // 11: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
-	2,  // 12: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
-	2,  // 13: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
-	9,  // 14: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
-	11, // 15: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
-	14, // 16: tiergate.v1.Tiergate.Feedback:input_type -> tiergate.v1.FeedbackRequest
-	7,  // 17: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
-	8,  // 18: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
-	6,  // 19: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
-	10, // 20: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
-	13, // 21: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
-	15, // 22: tiergate.v1.Tiergate.Feedback:output_type -> tiergate.v1.FeedbackResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 11: tiergate.v1.CanaryResponse.arms:type_name -> tiergate.v1.CanaryArm
+	2,  // 12: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
+	2,  // 13: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
+	2,  // 14: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
+	9,  // 15: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
+	11, // 16: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
+	14, // 17: tiergate.v1.Tiergate.Feedback:input_type -> tiergate.v1.FeedbackRequest
+	16, // 18: tiergate.v1.Tiergate.Canary:input_type -> tiergate.v1.CanaryRequest
+	7,  // 19: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
+	8,  // 20: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
+	6,  // 21: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
+	10, // 22: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
+	13, // 23: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
+	15, // 24: tiergate.v1.Tiergate.Feedback:output_type -> tiergate.v1.FeedbackResponse
+	18, // 25: tiergate.v1.Tiergate.Canary:output_type -> tiergate.v1.CanaryResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_tiergate_proto_init() }
@@ -1369,13 +1627,14 @@ func file_tiergate_v1_tiergate_proto_init() {
 	}
 	file_tiergate_v1_tiergate_proto_msgTypes[1].OneofWrappers = []any{}
 	file_tiergate_v1_tiergate_proto_msgTypes[13].OneofWrappers = []any{}
+	file_tiergate_v1_tiergate_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_tiergate_proto_rawDesc), len(file_tiergate_v1_tiergate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

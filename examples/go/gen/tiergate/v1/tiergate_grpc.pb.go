@@ -27,6 +27,7 @@ const (
 	Tiergate_CountTokens_FullMethodName    = "/tiergate.v1.Tiergate/CountTokens"
 	Tiergate_Status_FullMethodName         = "/tiergate.v1.Tiergate/Status"
 	Tiergate_Feedback_FullMethodName       = "/tiergate.v1.Tiergate/Feedback"
+	Tiergate_Canary_FullMethodName         = "/tiergate.v1.Tiergate/Canary"
 )
 
 // TiergateClient is the client API for Tiergate service.
@@ -48,6 +49,9 @@ type TiergateClient interface {
 	// Records a score and/or label for a served request, by the request_id of its Decision. NOT_FOUND when
 	// the id is unknown, expired or already rated. Stores no prompt or answer text.
 	Feedback(ctx context.Context, in *FeedbackRequest, opts ...grpc.CallOption) (*FeedbackResponse, error)
+	// A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
+	// rolled-back canary). NOT_FOUND for a route without a canary.
+	Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*CanaryResponse, error)
 }
 
 type tiergateClient struct {
@@ -127,6 +131,16 @@ func (c *tiergateClient) Feedback(ctx context.Context, in *FeedbackRequest, opts
 	return out, nil
 }
 
+func (c *tiergateClient) Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*CanaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CanaryResponse)
+	err := c.cc.Invoke(ctx, Tiergate_Canary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TiergateServer is the server API for Tiergate service.
 // All implementations must embed UnimplementedTiergateServer
 // for forward compatibility.
@@ -146,6 +160,9 @@ type TiergateServer interface {
 	// Records a score and/or label for a served request, by the request_id of its Decision. NOT_FOUND when
 	// the id is unknown, expired or already rated. Stores no prompt or answer text.
 	Feedback(context.Context, *FeedbackRequest) (*FeedbackResponse, error)
+	// A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
+	// rolled-back canary). NOT_FOUND for a route without a canary.
+	Canary(context.Context, *CanaryRequest) (*CanaryResponse, error)
 	mustEmbedUnimplementedTiergateServer()
 }
 
@@ -173,6 +190,9 @@ func (UnimplementedTiergateServer) Status(context.Context, *StatusRequest) (*Sta
 }
 func (UnimplementedTiergateServer) Feedback(context.Context, *FeedbackRequest) (*FeedbackResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Feedback not implemented")
+}
+func (UnimplementedTiergateServer) Canary(context.Context, *CanaryRequest) (*CanaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Canary not implemented")
 }
 func (UnimplementedTiergateServer) mustEmbedUnimplementedTiergateServer() {}
 func (UnimplementedTiergateServer) testEmbeddedByValue()                  {}
@@ -296,6 +316,24 @@ func _Tiergate_Feedback_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tiergate_Canary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CanaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TiergateServer).Canary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tiergate_Canary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TiergateServer).Canary(ctx, req.(*CanaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tiergate_ServiceDesc is the grpc.ServiceDesc for Tiergate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +360,10 @@ var Tiergate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Feedback",
 			Handler:    _Tiergate_Feedback_Handler,
+		},
+		{
+			MethodName: "Canary",
+			Handler:    _Tiergate_Canary_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
