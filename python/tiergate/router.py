@@ -121,7 +121,7 @@ class AsyncRouter(AsyncAPI):
         return served.route, served.model, served.arm
 
     async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
-        return (await self._ready()).canary(route, percent)
+        return await (await self._ready()).canary(route, percent)
 
 
 class Router(SyncAPI[AsyncRouter]):

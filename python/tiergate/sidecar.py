@@ -30,6 +30,7 @@ from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.policy.canary import CanaryController, CanaryState
+from tiergate.policy.canary_redis import RedisCanaryStore
 from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider, ProviderError
@@ -83,6 +84,7 @@ class Sidecar:
             for name in config.models
         }
         self.analyzer = Analyzer(config.rules)
+        self.telemetry = telemetry if telemetry is not None else Telemetry(config)
         # Pools' slow-start state outlives a reload, like the breakers it watches.
         self.pools: PoolSelector = PoolSelector(
             config.pools, self.breakers, self.stats, previous=previous.pools if previous is not None else None
@@ -91,11 +93,14 @@ class Sidecar:
         if previous is not None:
             self.canaries: CanaryController = previous.canaries
             self.canaries.reconfigure(config.routes)
+            if _canary_store_url(config) != getattr(self.canaries.store, "url", None):
+                self.canaries.set_store(self._canary_store(config))
         else:
-            self.canaries = CanaryController(config.routes, on_rollback=_log_rollback)
+            self.canaries = CanaryController(
+                config.routes, on_rollback=_log_rollback, store=self._canary_store(config)
+            )
         self.planner = Planner(config, self.stats, self.jobs_ahead, self.pools, self.canaries)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
-        self.telemetry = telemetry if telemetry is not None else Telemetry(config)
         self.governor: Governor = build_governor(
             config, previous.governor if previous is not None else None, self.telemetry.metrics.state_failure
         )
@@ -139,19 +144,24 @@ class Sidecar:
             for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
                 await asyncio.to_thread(count_tokens, "warm up", encoding)
             # Compiles the rules, which may fail too (a pattern the regex engine rejects).
-            return cls(config, providers, telemetry=telemetry, previous=previous)
+            sidecar = cls(config, providers, telemetry=telemetry, previous=previous)
+            await sidecar.canaries.drain()  # with a fleet store: its canary state, before the first request
+            return sidecar
         except BaseException:
             for provider in built:
                 await provider.aclose()
             raise
 
-    async def aclose(self, keep: Iterable[Provider] = ()) -> None:
-        """Closes the providers (except those in `keep`, which a successor took over) and the limits."""
+    async def aclose(self, keep: Iterable[Provider] = (), successor: Sidecar | None = None) -> None:
+        """Closes the providers (except those in `keep`, which a successor took over), the limits and the
+        canary state (unless `successor` took it over)."""
         kept = {id(p) for p in keep}
         for provider in self.providers.values():
             if id(provider) not in kept:
                 await provider.aclose()
         await self.governor.aclose()
+        if successor is None or successor.canaries is not self.canaries:
+            await self.canaries.aclose()
 
     def refuse_new(self) -> None:
         """From now on new requests fail with ShuttingDown; those in progress go on (a graceful stop)."""
@@ -165,7 +175,7 @@ class Sidecar:
         """After a reload: waits for the requests still running on this config, then closes what the
         successor does not use."""
         await self._idle.wait()
-        await self.aclose(keep=successor.providers.values())
+        await self.aclose(keep=successor.providers.values(), successor=successor)
 
     # -- the request path ---------------------------------------------------------------------------------
 
@@ -326,11 +336,21 @@ class Sidecar:
             self._idle.set()
         self.telemetry.report(report)
 
-    def canary(self, route: str, percent: float | None = None) -> CanaryState:
+    async def canary(self, route: str, percent: float | None = None) -> CanaryState:
         """A route's canary rollout; with `percent`, sets it first (see `CanaryController.set_percent`)."""
         if percent is not None:
-            return self.canaries.set_percent(route, percent)
-        return self.canaries.state(route)
+            return await self.canaries.set_percent(route, percent)
+        return await self.canaries.refresh(route)
+
+    def _canary_store(self, config: Config) -> RedisCanaryStore | None:
+        url = _canary_store_url(config)
+        if url is None:
+            return None
+        return RedisCanaryStore(
+            url,
+            timeout_s=config.state_timeout_ms / 1000,
+            on_state_failure=self.telemetry.metrics.state_failure,
+        )
 
     def rate(self, request_id: str, score: float | None, label: str) -> Served:
         """Feedback on a served request (see `feedback.FeedbackStore.rate`)."""
@@ -410,6 +430,13 @@ def _feedback_hook(telemetry: Telemetry, canaries: CanaryController) -> Feedback
         canaries.feedback(served.route, served.model, served.arm, score)
 
     return hook
+
+
+def _canary_store_url(config: Config) -> str | None:
+    """The fleet's store for canary state: only when some route has a canary."""
+    if config.state is None or not any(r.canary is not None for r in config.routes.values()):
+        return None
+    return config.state
 
 
 def _log_rollback(state: CanaryState) -> None:

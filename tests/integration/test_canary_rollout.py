@@ -113,7 +113,7 @@ async def test_the_same_conversation_keeps_its_arm_across_requests_and_reloads(
         assert set(arms.values()) == {"canary", "baseline"}
         for k in keys:
             assert (await first.complete(domain_request(k))).decision.arm == arms[k]
-        first.canary("chat", 30.0)  # an operator sets the same value: nothing moves
+        await first.canary("chat", 30.0)  # an operator sets the same value: nothing moves
         reloaded = await Sidecar.start(resolve(parse(data), {}), telemetry=first.telemetry, previous=first)
     finally:
         await first.retire(reloaded) if "reloaded" in locals() else await first.aclose()
@@ -140,7 +140,7 @@ async def test_the_cli_sets_the_percentage_and_a_reload_keeps_it(fake_provider: 
             resolve(parse(data), {}), telemetry=side.sidecar.telemetry, previous=side.sidecar
         )
         try:
-            assert reloaded.canary("chat").percent == 5  # the same config: the operator's value stays
+            assert (await reloaded.canary("chat")).percent == 5  # the same config: the operator's value stays
         finally:
             await reloaded.aclose(keep=side.sidecar.providers.values())
         with pytest.raises(grpc.aio.AioRpcError) as info:

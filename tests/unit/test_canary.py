@@ -145,12 +145,12 @@ def test_rollback_on_bad_feedback() -> None:
     assert controller.state("chat").rolled_back == "mean feedback score 0.79 vs baseline 0.90"
 
 
-def test_set_percent_rearms_and_a_reload_keeps_it_unless_the_config_changes() -> None:
+async def test_set_percent_rearms_and_a_reload_keeps_it_unless_the_config_changes() -> None:
     controller = CanaryController(route(50))
     feed(controller, BASELINE, 20)
     feed(controller, CANARY, 20, failures=20)
     assert controller.state("chat").percent == 0
-    state = controller.set_percent("chat", 5)
+    state = await controller.set_percent("chat", 5)
     assert (state.percent, state.rolled_back, state.arms[CANARY].requests) == (5, "", 0)
     controller.reconfigure(route(50))  # the same config: the operator's 5% stays
     assert controller.state("chat").percent == 5
@@ -159,9 +159,9 @@ def test_set_percent_rearms_and_a_reload_keeps_it_unless_the_config_changes() ->
     controller.reconfigure(route(25, model="other"))  # a new candidate starts afresh
     assert controller.state("chat").model == "other"
     with pytest.raises(InvalidRequest):
-        controller.set_percent("chat", 101)
+        await controller.set_percent("chat", 101)
     with pytest.raises(UnknownTask):
-        controller.set_percent("nope", 5)
+        await controller.set_percent("nope", 5)
 
 
 # -- in the planner ------------------------------------------------------------------------------------------

@@ -19,16 +19,18 @@ baseline's by more than `max_score_drop`.
 The state (current percentage, rollback, measures) outlives reloads: a reload that changes the configured
 percentage applies it and re-arms a rolled-back canary; one that leaves it alone keeps a percentage set with
 `tiergate canary` (`set_percent`). A new candidate model starts afresh. With `state: redis://` the state is
-shared by a fleet (`canary_redis.py`).
+shared by a fleet (`canary_redis.py`): observations go to Redis after the answer, and this sidecar's copy
+(from which it assigns arms and judges) is the fleet's as of its last call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tiergate.errors import InvalidRequest, UnknownTask
 from tiergate.request import Decision, Outcome, Request
@@ -77,6 +79,24 @@ class CanaryState:
     arms: dict[str, ArmStats] = field(default_factory=lambda: {arm: ArmStats() for arm in ARMS})
 
 
+class SharedStore(Protocol):
+    """Where a fleet's canary state lives (`canary_redis.RedisCanaryStore`); None from a call: unreachable."""
+
+    url: str
+
+    async def sync(
+        self, route: str, model: str, configured: float, deltas: Mapping[str, float]
+    ) -> dict[str, str] | None: ...
+    async def configure(self, route: str, model: str, configured: float) -> dict[str, str] | None: ...
+    async def set_percent(
+        self, route: str, model: str, configured: float, percent: float
+    ) -> dict[str, str] | None: ...
+    async def rollback(
+        self, route: str, model: str, configured: float, reason: str
+    ) -> dict[str, str] | None: ...
+    async def aclose(self) -> None: ...
+
+
 def bucket(route: str, model: str, key: str) -> int:
     """The key's place in 0..BUCKETS-1: stable across processes, restarts and reloads."""
     digest = hashlib.blake2b(f"{route}\0{model}\0{key}".encode(), digest_size=8).digest()
@@ -98,9 +118,12 @@ class CanaryController:
         *,
         rng: Callable[[], float] = random.random,
         on_rollback: Callable[[CanaryState], None] | None = None,
+        store: SharedStore | None = None,
     ) -> None:
         self._rng = rng
         self._on_rollback = on_rollback
+        self.store = store
+        self._pending: set[asyncio.Task[None]] = set()
         self.states: dict[str, CanaryState] = {}
         self._configs: dict[str, CanaryConfig] = {}
         self.reconfigure(routes)
@@ -113,8 +136,19 @@ class CanaryController:
             state = self.states.get(name)
             if state is None or state.model != canary.model or state.configured_percent != canary.percent:
                 state = CanaryState(name, canary.model, canary.percent, canary.percent)
+                if self.store is not None:  # the fleet's state, re-armed if its configured share changed
+                    self._spawn(self._configure(state))
             states[name] = state
         self._configs, self.states = configs, states
+
+    def set_store(self, store: SharedStore | None) -> None:
+        """A reload named another state store: the old one is closed once its calls are done."""
+        old, self.store = self.store, store
+        if old is not None:
+            self._spawn(old.aclose())
+        if store is not None:
+            for state in self.states.values():
+                self._spawn(self._configure(state))
 
     # -- the request path ------------------------------------------------------------------------------------
 
@@ -141,15 +175,12 @@ class CanaryController:
             return  # e.g. the candidate was filtered out: the baseline served a canary-arm request
         if first.outcome is not Outcome.OK and first.outcome not in _FAILED:
             return  # cancelled, deadline, lost a hedge: says nothing about the model
-        stats = state.arms[decision.arm]
-        stats.requests += 1
-        if first.outcome is Outcome.OK:
-            if first.ttft_ms > 0:
-                stats.ttft_n += 1
-                stats.ttft_sum_ms += first.ttft_ms
-        else:
-            stats.failures += 1
-        self._judge(state)
+        deltas = {"requests": 1.0}
+        if first.outcome is not Outcome.OK:
+            deltas["failures"] = 1.0
+        elif first.ttft_ms > 0:
+            deltas.update(ttft_n=1.0, ttft_sum_ms=first.ttft_ms)
+        self._record(state, decision.arm, deltas)
 
     def feedback(self, route: str, model: str, arm: str, score: float | None) -> None:
         state = self.states.get(route)
@@ -157,14 +188,18 @@ class CanaryController:
             return
         if (arm == CANARY) != (model == state.model):
             return
-        stats = state.arms[arm]
-        stats.scored += 1
-        stats.score_sum += score
-        self._judge(state)
+        self._record(state, arm, {"scored": 1.0, "score_sum": score})
+
+    def _record(self, state: CanaryState, arm: str, deltas: dict[str, float]) -> None:
+        if self.store is None:
+            _add(state.arms[arm], deltas)
+            self._judge(state)
+        else:
+            self._spawn(self._push(state, arm, deltas))
 
     # -- operators -------------------------------------------------------------------------------------------
 
-    def set_percent(self, route: str, percent: float) -> CanaryState:
+    async def set_percent(self, route: str, percent: float) -> CanaryState:
         """`tiergate canary ROUTE --percent N`: applies now, re-arms a rolled-back canary.
 
         Raises:
@@ -177,6 +212,15 @@ class CanaryController:
         if state.rolled_back:
             state.arms = {arm: ArmStats() for arm in ARMS}
         state.percent, state.rolled_back = percent, ""
+        if self.store is not None:
+            _apply(state, await self.store.set_percent(route, state.model, state.configured_percent, percent))
+        return state
+
+    async def refresh(self, route: str) -> CanaryState:
+        """The route's state, read again from the fleet's store when there is one."""
+        state = self.state(route)
+        if self.store is not None:
+            _apply(state, await self.store.sync(route, state.model, state.configured_percent, {}))
         return state
 
     def state(self, route: str) -> CanaryState:
@@ -186,14 +230,74 @@ class CanaryController:
             raise UnknownTask(f"route {route!r} has no canary rollout (routes with one: {routes})")
         return state
 
-    def _judge(self, state: CanaryState) -> None:
-        if state.rolled_back:
-            return
-        why = verdict(self._configs[state.route], state.arms[BASELINE], state.arms[CANARY])
+    def _judge(self, state: CanaryState) -> str:
+        """Rolls back (here) when the measures say so; returns the verdict."""
+        config = self._configs.get(state.route)
+        if state.rolled_back or config is None or config.model != state.model:
+            return ""
+        why = verdict(config, state.arms[BASELINE], state.arms[CANARY])
         if why:
             state.percent, state.rolled_back = 0.0, why
             if self._on_rollback is not None:
                 self._on_rollback(state)
+        return why
+
+    # -- the fleet's store ---------------------------------------------------------------------------------
+
+    async def _push(self, state: CanaryState, arm: str, deltas: dict[str, float]) -> None:
+        assert self.store is not None
+        fields = {f"{arm}:{name}": value for name, value in deltas.items()}
+        reply = await self.store.sync(state.route, state.model, state.configured_percent, fields)
+        if reply is None:
+            _add(state.arms[arm], deltas)  # unreachable: judge on what this sidecar saw
+        else:
+            _apply(state, reply)
+        if state.rolled_back:
+            return
+        why = self._judge(state)
+        if why and reply is not None and self.store is not None:
+            _apply(state, await self.store.rollback(state.route, state.model, state.configured_percent, why))
+
+    async def _configure(self, state: CanaryState) -> None:
+        if self.store is not None:
+            _apply(state, await self.store.configure(state.route, state.model, state.configured_percent))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Waits for the store calls in flight."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.drain()
+        if self.store is not None:
+            await self.store.aclose()
+            self.store = None
+
+
+def _add(stats: ArmStats, deltas: Mapping[str, float]) -> None:
+    stats.requests += int(deltas.get("requests", 0))
+    stats.failures += int(deltas.get("failures", 0))
+    stats.ttft_n += int(deltas.get("ttft_n", 0))
+    stats.ttft_sum_ms += deltas.get("ttft_sum_ms", 0.0)
+    stats.scored += int(deltas.get("scored", 0))
+    stats.score_sum += deltas.get("score_sum", 0.0)
+
+
+def _apply(state: CanaryState, reply: Mapping[str, str] | None) -> None:
+    """The fleet's state (a store's reply) as this sidecar's copy; None (unreachable) changes nothing."""
+    if reply is None:
+        return
+    state.percent = float(reply.get("percent", state.percent))
+    state.rolled_back = reply.get("rolled_back", state.rolled_back)
+    for arm in ARMS:
+        stats = ArmStats()
+        _add(stats, {k.split(":", 1)[1]: float(v) for k, v in reply.items() if k.startswith(f"{arm}:")})
+        state.arms[arm] = stats
 
 
 def verdict(canary: CanaryConfig, base: ArmStats, cand: ArmStats) -> str:

@@ -107,7 +107,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
     async def Canary(self, request: pb.CanaryRequest, context: grpc.aio.ServicerContext) -> pb.CanaryResponse:
         percent = request.percent if request.HasField("percent") else None
         try:
-            return canary_to_proto(self._sidecar.canary(request.route, percent))
+            return canary_to_proto(await self._sidecar.canary(request.route, percent))
         except TiergateError as exc:
             await _abort(context, exc)
             raise
