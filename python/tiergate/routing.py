@@ -134,11 +134,11 @@ class Planner:
                 f"the policy of {policy.describe()} leaves no model of route {route_name!r} "
                 f"(skipped: {', '.join(s.model for s in skipped)}); the request was not forwarded"
             )
-        kept = self._arrange_pools(kept)
+        kept, pool_notes = self._arrange_pools(kept)
         if not kept:  # the request itself rules every model out: asking again cannot help
             why = "; ".join(f"{s.model}: {s.reason}" for s in skipped)
             raise InvalidRequest(f"no model of route {route_name!r} can take this request ({why})")
-        reason = self._order(route, kept, analysis)
+        reason = "; ".join([self._order(route, kept, analysis), *pool_notes])
         if arm == CANARY:
             reason, arm = _canary_first(kept, candidate, reason)
         return Plan(route_name, route, kept, skipped, reason, arm)
@@ -149,15 +149,18 @@ class Planner:
         steps = [(step, name) for step in route.chain for name in self._pools.members(step)]
         return [(canary, canary), *steps] if canary else steps
 
-    def _arrange_pools(self, kept: list[Candidate]) -> list[Candidate]:
-        """Each pool's kept members, in the order the pool chooses (they stay where the step is)."""
+    def _arrange_pools(self, kept: list[Candidate]) -> tuple[list[Candidate], list[str]]:
+        """Each pool's kept members, in the order the pool chooses (they stay where the step is), and a
+        note per pool for the Decision's reason."""
         out: list[Candidate] = []
+        notes: list[str] = []
         for step, group in _blocks(kept):
             if self._pools.is_pool(step):
                 by_name = {c.name: c for c in group}
                 group = [by_name[n] for n in self._pools.order(step, [c.name for c in group])]
+                notes.append(f"pool {step}: {group[0].name} chosen of {len(group)}")
             out.extend(group)
-        return out
+        return out, notes
 
     def _order(self, route: RouteConfig, candidates: list[Candidate], analysis: Analysis) -> str:
         reasons = []

@@ -175,6 +175,8 @@ def plan_names(p: Planner, tenant: str = "") -> list[str]:
 
 def test_a_pool_step_is_its_members_then_the_rest_of_the_chain() -> None:
     p = planner({"chain": ["p", "last"]})
+    plan = p.plan(Request("", [Message("user", "hi")]), Analysis(10, [], Sensitivity.PUBLIC, "", ""))
+    assert plan.reason == f"chain order; pool p: {plan.candidates[0].name} chosen of 2"
     orders = [plan_names(p) for _ in range(2000)]
     assert {tuple(o) for o in orders} == {("a", "b", "last"), ("b", "a", "last")}
     assert within_5_sigma(sum(o[0] == "a" for o in orders), 2000, 0.7)
