@@ -1,5 +1,5 @@
 """The CLI commands that talk to a running sidecar, through `tiergate.Client`: `ask`, `explain`, `status`,
-`health`. Failures print `tiergate: STATUS: message` on stderr and exit 1."""
+`health`, `canary`. Failures print `tiergate: STATUS: message` on stderr and exit 1."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from tiergate.errors import TiergateError
+from tiergate.policy.canary import CanaryState
 from tiergate.request import Decision, Sensitivity, SidecarStatus, Usage
 from tiergate.sdk.client import ADDRESS_ENV, DEFAULT_ADDRESS, TLS_CA_ENV, TOKEN_ENV, Client
 from tiergate.sdk.transport_errors import status_name
@@ -32,6 +33,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("status", help="live per-model state: breaker, TTFT, tokens/s, queue")
     _connection_options(p, timeout=5.0)
     p.set_defaults(func=status)
+
+    p = sub.add_parser("canary", help="a route's canary rollout: state, or a new percentage with --percent")
+    p.add_argument("route")
+    p.add_argument("--percent", type=float, help="0..100; also re-arms a rolled-back canary")
+    _connection_options(p, timeout=5.0)
+    p.set_defaults(func=canary)
 
     p = sub.add_parser("health", help="exit 0 when the sidecar's gRPC health service answers SERVING")
     _connection_options(p, timeout=3.0)
@@ -111,6 +118,36 @@ def explain(args: argparse.Namespace) -> int:
     rows += [("skip", s.model, s.reason) for s in d.skipped]
     print(_table(("#", "model", "note"), rows, right=(0,)))
     return 0
+
+
+def canary(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            state = client.canary(args.route, args.percent)
+        except TiergateError as exc:
+            return _failed(exc)
+    print(canary_table(state))
+    return 0
+
+
+def canary_table(state: CanaryState) -> str:
+    """The rollout's percentage (or why it was rolled back), then each arm's measures."""
+    head = (
+        f"route {state.route}: {state.model} at {state.percent:g}% (configured {state.configured_percent:g}%)"
+    )
+    if state.rolled_back:
+        head += f"; rolled back: {state.rolled_back}"
+    rows = [
+        (
+            arm,
+            str(s.requests),
+            f"{s.error_rate:.1%}",
+            f"{s.mean_ttft_ms:.0f}" if s.ttft_n else "-",
+            f"{s.mean_score:.2f} ({s.scored})" if s.scored else "-",
+        )
+        for arm, s in state.arms.items()
+    ]
+    return head + "\n" + _table(("arm", "requests", "errors", "TTFT ms", "score"), rows, right=(1, 2, 3))
 
 
 def status(args: argparse.Namespace) -> int:

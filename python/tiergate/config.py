@@ -124,6 +124,8 @@ class ModelConfig(_Strict):
     # llama_cpp only
     threads: int | None = Field(None, gt=0)
     queue_size: int = Field(8, ge=1)
+    # Labels for residency and approval policy (`policy/residency.py`), e.g. {region: eu, env: experimental}
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelConfig:
@@ -187,6 +189,27 @@ class RuleConfig(_Strict):
         )
 
 
+class CanaryConfig(_Strict):
+    """A canary rollout on a route (`policy/canary.py`): a share of traffic tries `model` first."""
+
+    model: str = Field(min_length=1)  # the candidate; not in the route's chain
+    percent: float = Field(ge=0, le=100)
+    sticky: str = "tenant"  # "tenant", or "metadata:KEY" (e.g. metadata:conversation_id)
+    min_samples: int = Field(50, ge=1)  # per arm, before rollback may judge
+    max_error_rate_increase: float = Field(0.05, ge=0, le=1)  # canary error rate - baseline's (absolute)
+    max_ttft_increase: float = Field(0.5, ge=0)  # canary mean TTFT / baseline's - 1
+    # ...and by at least this much in absolute terms: a few milliseconds either way is noise, not a verdict
+    min_ttft_increase_ms: float = Field(50, ge=0)
+    max_score_drop: float = Field(0.1, ge=0, le=1)  # baseline mean feedback score - canary's (0..1 scale)
+
+    @field_validator("sticky")
+    @classmethod
+    def _sticky(cls, value: str) -> str:
+        if value != "tenant" and not (value.startswith("metadata:") and len(value) > len("metadata:")):
+            raise ValueError(f"{value!r}: use `tenant` or `metadata:KEY`")
+        return value
+
+
 class RouteConfig(_Strict):
     chain: list[str] = Field(min_length=1)
     objective: Literal["chain", "cost", "latency"] = "chain"
@@ -200,6 +223,7 @@ class RouteConfig(_Strict):
     classify_ms: PositiveMs = 500  # its time budget; past it the request goes on unclassified
     # Images cannot be scanned by the rules: a request with images is at least this sensitive.
     image_sensitivity: Literal["public", "internal", "restricted"] = "internal"
+    canary: CanaryConfig | None = None  # a candidate model tried first by a sticky share of the traffic
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -221,6 +245,48 @@ class BudgetConfig(_Strict):
     tokens_per_minute: float | None = Field(None, gt=0)
 
 
+class TenantPolicyConfig(_Strict):
+    """Where a tenant's requests may go (`policy/residency.py`). Unset: no constraint of that kind."""
+
+    regions: list[str] | None = Field(None, min_length=1)  # the models' `region` tag must be one of these
+    models: list[str] | None = Field(None, min_length=1)  # approved models; any other is left out
+    forbidden_tags: dict[str, list[str]] = Field(default_factory=dict)  # e.g. {env: [experimental]}
+
+
+class PoolConfig(_Strict):
+    """Equivalent models that share one step of a chain (`policy/pools.py`)."""
+
+    members: dict[str, float] = Field(min_length=1)  # model name -> weight (> 0)
+    slow_start_ms: float = Field(30_000, ge=0)  # a member whose breaker closes again ramps up over this
+    latency_tolerance: float = Field(1.5, ge=1)  # the second pick wins when the first is this much slower
+
+    @field_validator("members")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not weight > 0:
+                raise ValueError(f"member {name!r}: the weight must be > 0, got {weight}")
+        return value
+
+
+class FeedbackConfig(_Strict):
+    """Quality feedback on served requests (`feedback.py`)."""
+
+    ttl_s: float = Field(3600, gt=0)  # how long a served request can be rated
+    max_requests: int = Field(50_000, ge=1)  # served requests remembered for rating (least recent dropped)
+    labels: list[str] = Field(default_factory=lambda: ["good", "bad"])  # the labels clients may send
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label or len(label) > 64 or not label.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"{label!r}: a label is 1-64 letters, digits, '_' or '-'")
+        if len(set(value)) != len(value) or len(value) > 32:
+            raise ValueError("labels: at most 32, each once")
+        return value
+
+
 class TelemetryConfig(_Strict):
     decision_log: bool = True  # one JSON line per request on the `tiergate.decisions` logger
     log_content: bool = False  # opt-in: also log prompt and answer text in decision records
@@ -232,6 +298,9 @@ class LimitsConfig(_Strict):
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int = Field(256, ge=1)
     max_output_tokens: int = Field(32_768, ge=1)
+    # In-process state keyed by tenant names clients send (limits counted under `budgets.default`): at most
+    # this many tenants are held, the least recently seen dropped first.
+    max_tenants: int = Field(100_000, ge=1)
 
 
 class Config(_Strict):
@@ -245,6 +314,11 @@ class Config(_Strict):
     routes: dict[str, RouteConfig] = Field(min_length=1)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     budgets: dict[str, BudgetConfig] = Field(default_factory=dict)
+    # Residency and approval policy per tenant; `default` applies to tenants without an entry of their own.
+    tenants: dict[str, TenantPolicyConfig] = Field(default_factory=dict)
+    # Named pools of equivalent models: a route's chain may name a pool where it would name a model.
+    pools: dict[str, PoolConfig] = Field(default_factory=dict)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     state: str | None = None  # "redis://..." for fleet-wide budgets; default in-process
     state_failure: Literal["open", "closed"] = "open"  # Redis unreachable: serve without limits, or refuse
@@ -321,14 +395,15 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
     rules = _with_default_rules(config, seen_rules, source)
     for route_name, route in config.routes.items():
         seen: set[str] = set()
-        for i, model_name in enumerate(route.chain):
+        for i, step in enumerate(route.chain):
             key = f"routes.{route_name}.chain[{i}]"
-            if model_name not in models:
+            if step not in models and step not in config.pools:
                 known = ", ".join(sorted(models))
-                raise ConfigError(f"{source}: {key}: unknown model {model_name!r} (models: {known})")
-            if model_name in seen:
-                raise ConfigError(f"{source}: {key}: model {model_name!r} appears twice in the chain")
-            seen.add(model_name)
+                raise ConfigError(f"{source}: {key}: unknown model {step!r} (models: {known})")
+            for model_name in config.pools[step].members if step in config.pools else (step,):
+                if model_name in seen:
+                    raise ConfigError(f"{source}: {key}: model {model_name!r} appears twice in the chain")
+                seen.add(model_name)
         if route.classify_with is not None and route.classify_with not in models:
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}"
@@ -338,7 +413,38 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
                 f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is not an on-device "
                 "model (classifying would send every request's text to it)"
             )
+    _check_traffic(config, source)
     return config.model_copy(update={"listen": listen, "models": models, "rules": rules})
+
+
+def _check_traffic(config: Config, source: str) -> None:
+    """Pools and tenant policies name models that exist; a pool's name is not also a model's."""
+    known = ", ".join(sorted(config.models))
+    for pool_name, pool in config.pools.items():
+        if pool_name in config.models:
+            raise ConfigError(f"{source}: pools.{pool_name}: a model has the same name")
+        for member in pool.members:
+            if member not in config.models:
+                raise ConfigError(
+                    f"{source}: pools.{pool_name}.members: unknown model {member!r} (models: {known})"
+                )
+    for route_name, route in config.routes.items():
+        if route.canary is None:
+            continue
+        key = f"{source}: routes.{route_name}.canary.model"
+        if route.canary.model not in config.models:
+            raise ConfigError(f"{key}: unknown model {route.canary.model!r} (models: {known})")
+        members: set[str] = set()
+        for step in route.chain:
+            members.update(config.pools[step].members if step in config.pools else (step,))
+        if route.canary.model in members:
+            raise ConfigError(f"{key}: {route.canary.model!r} is already in the chain (the baseline)")
+    for tenant, policy in config.tenants.items():
+        for i, model_name in enumerate(policy.models or ()):
+            if model_name not in config.models:
+                raise ConfigError(
+                    f"{source}: tenants.{tenant}.models[{i}]: unknown model {model_name!r} (models: {known})"
+                )
 
 
 def _resolve_listen(listen: Listen, env: Mapping[str, str], source: str) -> Listen:

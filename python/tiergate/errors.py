@@ -5,7 +5,10 @@ Each maps to exactly one gRPC status code (the mapping lives in `server/status.p
     TiergateError
     ├── InvalidRequest          INVALID_ARGUMENT     malformed request, unknown encoding, bad json_schema
     ├── UnknownTask             NOT_FOUND            no route of that name ("" means `default`)
+    ├── FeedbackNotFound        NOT_FOUND            feedback for a request id unknown, expired or rated
     ├── SensitiveDataBlocked    FAILED_PRECONDITION  restricted data and no on-device model can serve it
+    ├── PolicyBlocked           FAILED_PRECONDITION  the tenant's or request's residency / approval policy
+    │                                                leaves no model of the route
     ├── LimitExceeded           RESOURCE_EXHAUSTED   budget, rate limit, concurrency cap, local queue full
     ├── DeadlineExceeded        DEADLINE_EXCEEDED    the request's time budget ran out
     ├── AllAttemptsFailed       UNAVAILABLE          every candidate failed; the message lists each attempt
@@ -45,8 +48,20 @@ class UnknownTask(TiergateError):
     kind = "unknown_task"
 
 
+class FeedbackNotFound(TiergateError):
+    """Feedback names a request id that was never served here, has expired or was already rated."""
+
+    kind = "feedback_not_found"
+
+
 class SensitiveDataBlocked(TiergateError):
     kind = "sensitive_data_blocked"
+
+
+class PolicyBlocked(TiergateError):
+    """Residency or approval policy (allowed regions, approved models, forbidden tags) leaves no model."""
+
+    kind = "policy_blocked"
 
 
 class LimitExceeded(TiergateError):

@@ -30,10 +30,12 @@ from typing import Protocol
 from tiergate._native import BudgetCounter, ManualClock, TokenBucket
 from tiergate.config import BudgetConfig, Config
 from tiergate.errors import LimitExceeded
+from tiergate.lru import LruDict
 from tiergate.request import Decision, Request, Skip
 from tiergate.routing import Plan
 
 DEFAULT_TENANT = "default"
+DEFAULT_MAX_TENANTS = 100_000  # tenants counted under `budgets.default` held in memory at once
 NANOS = 1_000_000_000  # money is counted in whole nano-dollars, like the Rust BudgetCounter
 
 # Called when the state store fails: (operation, what was done: "allowed", "refused" or "lost").
@@ -169,7 +171,13 @@ class _TenantState:
 
 
 class LocalGovernor:
-    """Limits held in this process. Counters of tenants whose limits a reload left unchanged carry over."""
+    """Limits held in this process. Counters of tenants whose limits a reload left unchanged carry over.
+
+    Tenants with a `budgets` entry of their own keep their counters for good (the config bounds them). Those
+    counted under `budgets.default` are any name a client sends, so at most `max_tenants` of them are held,
+    the least recently seen dropped first: a dropped tenant starts afresh when it comes back, which grants it
+    nothing a new name would not.
+    """
 
     active = True
 
@@ -179,23 +187,37 @@ class LocalGovernor:
         *,
         previous: LocalGovernor | None = None,
         clock: ManualClock | None = None,
+        max_tenants: int = DEFAULT_MAX_TENANTS,
     ) -> None:
         self._budgets = dict(budgets)
         self._clock = clock
-        self._tenants: dict[str, _TenantState] = {}
+        self._tenants: dict[str, _TenantState] = {}  # tenants with their own entry
+        self._others: LruDict[str, _TenantState] = LruDict(max_tenants)  # under `budgets.default`
         if previous is not None:
-            for tenant, state in previous._tenants.items():
+            for tenant, state in [*previous._tenants.items(), *previous._others.items()]:
                 if limits_for(self._budgets, tenant) == state.limits:
-                    self._tenants[tenant] = state
+                    self._keep(tenant, state)
+
+    def _keep(self, tenant: str, state: _TenantState) -> None:
+        if tenant in self._budgets:
+            self._tenants[tenant] = state
+        else:
+            self._others.put(tenant, state)
 
     def _state(self, tenant: str) -> _TenantState | None:
-        state = self._tenants.get(tenant)
+        state = self._tenants.get(tenant) or self._others.get(tenant)
         if state is None:
             limits = limits_for(self._budgets, tenant)
             if limits is None:
                 return None
-            state = self._tenants[tenant] = _TenantState(limits, self._clock)
+            state = _TenantState(limits, self._clock)
+            self._keep(tenant, state)
         return state
+
+    @property
+    def tenants_held(self) -> int:
+        """Tenants whose counters are in memory (bounded: configured ones plus at most `max_tenants`)."""
+        return len(self._tenants) + len(self._others)
 
     async def admit(
         self, request: Request, plan: Plan, decision: Decision, input_tokens: int
@@ -252,7 +274,7 @@ class LocalGovernor:
 
     def spent_usd(self, tenant: str, period: str) -> float:
         """Settled cost plus outstanding reservations of this UTC period (0 for a tenant never seen)."""
-        state = self._tenants.get(tenant)
+        state = self._tenants.get(tenant) or self._others.peek(tenant)
         counter = None if state is None else (state.day if period == "day" else state.month)
         return 0.0 if counter is None else counter.spent()
 
@@ -293,4 +315,8 @@ def build_governor(
             on_state_failure=on_state_failure,
             previous=previous if isinstance(previous, RedisGovernor) else None,
         )
-    return LocalGovernor(config.budgets, previous=previous if isinstance(previous, LocalGovernor) else None)
+    return LocalGovernor(
+        config.budgets,
+        previous=previous if isinstance(previous, LocalGovernor) else None,
+        max_tenants=config.limits.max_tenants,
+    )

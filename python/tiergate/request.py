@@ -147,6 +147,8 @@ class Decision:
     reason: str = ""
     overhead_ms: float = 0.0
     cost_usd: float = 0.0
+    request_id: str = ""  # names the request in Feedback
+    arm: str = ""  # canary rollouts: "baseline" or "canary"; "" when no rollout applied
 
 
 @dataclass(slots=True)

@@ -14,6 +14,8 @@ import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import logging
+import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -24,14 +26,21 @@ from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
+from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
+from tiergate.policy.canary import CanaryController, CanaryState
+from tiergate.policy.canary_redis import RedisCanaryStore
+from tiergate.policy.pools import PoolSelector
+from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider, ProviderError
 from tiergate.providers.factory import build_provider
 from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request, SidecarStatus
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -75,9 +84,23 @@ class Sidecar:
             for name in config.models
         }
         self.analyzer = Analyzer(config.rules)
-        self.planner = Planner(config, self.stats, self.jobs_ahead)
-        self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
         self.telemetry = telemetry if telemetry is not None else Telemetry(config)
+        # Pools' slow-start state outlives a reload, like the breakers it watches.
+        self.pools: PoolSelector = PoolSelector(
+            config.pools, self.breakers, self.stats, previous=previous.pools if previous is not None else None
+        )
+        # Canary rollouts: their percentages, rollbacks and measures outlive a reload.
+        if previous is not None:
+            self.canaries: CanaryController = previous.canaries
+            self.canaries.reconfigure(config.routes)
+            if _canary_store_url(config) != getattr(self.canaries.store, "url", None):
+                self.canaries.set_store(self._canary_store(config))
+        else:
+            self.canaries = CanaryController(
+                config.routes, on_rollback=_log_rollback, store=self._canary_store(config)
+            )
+        self.planner = Planner(config, self.stats, self.jobs_ahead, self.pools, self.canaries)
+        self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
         self.governor: Governor = build_governor(
             config, previous.governor if previous is not None else None, self.telemetry.metrics.state_failure
         )
@@ -89,6 +112,14 @@ class Sidecar:
         # Since the first config started: a reload keeps it.
         self._started: float = previous._started if previous is not None else time.monotonic()
         self._refusing = False
+        # Served requests awaiting feedback, and the ratings: a reload keeps them.
+        if previous is not None:
+            self.feedback: FeedbackStore = previous.feedback
+            self.feedback.reconfigure(config.feedback)
+        else:
+            self.feedback = FeedbackStore(
+                config.feedback, on_feedback=_feedback_hook(self.telemetry, self.canaries)
+            )
 
     @classmethod
     async def start(
@@ -113,19 +144,24 @@ class Sidecar:
             for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
                 await asyncio.to_thread(count_tokens, "warm up", encoding)
             # Compiles the rules, which may fail too (a pattern the regex engine rejects).
-            return cls(config, providers, telemetry=telemetry, previous=previous)
+            sidecar = cls(config, providers, telemetry=telemetry, previous=previous)
+            await sidecar.canaries.drain()  # with a fleet store: its canary state, before the first request
+            return sidecar
         except BaseException:
             for provider in built:
                 await provider.aclose()
             raise
 
-    async def aclose(self, keep: Iterable[Provider] = ()) -> None:
-        """Closes the providers (except those in `keep`, which a successor took over) and the limits."""
+    async def aclose(self, keep: Iterable[Provider] = (), successor: Sidecar | None = None) -> None:
+        """Closes the providers (except those in `keep`, which a successor took over), the limits and the
+        canary state (unless `successor` took it over)."""
         kept = {id(p) for p in keep}
         for provider in self.providers.values():
             if id(provider) not in kept:
                 await provider.aclose()
         await self.governor.aclose()
+        if successor is None or successor.canaries is not self.canaries:
+            await self.canaries.aclose()
 
     def refuse_new(self) -> None:
         """From now on new requests fail with ShuttingDown; those in progress go on (a graceful stop)."""
@@ -139,7 +175,7 @@ class Sidecar:
         """After a reload: waits for the requests still running on this config, then closes what the
         successor does not use."""
         await self._idle.wait()
-        await self.aclose(keep=successor.providers.values())
+        await self.aclose(keep=successor.providers.values(), successor=successor)
 
     # -- the request path ---------------------------------------------------------------------------------
 
@@ -155,6 +191,11 @@ class Sidecar:
         run, analysis = self.prepare(request, deadline)
         classifier = run.plan.route.classify_with
         if classifier is None or analysis.complexity:
+            return run, analysis
+        # The classifier reads the request's text: it must be a model the residency policy allows.
+        refusal = policy_for(self.config, request).refusal(classifier, self.config.models[classifier])
+        if refusal is not None:
+            run.decision.complexity_by = f"model:{classifier} not asked ({refusal})"
             return run, analysis
         complexity = await classify(self.providers[classifier], request, run.plan.route.classify_ms)
         if complexity:
@@ -174,6 +215,7 @@ class Sidecar:
             complexity=analysis.complexity,
             complexity_by=analysis.complexity_by,
             matched_rules=analysis.matched_rules,
+            request_id=secrets.token_hex(12),
         )
         try:
             plan = self.planner.plan(request, analysis)
@@ -183,6 +225,7 @@ class Sidecar:
         decision.route = plan.route_name
         decision.skipped.extend(plan.skipped)
         decision.reason = plan.reason
+        decision.arm = plan.arm
         return self.dispatcher.run(plan, request, decision, deadline, analysis.input_tokens)
 
     async def complete(self, request: Request, deadline: float | None = None) -> Answer:
@@ -283,12 +326,36 @@ class Sidecar:
             cost = report.decision.cost_usd if report.decision is not None else 0.0
             output_tokens = report.usage.output_tokens if report.usage is not None else 0
             self.governor.settle(ticket, cost, output_tokens)
+        if report.decision is not None:
+            self.canaries.observe(report.decision)
+            if error is None:
+                self.feedback.served(report.decision)
         report.duration_s = time.monotonic() - started
         self._in_flight -= 1
         self._everyone.closed()
         if not self._in_flight:
             self._idle.set()
         self.telemetry.report(report)
+
+    async def canary(self, route: str, percent: float | None = None) -> CanaryState:
+        """A route's canary rollout; with `percent`, sets it first (see `CanaryController.set_percent`)."""
+        if percent is not None:
+            return await self.canaries.set_percent(route, percent)
+        return await self.canaries.refresh(route)
+
+    def _canary_store(self, config: Config) -> RedisCanaryStore | None:
+        url = _canary_store_url(config)
+        if url is None:
+            return None
+        return RedisCanaryStore(
+            url,
+            timeout_s=config.state_timeout_ms / 1000,
+            on_state_failure=self.telemetry.metrics.state_failure,
+        )
+
+    def rate(self, request_id: str, score: float | None, label: str) -> Served:
+        """Feedback on a served request (see `feedback.FeedbackStore.rate`)."""
+        return self.feedback.rate(request_id, score, label)
 
     def jobs_ahead(self, model: str) -> int:
         """Requests queued or generating on a model: only on-device models have a queue to wait in."""
@@ -356,6 +423,27 @@ class Sidecar:
             return count_tokens(text, encoding), encoding
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+
+
+def _feedback_hook(telemetry: Telemetry, canaries: CanaryController) -> FeedbackHook:
+    def hook(served: Served, score: float | None, label: str) -> None:
+        telemetry.metrics.feedback(served, score, label)
+        canaries.feedback(served.route, served.model, served.arm, score)
+
+    return hook
+
+
+def _canary_store_url(config: Config) -> str | None:
+    """The fleet's store for canary state: only when some route has a canary."""
+    if config.state is None or not any(r.canary is not None for r in config.routes.values()):
+        return None
+    return config.state
+
+
+def _log_rollback(state: CanaryState) -> None:
+    logger.warning(
+        "canary of route %r rolled back: %s is now at 0%% (%s)", state.route, state.model, state.rolled_back
+    )
 
 
 def _with_worker(model: ModelState, provider: Provider | None) -> ModelState:

@@ -24,6 +24,7 @@ from tiergate.content import (
     ToolMode,
 )
 from tiergate.errors import InvalidRequest, LimitExceeded, TiergateError
+from tiergate.policy.canary import ArmStats, CanaryState
 from tiergate.request import (
     Attempt,
     Chunk,
@@ -228,6 +229,8 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         complexity_by=d.complexity_by,
         skipped=[pb.Skipped(model=s.model, reason=s.reason) for s in d.skipped],
         cost_usd=d.cost_usd,
+        request_id=d.request_id,
+        arm=d.arm,
     )
 
 
@@ -258,6 +261,8 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
         reason=msg.reason,
         overhead_ms=msg.overhead_ms,
         cost_usd=msg.cost_usd,
+        request_id=msg.request_id,
+        arm=msg.arm,
     )
 
 
@@ -360,3 +365,40 @@ def error_details(trailers: Iterable[tuple[str, str | bytes]]) -> tuple[str, str
         limit if isinstance(limit, str) else limit.decode(),
         decision,
     )
+
+
+def canary_to_proto(state: CanaryState) -> pb.CanaryResponse:
+    return pb.CanaryResponse(
+        route=state.route,
+        model=state.model,
+        percent=state.percent,
+        configured_percent=state.configured_percent,
+        rolled_back=state.rolled_back,
+        arms=[
+            pb.CanaryArm(
+                arm=arm,
+                requests=s.requests,
+                failures=s.failures,
+                ttft_samples=s.ttft_n,
+                mean_ttft_ms=s.mean_ttft_ms,
+                scored=s.scored,
+                mean_score=s.mean_score,
+            )
+            for arm, s in state.arms.items()
+        ],
+    )
+
+
+def canary_from_proto(msg: pb.CanaryResponse) -> CanaryState:
+    arms = {
+        a.arm: ArmStats(
+            a.requests,
+            a.failures,
+            a.ttft_samples,
+            a.mean_ttft_ms * a.ttft_samples,
+            a.scored,
+            a.mean_score * a.scored,
+        )
+        for a in msg.arms
+    }
+    return CanaryState(msg.route, msg.model, msg.configured_percent, msg.percent, msg.rolled_back, arms)

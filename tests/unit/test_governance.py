@@ -207,3 +207,36 @@ async def test_a_reload_keeps_the_counters_of_tenants_whose_limits_did_not_chang
     h.governor = LocalGovernor(after.budgets, previous=h.governor, clock=h.clock)
     assert (await h.refused("a")).limit == "requests_per_minute"  # unchanged: still spent
     assert (await h.admit("b"))[0] is not None  # changed: a fresh bucket
+
+
+# -- bounded state: tenants named by clients ---------------------------------------------------------------
+
+
+async def test_tenants_under_default_are_bounded_and_named_ones_kept() -> None:
+    cfg = config({"default": {"requests_per_minute": 1}, "acme": {"requests_per_minute": 1}})
+    governor = LocalGovernor(cfg.budgets, clock=ManualClock(0.0), max_tenants=100)
+    harness = Harness({"default": {"requests_per_minute": 1}, "acme": {"requests_per_minute": 1}})
+    harness.governor = governor
+    await harness.admit("acme")  # acme's one request of the minute is taken
+    for i in range(5_000):
+        await harness.admit(f"tenant-{i}")
+    assert governor.tenants_held == 1 + 100
+    # acme's counters were never dropped: its minute is still spent.
+    assert (await harness.refused("acme")).limit == "requests_per_minute"
+    # The most recent default tenant is still held (refused); the oldest was dropped (starts afresh).
+    assert (await harness.refused("tenant-4999")).limit == "requests_per_minute"
+    ticket, _, _ = await harness.admit("tenant-0")
+    assert ticket is not None
+
+
+async def test_a_reload_keeps_the_bound_and_the_recent_tenants() -> None:
+    harness = Harness({"default": {"requests_per_minute": 1}})
+    harness.governor = LocalGovernor(harness.config.budgets, clock=harness.clock, max_tenants=10)
+    for i in range(30):
+        await harness.admit(f"t{i}")
+    reloaded = LocalGovernor(
+        harness.config.budgets, previous=harness.governor, clock=harness.clock, max_tenants=10
+    )
+    assert reloaded.tenants_held == 10
+    harness.governor = reloaded
+    assert (await harness.refused("t29")).limit == "requests_per_minute"

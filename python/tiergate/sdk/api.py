@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Self
 
 from tiergate.content import Tool, ToolCall, ToolChoice, ToolMode
 from tiergate.errors import InvalidRequest
+from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Message, Request, Response, Sensitivity, SidecarStatus
 
 # A plain string is one user message. A dict: `role` and `content`, and `tool_calls` (ToolCall or
@@ -291,6 +292,20 @@ class AsyncAPI(abc.ABC):
         """Every model's live state and the requests in flight."""
         return await self._status(self._timeout(timeout))
 
+    async def feedback(
+        self, request_id: str, *, score: float | None = None, label: str = "", timeout: float | None = None
+    ) -> tuple[str, str, str]:
+        """Rates a served request by its `Decision.request_id`: (route, model, arm) it was counted against.
+
+        Raises FeedbackNotFound for an unknown, expired or already rated id."""
+        return await self._feedback(request_id, score, label, self._timeout(timeout))
+
+    async def canary(
+        self, route: str, percent: float | None = None, *, timeout: float | None = None
+    ) -> CanaryState:
+        """A route's canary rollout; with `percent`, sets it first (and re-arms a rolled-back canary)."""
+        return await self._canary(route, percent, self._timeout(timeout))
+
     async def __aenter__(self) -> Self:
         await self._open()
         return self
@@ -328,3 +343,11 @@ class AsyncAPI(abc.ABC):
 
     @abc.abstractmethod
     async def _status(self, timeout: float | None) -> SidecarStatus: ...
+
+    @abc.abstractmethod
+    async def _feedback(
+        self, request_id: str, score: float | None, label: str, timeout: float | None
+    ) -> tuple[str, str, str]: ...
+
+    @abc.abstractmethod
+    async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState: ...

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from tiergate import wire
+from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sdk.api import AsyncAPI, TokenCount
 from tiergate.sdk.sync import SyncAPI, blocking
@@ -128,6 +129,17 @@ class AsyncClient(AsyncAPI):
     async def _status(self, timeout: float | None) -> SidecarStatus:
         reply = await self._unary(self._rpc().Status, pb.StatusRequest(), timeout)
         return wire.status_from_proto(reply)
+
+    async def _feedback(
+        self, request_id: str, score: float | None, label: str, timeout: float | None
+    ) -> tuple[str, str, str]:
+        message = pb.FeedbackRequest(request_id=request_id, score=score, label=label)
+        reply = await self._unary(self._rpc().Feedback, message, timeout)
+        return reply.route, reply.model, reply.arm
+
+    async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
+        reply = await self._unary(self._rpc().Canary, pb.CanaryRequest(route=route, percent=percent), timeout)
+        return wire.canary_from_proto(reply)
 
     async def health(self, *, timeout: float | None = None) -> str:
         """The sidecar's gRPC health status: "SERVING" once it is ready, "NOT_SERVING" while it drains."""

@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 
 from tiergate import config as config_mod
 from tiergate.config import Config
+from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sdk.api import AsyncAPI, TokenCount
 from tiergate.sdk.sync import SyncAPI
@@ -115,6 +116,15 @@ class AsyncRouter(AsyncAPI):
 
     async def _status(self, timeout: float | None) -> SidecarStatus:
         return (await self._ready()).status()
+
+    async def _feedback(
+        self, request_id: str, score: float | None, label: str, timeout: float | None
+    ) -> tuple[str, str, str]:
+        served = (await self._ready()).rate(request_id, score, label)
+        return served.route, served.model, served.arm
+
+    async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
+        return await (await self._ready()).canary(route, percent)
 
 
 class Router(SyncAPI[AsyncRouter]):

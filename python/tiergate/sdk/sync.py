@@ -147,6 +147,8 @@ class SyncAPI(Generic[A]):
     explain = blocking(AsyncAPI.explain)
     count_tokens = blocking(AsyncAPI.count_tokens)
     status = blocking(AsyncAPI.status)
+    feedback = blocking(AsyncAPI.feedback)
+    canary = blocking(AsyncAPI.canary)
 
     @property
     def timeout(self) -> float | None:

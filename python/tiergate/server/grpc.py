@@ -15,6 +15,7 @@ from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 from tiergate.wire import (
     DECISION_TRAILER,
+    canary_to_proto,
     chunk_to_proto,
     decision_to_proto,
     error_trailers,
@@ -91,6 +92,25 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             await _abort(context, exc)
             raise
         return pb.CountTokensResponse(tokens=tokens, encoding=encoding)
+
+    async def Feedback(
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FeedbackResponse:
+        score = request.score if request.HasField("score") else None
+        try:
+            served = self._sidecar.rate(request.request_id, score, request.label)
+        except TiergateError as exc:
+            await _abort(context, exc)
+            raise
+        return pb.FeedbackResponse(route=served.route, model=served.model, arm=served.arm)
+
+    async def Canary(self, request: pb.CanaryRequest, context: grpc.aio.ServicerContext) -> pb.CanaryResponse:
+        percent = request.percent if request.HasField("percent") else None
+        try:
+            return canary_to_proto(await self._sidecar.canary(request.route, percent))
+        except TiergateError as exc:
+            await _abort(context, exc)
+            raise
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         return status_to_proto(self._sidecar.status())

@@ -33,7 +33,8 @@ import orjson
 from tiergate import errors
 from tiergate.content import ToolCall, ToolCallDelta
 from tiergate.reload import LiveSidecar
-from tiergate.request import Chunk, Completion, Decision, Usage
+from tiergate.request import Chunk, Completion, Decision, Message, Request, Sensitivity, Usage
+from tiergate.server.feedback_http import FEEDBACK_PATH, feedback_response
 from tiergate.server.http import HttpRequest, Response, StreamResponse
 from tiergate.server.openai_request import ChatCall, parse_chat
 from tiergate.sidecar import Sidecar
@@ -49,7 +50,9 @@ SSE = "text/event-stream"
 ERRORS: dict[type[errors.TiergateError], tuple[int, str]] = {
     errors.InvalidRequest: (400, "invalid_request_error"),
     errors.UnknownTask: (404, "invalid_request_error"),
+    errors.FeedbackNotFound: (404, "not_found_error"),
     errors.SensitiveDataBlocked: (403, "permission_error"),
+    errors.PolicyBlocked: (403, "permission_error"),
     errors.LimitExceeded: (429, "rate_limit_error"),
     errors.DeadlineExceeded: (504, "timeout_error"),
     errors.AllAttemptsFailed: (502, "api_error"),
@@ -85,6 +88,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "skipped": [{"model": s.model, "reason": s.reason} for s in decision.skipped],
         "cost_usd": decision.cost_usd,
         "overhead_ms": round(decision.overhead_ms, 3),
+        "request_id": decision.request_id,
+        "arm": decision.arm,
         "reason": decision.reason,
     }
 
@@ -182,7 +187,7 @@ def system_fingerprint() -> str:
 class OpenAIFacade:
     """The `App` mounted on the HTTP listener (see `server/http.py`)."""
 
-    paths = frozenset({CHAT_PATH, MODELS_PATH})
+    paths = frozenset({CHAT_PATH, MODELS_PATH, FEEDBACK_PATH})
 
     def __init__(self, sidecar: Sidecar | LiveSidecar) -> None:
         self._live = sidecar if isinstance(sidecar, LiveSidecar) else LiveSidecar(sidecar)
@@ -195,6 +200,11 @@ class OpenAIFacade:
             return self._models(sidecar)
         if request.method != "POST":
             return _method_not_allowed("POST")
+        if request.path == FEEDBACK_PATH:
+            try:
+                return feedback_response(sidecar, request.body)
+            except errors.TiergateError as exc:
+                return _error(exc)
         try:
             deadline = parse_deadline(request.headers.get(TIMEOUT_HEADER))
             call = parse_chat(request.body, sidecar.config.routes)

@@ -9,7 +9,9 @@ from tiergate import errors
 STATUS: dict[type[errors.TiergateError], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.UnknownTask: grpc.StatusCode.NOT_FOUND,
+    errors.FeedbackNotFound: grpc.StatusCode.NOT_FOUND,
     errors.SensitiveDataBlocked: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PolicyBlocked: grpc.StatusCode.FAILED_PRECONDITION,
     errors.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.AllAttemptsFailed: grpc.StatusCode.UNAVAILABLE,

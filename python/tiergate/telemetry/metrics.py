@@ -16,6 +16,8 @@ Families (prefix `tiergate_`):
     limit_rejections_total{limit}              requests refused by a budget or rate limit
     state_failures_total{operation,action}     Redis failed: admit allowed / refused, or settle lost
     config_reloads_total{result}               ok, rejected
+    feedback_total{route,model,arm,label}      ratings of served requests (label "" when only scored)
+    feedback_score{route,model,arm}            their scores (0..1), histogram
     breaker_state{model,state}                 1 for the model's current state, 0 for the others (at scrape)
     local_queue_depth{model}, local_in_flight{model}   on-device models' queues (at scrape)
     local_worker_up{model}                     1 while an on-device model's worker process serves (at scrape)
@@ -47,11 +49,13 @@ from tiergate.telemetry.budgets import BudgetCollector
 
 if TYPE_CHECKING:
     from tiergate._native import CircuitBreaker
+    from tiergate.feedback import Served
     from tiergate.telemetry import Report
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 BREAKER_STATES = ("closed", "half_open", "open")
 _FALLBACK_OUTCOMES = frozenset({Outcome.ERROR, Outcome.TTFT_TIMEOUT})
 _HEDGE_RESULTS = {Outcome.OK: "won", Outcome.HEDGE_LOST: "lost"}
@@ -222,6 +226,15 @@ class Metrics:
             ("operation", "action"),
         )
         self.reloads = Series("tiergate_config_reloads", "Config reloads by result", ("result",))
+        self.feedback_ratings = Series(
+            "tiergate_feedback", "Ratings of served requests", ("route", "model", "arm", "label")
+        )
+        self.feedback_scores = Histograms(
+            "tiergate_feedback_score",
+            "Scores of served requests (0..1)",
+            ("route", "model", "arm"),
+            SCORE_BUCKETS,
+        )
         self.registry.register(
             _Families(
                 [
@@ -238,6 +251,8 @@ class Metrics:
                     self.limit_rejections,
                     self.state_failures,
                     self.reloads,
+                    self.feedback_ratings,
+                    self.feedback_scores,
                 ]
             )
         )
@@ -309,3 +324,9 @@ class Metrics:
 
     def reload(self, result: str) -> None:
         self.reloads.inc((result,))
+
+    def feedback(self, served: Served, score: float | None, label: str) -> None:
+        key = (served.route, served.model, served.arm)
+        self.feedback_ratings.inc((*key, label))
+        if score is not None:
+            self.feedback_scores.observe(key, score)

@@ -180,7 +180,7 @@ class Skipped(_message.Message):
     def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by")
+    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by", "request_id", "arm")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,8 @@ class Decision(_message.Message):
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     COMPLEXITY_BY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     route: str
     served_by: str
     sensitivity: Sensitivity
@@ -205,7 +207,9 @@ class Decision(_message.Message):
     skipped: _containers.RepeatedCompositeFieldContainer[Skipped]
     cost_usd: float
     complexity_by: str
-    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ...) -> None: ...
+    request_id: str
+    arm: str
+    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("text", "usage", "decision", "finish_reason", "tool_calls", "refusal")
@@ -298,3 +302,65 @@ class StatusResponse(_message.Message):
     uptime_s: float
     version: str
     def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., in_flight: _Optional[int] = ..., uptime_s: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "score", "label")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    score: float
+    label: str
+    def __init__(self, request_id: _Optional[str] = ..., score: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("route", "model", "arm")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    model: str
+    arm: str
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+
+class CanaryRequest(_message.Message):
+    __slots__ = ("route", "percent")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    percent: float
+    def __init__(self, route: _Optional[str] = ..., percent: _Optional[float] = ...) -> None: ...
+
+class CanaryArm(_message.Message):
+    __slots__ = ("arm", "requests", "failures", "ttft_samples", "mean_ttft_ms", "scored", "mean_score")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    TTFT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    requests: int
+    failures: int
+    ttft_samples: int
+    mean_ttft_ms: float
+    scored: int
+    mean_score: float
+    def __init__(self, arm: _Optional[str] = ..., requests: _Optional[int] = ..., failures: _Optional[int] = ..., ttft_samples: _Optional[int] = ..., mean_ttft_ms: _Optional[float] = ..., scored: _Optional[int] = ..., mean_score: _Optional[float] = ...) -> None: ...
+
+class CanaryResponse(_message.Message):
+    __slots__ = ("route", "model", "percent", "configured_percent", "rolled_back", "arms")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    model: str
+    percent: float
+    configured_percent: float
+    rolled_back: str
+    arms: _containers.RepeatedCompositeFieldContainer[CanaryArm]
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., percent: _Optional[float] = ..., configured_percent: _Optional[float] = ..., rolled_back: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[CanaryArm, _Mapping]]] = ...) -> None: ...

@@ -60,6 +60,16 @@ class TiergateStub:
                 request_serializer=tiergate_dot_v1_dot_tiergate__pb2.StatusRequest.SerializeToString,
                 response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/tiergate.v1.Tiergate/Feedback',
+                request_serializer=tiergate_dot_v1_dot_tiergate__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.Canary = channel.unary_unary(
+                '/tiergate.v1.Tiergate/Canary',
+                request_serializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryRequest.SerializeToString,
+                response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryResponse.FromString,
+                _registered_method=True)
 
 
 class TiergateServicer:
@@ -101,6 +111,22 @@ class TiergateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Records a score and/or label for a served request, by the request_id of its Decision. NOT_FOUND when
+        the id is unknown, expired or already rated. Stores no prompt or answer text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Canary(self, request, context):
+        """A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
+        rolled-back canary). NOT_FOUND for a route without a canary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TiergateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +154,16 @@ def add_TiergateServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.StatusRequest.FromString,
                     response_serializer=tiergate_dot_v1_dot_tiergate__pb2.StatusResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.FeedbackRequest.FromString,
+                    response_serializer=tiergate_dot_v1_dot_tiergate__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Canary': grpc.unary_unary_rpc_method_handler(
+                    servicer.Canary,
+                    request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryRequest.FromString,
+                    response_serializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +302,60 @@ class Tiergate:
             '/tiergate.v1.Tiergate/Status',
             tiergate_dot_v1_dot_tiergate__pb2.StatusRequest.SerializeToString,
             tiergate_dot_v1_dot_tiergate__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiergate.v1.Tiergate/Feedback',
+            tiergate_dot_v1_dot_tiergate__pb2.FeedbackRequest.SerializeToString,
+            tiergate_dot_v1_dot_tiergate__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Canary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiergate.v1.Tiergate/Canary',
+            tiergate_dot_v1_dot_tiergate__pb2.CanaryRequest.SerializeToString,
+            tiergate_dot_v1_dot_tiergate__pb2.CanaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

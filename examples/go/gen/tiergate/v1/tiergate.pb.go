@@ -963,6 +963,8 @@ type Decision struct {
 	Skipped       []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
 	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`              // every answer paid for, a cascade's rejected ones included
 	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"` // who decided the complexity: "rules", "model:NAME", or ""
+	RequestId     string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`          // names this request in Feedback
+	Arm           string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                       // canary rollouts: "baseline" or "canary"; "" when no rollout applied
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1077,6 +1079,20 @@ func (x *Decision) GetCostUsd() float64 {
 func (x *Decision) GetComplexityBy() string {
 	if x != nil {
 		return x.ComplexityBy
+	}
+	return ""
+}
+
+func (x *Decision) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Decision) GetArm() string {
+	if x != nil {
+		return x.Arm
 	}
 	return ""
 }
@@ -1590,6 +1606,354 @@ func (x *StatusResponse) GetVersion() string {
 	return ""
 }
 
+type FeedbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // Decision.request_id of a served request
+	Score         *float64               `protobuf:"fixed64,2,opt,name=score,proto3,oneof" json:"score,omitempty"`                  // 0 (worst) to 1 (best)
+	Label         string                 `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`                          // one of the config's feedback.labels; "" for none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeedbackRequest) Reset() {
+	*x = FeedbackRequest{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeedbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeedbackRequest) ProtoMessage() {}
+
+func (x *FeedbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeedbackRequest.ProtoReflect.Descriptor instead.
+func (*FeedbackRequest) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *FeedbackRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *FeedbackRequest) GetScore() float64 {
+	if x != nil && x.Score != nil {
+		return *x.Score
+	}
+	return 0
+}
+
+func (x *FeedbackRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+type FeedbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Route         string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"` // what the feedback was counted against
+	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Arm           string                 `protobuf:"bytes,3,opt,name=arm,proto3" json:"arm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeedbackResponse) Reset() {
+	*x = FeedbackResponse{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeedbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeedbackResponse) ProtoMessage() {}
+
+func (x *FeedbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeedbackResponse.ProtoReflect.Descriptor instead.
+func (*FeedbackResponse) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *FeedbackResponse) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *FeedbackResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *FeedbackResponse) GetArm() string {
+	if x != nil {
+		return x.Arm
+	}
+	return ""
+}
+
+type CanaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Route         string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	Percent       *float64               `protobuf:"fixed64,2,opt,name=percent,proto3,oneof" json:"percent,omitempty"` // 0..100; unset: only read the state
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryRequest) Reset() {
+	*x = CanaryRequest{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryRequest) ProtoMessage() {}
+
+func (x *CanaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryRequest.ProtoReflect.Descriptor instead.
+func (*CanaryRequest) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CanaryRequest) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *CanaryRequest) GetPercent() float64 {
+	if x != nil && x.Percent != nil {
+		return *x.Percent
+	}
+	return 0
+}
+
+type CanaryArm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Arm           string                 `protobuf:"bytes,1,opt,name=arm,proto3" json:"arm,omitempty"`            // baseline or canary
+	Requests      uint64                 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"` // first attempts measured (ok or failed)
+	Failures      uint64                 `protobuf:"varint,3,opt,name=failures,proto3" json:"failures,omitempty"`
+	TtftSamples   uint64                 `protobuf:"varint,4,opt,name=ttft_samples,json=ttftSamples,proto3" json:"ttft_samples,omitempty"`
+	MeanTtftMs    float64                `protobuf:"fixed64,5,opt,name=mean_ttft_ms,json=meanTtftMs,proto3" json:"mean_ttft_ms,omitempty"`
+	Scored        uint64                 `protobuf:"varint,6,opt,name=scored,proto3" json:"scored,omitempty"` // feedback scores received
+	MeanScore     float64                `protobuf:"fixed64,7,opt,name=mean_score,json=meanScore,proto3" json:"mean_score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryArm) Reset() {
+	*x = CanaryArm{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryArm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryArm) ProtoMessage() {}
+
+func (x *CanaryArm) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryArm.ProtoReflect.Descriptor instead.
+func (*CanaryArm) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CanaryArm) GetArm() string {
+	if x != nil {
+		return x.Arm
+	}
+	return ""
+}
+
+func (x *CanaryArm) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetTtftSamples() uint64 {
+	if x != nil {
+		return x.TtftSamples
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetMeanTtftMs() float64 {
+	if x != nil {
+		return x.MeanTtftMs
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetScored() uint64 {
+	if x != nil {
+		return x.Scored
+	}
+	return 0
+}
+
+func (x *CanaryArm) GetMeanScore() float64 {
+	if x != nil {
+		return x.MeanScore
+	}
+	return 0
+}
+
+type CanaryResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Route             string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	Model             string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`       // the candidate
+	Percent           float64                `protobuf:"fixed64,3,opt,name=percent,proto3" json:"percent,omitempty"` // in force now (0 after a rollback)
+	ConfiguredPercent float64                `protobuf:"fixed64,4,opt,name=configured_percent,json=configuredPercent,proto3" json:"configured_percent,omitempty"`
+	RolledBack        string                 `protobuf:"bytes,5,opt,name=rolled_back,json=rolledBack,proto3" json:"rolled_back,omitempty"` // why it was rolled back; empty while it runs
+	Arms              []*CanaryArm           `protobuf:"bytes,6,rep,name=arms,proto3" json:"arms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *CanaryResponse) Reset() {
+	*x = CanaryResponse{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryResponse) ProtoMessage() {}
+
+func (x *CanaryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryResponse.ProtoReflect.Descriptor instead.
+func (*CanaryResponse) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CanaryResponse) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *CanaryResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CanaryResponse) GetPercent() float64 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *CanaryResponse) GetConfiguredPercent() float64 {
+	if x != nil {
+		return x.ConfiguredPercent
+	}
+	return 0
+}
+
+func (x *CanaryResponse) GetRolledBack() string {
+	if x != nil {
+		return x.RolledBack
+	}
+	return ""
+}
+
+func (x *CanaryResponse) GetArms() []*CanaryArm {
+	if x != nil {
+		return x.Arms
+	}
+	return nil
+}
+
 var File_tiergate_v1_tiergate_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_tiergate_proto_rawDesc = "" +
@@ -1681,7 +2045,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xad\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xde\x03\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -1698,7 +2062,10 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\askipped\x18\n" +
 	" \x03(\v2\x14.tiergate.v1.SkippedR\askipped\x12\x19\n" +
 	"\bcost_usd\x18\v \x01(\x01R\acostUsd\x12#\n" +
-	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\"\xf8\x01\n" +
+	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\r \x01(\tR\trequestId\x12\x10\n" +
+	"\x03arm\x18\x0e \x01(\tR\x03arm\"\xf8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
@@ -1741,20 +2108,55 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06models\x18\x01 \x03(\v2\x18.tiergate.v1.ModelStatusR\x06models\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\rR\binFlight\x12\x19\n" +
 	"\buptime_s\x18\x03 \x01(\x01R\auptimeS\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion*T\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\"k\n" +
+	"\x0fFeedbackRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
+	"\x05score\x18\x02 \x01(\x01H\x00R\x05score\x88\x01\x01\x12\x14\n" +
+	"\x05label\x18\x03 \x01(\tR\x05labelB\b\n" +
+	"\x06_score\"P\n" +
+	"\x10FeedbackResponse\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x10\n" +
+	"\x03arm\x18\x03 \x01(\tR\x03arm\"P\n" +
+	"\rCanaryRequest\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1d\n" +
+	"\apercent\x18\x02 \x01(\x01H\x00R\apercent\x88\x01\x01B\n" +
+	"\n" +
+	"\b_percent\"\xd1\x01\n" +
+	"\tCanaryArm\x12\x10\n" +
+	"\x03arm\x18\x01 \x01(\tR\x03arm\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x1a\n" +
+	"\bfailures\x18\x03 \x01(\x04R\bfailures\x12!\n" +
+	"\fttft_samples\x18\x04 \x01(\x04R\vttftSamples\x12 \n" +
+	"\fmean_ttft_ms\x18\x05 \x01(\x01R\n" +
+	"meanTtftMs\x12\x16\n" +
+	"\x06scored\x18\x06 \x01(\x04R\x06scored\x12\x1d\n" +
+	"\n" +
+	"mean_score\x18\a \x01(\x01R\tmeanScore\"\xd2\x01\n" +
+	"\x0eCanaryResponse\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x18\n" +
+	"\apercent\x18\x03 \x01(\x01R\apercent\x12-\n" +
+	"\x12configured_percent\x18\x04 \x01(\x01R\x11configuredPercent\x12\x1f\n" +
+	"\vrolled_back\x18\x05 \x01(\tR\n" +
+	"rolledBack\x12*\n" +
+	"\x04arms\x18\x06 \x03(\v2\x16.tiergate.v1.CanaryArmR\x04arms*T\n" +
 	"\vSensitivity\x12\x1b\n" +
 	"\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06PUBLIC\x10\x01\x12\f\n" +
 	"\bINTERNAL\x10\x02\x12\x0e\n" +
 	"\n" +
-	"RESTRICTED\x10\x032\xf6\x02\n" +
+	"RESTRICTED\x10\x032\x82\x04\n" +
 	"\bTiergate\x12G\n" +
 	"\bComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n" +
 	"\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n" +
 	"\aExplain\x12\x1c.tiergate.v1.CompleteRequest\x1a\x15.tiergate.v1.Decision\x12P\n" +
 	"\vCountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12A\n" +
-	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
+	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12G\n" +
+	"\bFeedback\x12\x1c.tiergate.v1.FeedbackRequest\x1a\x1d.tiergate.v1.FeedbackResponse\x12A\n" +
+	"\x06Canary\x12\x1a.tiergate.v1.CanaryRequest\x1a\x1b.tiergate.v1.CanaryResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
 
 var (
 	file_tiergate_v1_tiergate_proto_rawDescOnce sync.Once
@@ -1769,7 +2171,7 @@ func file_tiergate_v1_tiergate_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_tiergate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(Sensitivity)(0),            // 0: tiergate.v1.Sensitivity
 	(*Message)(nil),             // 1: tiergate.v1.Message
@@ -1791,7 +2193,12 @@ var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(*StatusRequest)(nil),       // 17: tiergate.v1.StatusRequest
 	(*ModelStatus)(nil),         // 18: tiergate.v1.ModelStatus
 	(*StatusResponse)(nil),      // 19: tiergate.v1.StatusResponse
-	nil,                         // 20: tiergate.v1.CompleteRequest.MetadataEntry
+	(*FeedbackRequest)(nil),     // 20: tiergate.v1.FeedbackRequest
+	(*FeedbackResponse)(nil),    // 21: tiergate.v1.FeedbackResponse
+	(*CanaryRequest)(nil),       // 22: tiergate.v1.CanaryRequest
+	(*CanaryArm)(nil),           // 23: tiergate.v1.CanaryArm
+	(*CanaryResponse)(nil),      // 24: tiergate.v1.CanaryResponse
+	nil,                         // 25: tiergate.v1.CompleteRequest.MetadataEntry
 }
 var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	2,  // 0: tiergate.v1.Message.parts:type_name -> tiergate.v1.ContentPart
@@ -1799,7 +2206,7 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	3,  // 2: tiergate.v1.ContentPart.image:type_name -> tiergate.v1.Image
 	1,  // 3: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
 	0,  // 4: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
-	20, // 5: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
+	25, // 5: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
 	4,  // 6: tiergate.v1.CompleteRequest.tools:type_name -> tiergate.v1.Tool
 	5,  // 7: tiergate.v1.CompleteRequest.tool_choice:type_name -> tiergate.v1.ToolChoice
 	0,  // 8: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
@@ -1812,21 +2219,26 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	12, // 15: tiergate.v1.CompleteChunk.decision:type_name -> tiergate.v1.Decision
 	7,  // 16: tiergate.v1.CompleteChunk.tool_calls:type_name -> tiergate.v1.ToolCallDelta
 	18, // 17: tiergate.v1.StatusResponse.models:type_name -> tiergate.v1.ModelStatus
-	8,  // 18: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
-	8,  // 19: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
-	8,  // 20: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
-	15, // 21: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
-	17, // 22: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
-	13, // 23: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
-	14, // 24: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
-	12, // 25: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
-	16, // 26: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
-	19, // 27: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
-	23, // [23:28] is the sub-list for method output_type
-	18, // [18:23] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	23, // 18: tiergate.v1.CanaryResponse.arms:type_name -> tiergate.v1.CanaryArm
+	8,  // 19: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
+	8,  // 20: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
+	8,  // 21: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
+	15, // 22: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
+	17, // 23: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
+	20, // 24: tiergate.v1.Tiergate.Feedback:input_type -> tiergate.v1.FeedbackRequest
+	22, // 25: tiergate.v1.Tiergate.Canary:input_type -> tiergate.v1.CanaryRequest
+	13, // 26: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
+	14, // 27: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
+	12, // 28: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
+	16, // 29: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
+	19, // 30: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
+	21, // 31: tiergate.v1.Tiergate.Feedback:output_type -> tiergate.v1.FeedbackResponse
+	24, // 32: tiergate.v1.Tiergate.Canary:output_type -> tiergate.v1.CanaryResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_tiergate_proto_init() }
@@ -1839,13 +2251,15 @@ func file_tiergate_v1_tiergate_proto_init() {
 		(*ContentPart_Image)(nil),
 	}
 	file_tiergate_v1_tiergate_proto_msgTypes[7].OneofWrappers = []any{}
+	file_tiergate_v1_tiergate_proto_msgTypes[19].OneofWrappers = []any{}
+	file_tiergate_v1_tiergate_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_tiergate_proto_rawDesc), len(file_tiergate_v1_tiergate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,8 @@ const (
 	Tiergate_Explain_FullMethodName        = "/tiergate.v1.Tiergate/Explain"
 	Tiergate_CountTokens_FullMethodName    = "/tiergate.v1.Tiergate/CountTokens"
 	Tiergate_Status_FullMethodName         = "/tiergate.v1.Tiergate/Status"
+	Tiergate_Feedback_FullMethodName       = "/tiergate.v1.Tiergate/Feedback"
+	Tiergate_Canary_FullMethodName         = "/tiergate.v1.Tiergate/Canary"
 )
 
 // TiergateClient is the client API for Tiergate service.
@@ -44,6 +46,12 @@ type TiergateClient interface {
 	CountTokens(ctx context.Context, in *CountTokensRequest, opts ...grpc.CallOption) (*CountTokensResponse, error)
 	// Live per-model state: circuit breaker, measured TTFT and tokens/s, on-device queue.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Records a score and/or label for a served request, by the request_id of its Decision. NOT_FOUND when
+	// the id is unknown, expired or already rated. Stores no prompt or answer text.
+	Feedback(ctx context.Context, in *FeedbackRequest, opts ...grpc.CallOption) (*FeedbackResponse, error)
+	// A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
+	// rolled-back canary). NOT_FOUND for a route without a canary.
+	Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*CanaryResponse, error)
 }
 
 type tiergateClient struct {
@@ -113,6 +121,26 @@ func (c *tiergateClient) Status(ctx context.Context, in *StatusRequest, opts ...
 	return out, nil
 }
 
+func (c *tiergateClient) Feedback(ctx context.Context, in *FeedbackRequest, opts ...grpc.CallOption) (*FeedbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FeedbackResponse)
+	err := c.cc.Invoke(ctx, Tiergate_Feedback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *tiergateClient) Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*CanaryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CanaryResponse)
+	err := c.cc.Invoke(ctx, Tiergate_Canary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TiergateServer is the server API for Tiergate service.
 // All implementations must embed UnimplementedTiergateServer
 // for forward compatibility.
@@ -129,6 +157,12 @@ type TiergateServer interface {
 	CountTokens(context.Context, *CountTokensRequest) (*CountTokensResponse, error)
 	// Live per-model state: circuit breaker, measured TTFT and tokens/s, on-device queue.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Records a score and/or label for a served request, by the request_id of its Decision. NOT_FOUND when
+	// the id is unknown, expired or already rated. Stores no prompt or answer text.
+	Feedback(context.Context, *FeedbackRequest) (*FeedbackResponse, error)
+	// A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
+	// rolled-back canary). NOT_FOUND for a route without a canary.
+	Canary(context.Context, *CanaryRequest) (*CanaryResponse, error)
 	mustEmbedUnimplementedTiergateServer()
 }
 
@@ -153,6 +187,12 @@ func (UnimplementedTiergateServer) CountTokens(context.Context, *CountTokensRequ
 }
 func (UnimplementedTiergateServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedTiergateServer) Feedback(context.Context, *FeedbackRequest) (*FeedbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Feedback not implemented")
+}
+func (UnimplementedTiergateServer) Canary(context.Context, *CanaryRequest) (*CanaryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Canary not implemented")
 }
 func (UnimplementedTiergateServer) mustEmbedUnimplementedTiergateServer() {}
 func (UnimplementedTiergateServer) testEmbeddedByValue()                  {}
@@ -258,6 +298,42 @@ func _Tiergate_Status_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tiergate_Feedback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FeedbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TiergateServer).Feedback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tiergate_Feedback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TiergateServer).Feedback(ctx, req.(*FeedbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Tiergate_Canary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CanaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TiergateServer).Canary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tiergate_Canary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TiergateServer).Canary(ctx, req.(*CanaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tiergate_ServiceDesc is the grpc.ServiceDesc for Tiergate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -280,6 +356,14 @@ var Tiergate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Tiergate_Status_Handler,
+		},
+		{
+			MethodName: "Feedback",
+			Handler:    _Tiergate_Feedback_Handler,
+		},
+		{
+			MethodName: "Canary",
+			Handler:    _Tiergate_Canary_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
