@@ -351,11 +351,11 @@ class WorkerProcess:
         """The reason, completed with how the process ended when it died on its own (a signal, a status)."""
         if self._status is WorkerStatus.CLOSED or not reason.startswith(_DIED):
             return reason  # shut down, or it said why (load_failed) or broke the protocol
-        try:
-            code = await asyncio.wait_for(process.wait(), 1.0)
-        except TimeoutError:
-            return reason
         self._crashes += 1
+        try:
+            code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:  # it closed its socket but lives on: the caller kills it
+            return reason
         if code < 0:
             try:
                 return f"{reason} ({signal.Signals(-code).name})"

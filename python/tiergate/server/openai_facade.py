@@ -33,7 +33,7 @@ import orjson
 from tiergate import errors
 from tiergate.content import ToolCall, ToolCallDelta
 from tiergate.reload import LiveSidecar
-from tiergate.request import Chunk, Completion, Decision, Message, Request, Sensitivity, Usage
+from tiergate.request import Chunk, Completion, Decision, Usage
 from tiergate.server.feedback_http import FEEDBACK_PATH, feedback_response
 from tiergate.server.http import HttpRequest, Response, StreamResponse
 from tiergate.server.openai_request import ChatCall, parse_chat
