@@ -22,6 +22,7 @@ from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_errors import error_from_rpc
 from tiergate.client_sync import SyncAPI, blocking
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
+from tiergate.telemetry.trace_context import inject_current
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
@@ -96,7 +97,7 @@ class AsyncClient(AsyncAPI):
     async def _unary(self, method: Any, message: Any, timeout: float | None) -> Any:
         """One unary call with the token; a failure becomes its typed error."""
         try:
-            return await method(message, timeout=timeout, metadata=self._metadata)
+            return await method(message, timeout=timeout, metadata=self._metadata + inject_current())
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -106,7 +107,7 @@ class AsyncClient(AsyncAPI):
 
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         call = self._rpc().StreamComplete(
-            wire.request_to_proto(request), timeout=timeout, metadata=self._metadata
+            wire.request_to_proto(request), timeout=timeout, metadata=self._metadata + inject_current()
         )
         try:
             async for msg in call:

@@ -74,6 +74,7 @@ class Attempt:
     latency_ms: float = 0.0
     error: str = ""
     hedged: bool = False
+    started_at: float = 0.0  # on the dispatcher's clock (time.monotonic()): where its trace span starts
 
 
 @dataclass(slots=True)
@@ -100,6 +101,8 @@ class Decision:
     reason: str = ""
     overhead_ms: float = 0.0
     cost_usd: float = 0.0
+    trace_id: str = ""  # W3C trace id (32 hex digits) when tracing is on: the caller's trace, or a new one
+    span_id: str = ""  # tiergate's request span in that trace (16 hex digits); "" when it is not sampled
 
 
 @dataclass(slots=True)

@@ -112,6 +112,8 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         complexity_by=d.complexity_by,
         skipped=[pb.Skipped(model=s.model, reason=s.reason) for s in d.skipped],
         cost_usd=d.cost_usd,
+        trace_id=d.trace_id,
+        span_id=d.span_id,
     )
 
 
@@ -142,6 +144,8 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
         reason=msg.reason,
         overhead_ms=msg.overhead_ms,
         cost_usd=msg.cost_usd,
+        trace_id=msg.trace_id,
+        span_id=msg.span_id,
     )
 
 

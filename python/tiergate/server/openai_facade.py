@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -32,6 +32,9 @@ from tiergate.reload import LiveSidecar
 from tiergate.request import Chunk, Decision, Message, Request, Sensitivity, Usage
 from tiergate.server.http import HttpRequest, Response, StreamResponse
 from tiergate.sidecar import Sidecar
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -92,6 +95,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "cost_usd": decision.cost_usd,
         "overhead_ms": round(decision.overhead_ms, 3),
         "reason": decision.reason,
+        **({"trace_id": decision.trace_id, "span_id": decision.span_id} if decision.trace_id else {}),
     }
 
 
@@ -253,9 +257,10 @@ class OpenAIFacade:
         try:
             deadline = parse_deadline(request.headers.get(TIMEOUT_HEADER))
             call = parse_chat(request.body, sidecar.config.routes)
+            parent = sidecar.telemetry.parent_from(request.headers)  # the caller's trace (traceparent)
             if call.request.stream:
-                return await self._stream(sidecar, call, deadline)
-            answer = await sidecar.complete(call.request, deadline)
+                return await self._stream(sidecar, call, deadline, parent)
+            answer = await sidecar.complete(call.request, deadline, parent=parent)
         except errors.TiergateError as exc:
             return _error(exc)
         c, decision = answer.completion, answer.decision
@@ -283,9 +288,11 @@ class OpenAIFacade:
         ]
         return Response(200, orjson.dumps({"object": "list", "data": data}), JSON)
 
-    async def _stream(self, sidecar: Sidecar, call: ChatCall, deadline: float | None) -> StreamResponse:
+    async def _stream(
+        self, sidecar: Sidecar, call: ChatCall, deadline: float | None, parent: Context | None
+    ) -> StreamResponse:
         """Waits for the first chunk, so that errors before any text get their own status code."""
-        chunks = aiter(sidecar.stream(call.request, deadline))
+        chunks = aiter(sidecar.stream(call.request, deadline, parent=parent))
         try:
             first = await anext(chunks)
         except BaseException:

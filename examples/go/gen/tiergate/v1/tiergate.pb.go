@@ -446,6 +446,8 @@ type Decision struct {
 	Skipped       []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
 	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`              // every answer paid for, a cascade's rejected ones included
 	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"` // who decided the complexity: "rules", "model:NAME", or ""
+	TraceId       string                 `protobuf:"bytes,13,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                // W3C trace id (32 hex digits) when tracing is on: the caller's, or new
+	SpanId        string                 `protobuf:"bytes,14,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`                   // tiergate's request span (16 hex digits); "" when not sampled
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -560,6 +562,20 @@ func (x *Decision) GetCostUsd() float64 {
 func (x *Decision) GetComplexityBy() string {
 	if x != nil {
 		return x.ComplexityBy
+	}
+	return ""
+}
+
+func (x *Decision) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *Decision) GetSpanId() string {
+	if x != nil {
+		return x.SpanId
 	}
 	return ""
 }
@@ -1079,7 +1095,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xad\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xe1\x03\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -1096,7 +1112,9 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\askipped\x18\n" +
 	" \x03(\v2\x14.tiergate.v1.SkippedR\askipped\x12\x19\n" +
 	"\bcost_usd\x18\v \x01(\x01R\acostUsd\x12#\n" +
-	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\"\xa8\x01\n" +
+	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\x12\x19\n" +
+	"\btrace_id\x18\r \x01(\tR\atraceId\x12\x17\n" +
+	"\aspan_id\x18\x0e \x01(\tR\x06spanId\"\xa8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
