@@ -59,7 +59,7 @@ class LoopThread:
             if isinstance(awaitable, Coroutine):
                 awaitable.close()  # never to run: close it rather than leave it "never awaited"
             raise RuntimeError(f"this tiergate {self._what} is closed")
-        # The caller's context variables (OpenTelemetry's current span among them) follow the call to the loop.
+        # The caller's context variables (OpenTelemetry's current span among them) follow the call.
         future = asyncio.run_coroutine_threadsafe(_await(awaitable, contextvars.copy_context()), self.loop)
         try:
             return future.result()
@@ -89,7 +89,7 @@ class LoopThread:
 
 
 async def _await(awaitable: Awaitable[T], context: contextvars.Context) -> T:
-    # This task runs in its own copy of the loop thread's context: setting the caller's values here stays here.
+    # This task runs in its own copy of the loop thread's context: the caller's values set here stay here.
     for var, value in context.items():
         var.set(value)
     return await awaitable

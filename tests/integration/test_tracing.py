@@ -42,7 +42,12 @@ def config(fake: FakeProvider, endpoint: str = "http://127.0.0.1:9", **telemetry
     data = {
         "models": {
             "primary": {"provider": "openai", "base_url": fake.url_openai, "model": "gpt-test", **hosted},
-            "backup": {"provider": "anthropic", "base_url": fake.url_anthropic, "model": "claude-test", **hosted},
+            "backup": {
+                "provider": "anthropic",
+                "base_url": fake.url_anthropic,
+                "model": "claude-test",
+                **hosted,
+            },
             "stalled": {
                 "provider": "openai",
                 "base_url": fake.url_openai,
@@ -90,7 +95,9 @@ def assert_nothing_sensitive(spans: tuple[ReadableSpan, ...]) -> None:
         assert PROMPT not in text and KEY not in text and "trace this prompt" not in text
 
 
-async def test_a_request_joins_the_callers_trace_with_one_span_per_attempt(fake_provider: FakeProvider) -> None:
+async def test_a_request_joins_the_callers_trace_with_one_span_per_attempt(
+    fake_provider: FakeProvider,
+) -> None:
     async with traced(config(fake_provider)) as (sidecar, exporter):
         fake_provider.script("status:503", model="gpt-test")  # primary fails: the backup serves
         answer = await sidecar.complete(
@@ -325,3 +332,29 @@ def test_an_endpoint_without_the_extra_is_a_clear_error(monkeypatch: pytest.Monk
     with pytest.raises(ValueError, match="pip install 'tiergate\\[otel\\]'") as caught:
         Tracing("http://127.0.0.1:4318", TelemetryConfig())
     assert str(caught.value) == INSTALL_HINT
+
+
+async def test_latency_histograms_carry_exemplars_in_openmetrics(fake_provider: FakeProvider) -> None:
+    from tiergate.server.http import observability_routes
+
+    exporter = InMemorySpanExporter()
+    cfg = config(fake_provider)
+    telemetry = Telemetry(cfg, span_exporter=exporter)
+    sidecar = await Sidecar.start(cfg, telemetry=telemetry)
+    try:
+        answer = await sidecar.complete(Request("", [Message("user", "hi")]), parent=caller())
+        await asyncio.sleep(0)
+    finally:
+        await sidecar.aclose()
+        await telemetry.aclose()
+    scrape = observability_routes(telemetry)["/metrics"]
+    exemplar = f'# {{span_id="{answer.decision.span_id}",trace_id="{CALLER_TRACE}"}}'
+    openmetrics = scrape({"accept": "application/openmetrics-text; version=1.0.0"})
+    assert openmetrics.content_type.startswith("application/openmetrics-text")
+    lines = [line for line in openmetrics.body.decode().splitlines() if exemplar in line]
+    assert {line.split("_bucket", 1)[0] for line in lines} == {
+        "tiergate_request_duration_seconds",
+        "tiergate_overhead_seconds",
+    }
+    classic = scrape({})
+    assert classic.content_type.startswith("text/plain") and CALLER_TRACE not in classic.body.decode()

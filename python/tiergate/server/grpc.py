@@ -69,7 +69,9 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         sidecar = self._sidecar
         try:
             answer = await sidecar.complete(
-                request_from_proto(request, stream=False), _deadline(context), parent=_parent(sidecar, context)
+                request_from_proto(request, stream=False),
+                _deadline(context),
+                parent=_parent(sidecar, context),
             )
         except TiergateError as exc:
             await _abort(context, exc)

@@ -3,8 +3,9 @@
 A record says what tiergate decided and did: route, task, tenant, sensitivity, the rule ids that matched
 (never the matched text), each attempt with its outcome and timings, the candidates skipped and why, the
 model that served, tokens, cost, tiergate's own overhead, and the outcome (`ok` or the error kind and
-message); with tracing on, the request's `trace_id` and `span_id` (the span only when sampled). Prompt and answer text appear only with `telemetry.log_content: true`. Configured API keys and
-credential headers never appear: any that an upstream error message echoes is replaced by `[redacted]`.
+message); with tracing on, the request's `trace_id` and `span_id` (the span only when sampled). Prompt and
+answer text appear only with `telemetry.log_content: true`. Configured API keys and credential headers never
+appear: any that an upstream error message echoes is replaced by `[redacted]`.
 
 Example (one line in the log, wrapped here)::
 

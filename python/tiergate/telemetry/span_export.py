@@ -71,7 +71,8 @@ class Reporting(SpanExporter):
         if result is SpanExportResult.FAILURE and not self._failing:
             self._failing = True
             logger.warning(
-                "traces cannot reach the OTLP collector at %s; spans are dropped until it answers", self._endpoint
+                "traces cannot reach the OTLP collector at %s; spans are dropped until it answers",
+                self._endpoint,
             )
         elif result is SpanExportResult.SUCCESS and self._failing:
             self._failing = False
@@ -84,8 +85,6 @@ class Reporting(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return bool(self._inner.force_flush(timeout_millis))
-
-
 
 
 class _BatchFailures(logging.Filter):

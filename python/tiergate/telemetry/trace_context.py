@@ -31,7 +31,9 @@ class Propagation:
             from opentelemetry.propagators.composite import CompositePropagator
             from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         except ImportError:
-            raise ValueError("trace context needs the OpenTelemetry extra: pip install 'tiergate[otel]'") from None
+            raise ValueError(
+                "trace context needs the OpenTelemetry extra: pip install 'tiergate[otel]'"
+            ) from None
         self._propagator = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
         self._current = context.get_current
 

@@ -81,15 +81,24 @@ class Tracing:
     """Builds request and attempt spans and exports them to an OTLP/HTTP collector (`endpoint` is its base
     URL, e.g. http://host:4318). `exporter` replaces the OTLP one (tests: an in-memory exporter)."""
 
-    def __init__(self, endpoint: str, settings: TelemetryConfig, *, exporter: SpanExporter | None = None) -> None:
+    def __init__(
+        self, endpoint: str, settings: TelemetryConfig, *, exporter: SpanExporter | None = None
+    ) -> None:
         try:
             from opentelemetry.context import Context
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.sdk.trace.sampling import Decision as Sampling
             from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-            from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span, set_span_in_context
+            from opentelemetry.trace import (
+                SpanKind,
+                Status,
+                StatusCode,
+                get_current_span,
+                set_span_in_context,
+            )
 
             from tiergate.telemetry.span_export import PresetIds, Reporting
         except ImportError:
@@ -98,6 +107,7 @@ class Tracing:
         self.settings = settings
         root = TraceIdRatioBased(settings.trace_sample_ratio)
         self._sampler = ParentBased(root) if settings.trace_parent_based else root
+        self._sample = Sampling.RECORD_AND_SAMPLE
         self._ids = PresetIds()
         self._provider = TracerProvider(
             resource=Resource.create({"service.name": settings.service_name}),
@@ -119,7 +129,9 @@ class Tracing:
 
     def configure(self, config: Config) -> None:
         """The models' providers and addresses, for the attempt spans (a reload may change them)."""
-        self._models = {name: _model(name, m.provider, m.model, m.base_url) for name, m in config.models.items()}
+        self._models = {
+            name: _model(name, m.provider, m.model, m.base_url) for name, m in config.models.items()
+        }
 
     def start(self, parent: Context | None) -> TraceStart:
         """The request's trace and span ids, and whether it is sampled (the sampler's answer is a function of
@@ -131,7 +143,7 @@ class Tracing:
             trace_id, parent = self._rng.getrandbits(128) or 1, None
         span_id = self._rng.getrandbits(64) or 1
         result = self._sampler.should_sample(parent or self._empty(), trace_id, OPERATION, self._server)
-        return TraceStart(parent, trace_id, span_id, result.decision.is_sampled())
+        return TraceStart(parent, trace_id, span_id, result.decision is self._sample)
 
     def record(self, report: Report) -> None:
         """The request's spans, from its report: called after the answer."""
@@ -189,7 +201,9 @@ class Tracing:
             self._attempts(report, decision, self._in_context(span), start_ns, end_ns)
         span.end(end_time=end_ns)
 
-    def _attempts(self, report: Report, decision: Decision, parent: Context, start_ns: int, end_ns: int) -> None:
+    def _attempts(
+        self, report: Report, decision: Decision, parent: Context, start_ns: int, end_ns: int
+    ) -> None:
         for attempt in decision.attempts:
             model = self._models.get(attempt.model) or _Model("", attempt.model, None, None)
             offset_ns = int((attempt.started_at - report.started_mono) * 1e9) if report.started_mono else 0
