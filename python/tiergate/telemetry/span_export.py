@@ -1,59 +1,82 @@
-"""The OpenTelemetry SDK parts that `tracing` plugs in: preset span ids, and an exporter that reports an
-unreachable collector once. Imported only when tracing is configured (the SDK is the optional `otel` extra).
+"""The OpenTelemetry SDK end of `tracing`: finished spans into a batch processor, and an exporter wrapper that
+reports an unreachable collector once. Imported only when tracing is configured (the SDK is the `otel` extra).
+
+The spans are built after the answer from timings already recorded, so they are made directly as the SDK's
+finished-span type (`ReadableSpan`) rather than started and ended through a Tracer: a live span validates
+every attribute as it is set and asks a sampler and an id generator, which here would cost more than the rest
+of the request's telemetry together (benches/results/bench_tracing.md). `tracing` builds attributes of the
+types OTLP accepts (str, bool, int, float, tuples of str) and chose the ids and the sampling decision when the
+request arrived.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 logger = logging.getLogger("tiergate.telemetry.tracing")
-# The OTLP exporter logs every failed batch itself; `Reporting` says it once per outage instead.
-_EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+# The SDK logs every failed batch, every retry and every span dropped from a full queue; `Reporting` says
+# once that the collector is unreachable (and once that it is back) instead.
+_QUIETED = {
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter": ("Failed to export", "Transient error"),
+    "opentelemetry.sdk._shared_internal": ("Queue full",),
+}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 
 
-class PresetIds(IdGenerator):
-    """The SDK's id generator, except for the ids of the span being started inside `preset`."""
+class SpanSink:
+    """Finished spans -> a BatchSpanProcessor (its own thread) -> `exporter`."""
 
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
-        self._trace_id = 0
-        self._span_id = 0
-        self._lock = threading.Lock()  # spans are built on the event loop; the lock keeps that an assumption
+    def __init__(self, exporter: SpanExporter, endpoint: str, service_name: str) -> None:
+        self._resource = Resource.create({"service.name": service_name})
+        self._scope = InstrumentationScope("tiergate")
+        self.reporting = Reporting(exporter, endpoint)
+        self._processor = BatchSpanProcessor(self.reporting)
 
-    def preset(self, trace_id: int, span_id: int) -> _Preset:
-        return _Preset(self, trace_id, span_id)
+    @staticmethod
+    def context(trace_id: int, span_id: int, trace_state: TraceState | None = None) -> SpanContext:
+        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=trace_state)
 
-    def generate_span_id(self) -> int:
-        span_id, self._span_id = self._span_id, 0
-        return span_id or self._random.generate_span_id()
+    def emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        *,
+        server: bool,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        end_ns: int,
+        error: str | None,
+    ) -> None:
+        """`error`: the span's status is ERROR with this description (an error kind, never a message)."""
+        span = ReadableSpan(
+            name,
+            context,
+            parent,
+            self._resource,
+            attributes,
+            kind=SpanKind.SERVER if server else SpanKind.CLIENT,
+            status=_UNSET if error is None else Status(StatusCode.ERROR, error),
+            start_time=start_ns,
+            end_time=end_ns,
+            instrumentation_scope=self._scope,
+        )
+        self._processor.on_end(span)
 
-    def generate_trace_id(self) -> int:
-        trace_id, self._trace_id = self._trace_id, 0
-        return trace_id or self._random.generate_trace_id()
+    def flush(self, timeout_ms: int) -> bool:
+        return bool(self._processor.force_flush(timeout_ms))
 
-    def is_trace_id_random(self) -> bool:
-        return True
-
-
-class _Preset:
-    __slots__ = ("_ids", "_span_id", "_trace_id")
-
-    def __init__(self, ids: PresetIds, trace_id: int, span_id: int) -> None:
-        self._ids, self._trace_id, self._span_id = ids, trace_id, span_id
-
-    def __enter__(self) -> None:
-        self._ids._lock.acquire()
-        self._ids._trace_id, self._ids._span_id = self._trace_id, self._span_id
-
-    def __exit__(self, *exc: object) -> None:
-        self._ids._trace_id = self._ids._span_id = 0
-        self._ids._lock.release()
+    def shutdown(self) -> None:
+        self._processor.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
 
 
 class Reporting(SpanExporter):
@@ -62,33 +85,36 @@ class Reporting(SpanExporter):
     def __init__(self, inner: SpanExporter, endpoint: str) -> None:
         self._inner = inner
         self._endpoint = endpoint
-        self._failing = False
-        self._quiet = _BatchFailures()
-        logging.getLogger(_EXPORTER_LOGGER).addFilter(self._quiet)
+        self.failing = False  # written by the export thread, read by the event loop: a plain flag
+        self._quiet = _Quiet()
+        for name in _QUIETED:
+            logging.getLogger(name).addFilter(self._quiet)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         result = self._inner.export(spans)
-        if result is SpanExportResult.FAILURE and not self._failing:
-            self._failing = True
+        if result is SpanExportResult.FAILURE and not self.failing:
+            self.failing = True
             logger.warning(
                 "traces cannot reach the OTLP collector at %s; spans are dropped until it answers",
                 self._endpoint,
             )
-        elif result is SpanExportResult.SUCCESS and self._failing:
-            self._failing = False
+        elif result is SpanExportResult.SUCCESS and self.failing:
+            self.failing = False
             logger.info("the OTLP collector at %s answers again", self._endpoint)
         return result
 
     def shutdown(self) -> None:
         self._inner.shutdown()
-        logging.getLogger(_EXPORTER_LOGGER).removeFilter(self._quiet)
+        for name in _QUIETED:
+            logging.getLogger(name).removeFilter(self._quiet)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return bool(self._inner.force_flush(timeout_millis))
 
 
-class _BatchFailures(logging.Filter):
-    """Drops the exporter's own per-batch failure records (`Reporting` logs the outage once)."""
+class _Quiet(logging.Filter):
+    """Drops the SDK's per-batch, per-retry and per-span records of an outage (`Reporting` logs it once)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Failed to export")
+        prefixes = _QUIETED.get(record.name, ())
+        return not str(record.msg).startswith(prefixes)

@@ -16,15 +16,17 @@ experimental form (the one with `gen_ai.provider.name`, which replaced `gen_ai.s
 Prompt and answer text, baggage, keys and upstream error messages never go into a span (error messages can
 echo the prompt or a key); a restricted request says so (`tiergate.sensitivity`) and nothing more.
 
-The ids are chosen when the request arrives (`start`), so that the Decision returned to the caller names its
-trace and span; the spans themselves are built after the answer from the request's own timings, like the
-decision record, and leave in batches from the SDK's background thread. An unreachable collector is logged
-once (and once more when it answers again), never raised into a request.
+The ids and the sampling decision are made when the request arrives (`start`), so that the Decision returned
+to the caller names its trace and span; the spans themselves are built after the answer from the request's
+own timings, like the decision record (`span_export`), and leave in batches from the SDK's background thread.
+An unreachable collector is logged once (and once more when it answers again), never raised into a request;
+while it is down, only one request every PROBE_S seconds has its spans built, to find out when it is back.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -35,11 +37,13 @@ from tiergate.request import Decision, Outcome, Sensitivity
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import SpanContext
 
     from tiergate.telemetry import Report
 
 INSTALL_HINT = "telemetry.otlp_endpoint needs the OpenTelemetry extra: pip install 'tiergate[otel]'"
 OPERATION = "chat"
+PROBE_S = 5.0
 # Outcomes that are the attempt's failure (error.type, status ERROR); a lost hedge or a caller's cancellation
 # is not, though the span still says what became of it.
 _FAILED = {
@@ -56,7 +60,7 @@ _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "llama_cpp": "llama_
 class TraceStart:
     """A request's place in a trace, chosen when it arrives: what the Decision and the spans will carry."""
 
-    parent: Context | None  # the caller's context (None: a new trace)
+    parent: SpanContext | None  # the caller's span (None: a new trace)
     trace_id: int
     span_id: int
     sampled: bool
@@ -87,20 +91,11 @@ class Tracing:
         try:
             from opentelemetry.context import Context
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
             from opentelemetry.sdk.trace.sampling import Decision as Sampling
             from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-            from opentelemetry.trace import (
-                SpanKind,
-                Status,
-                StatusCode,
-                get_current_span,
-                set_span_in_context,
-            )
+            from opentelemetry.trace import SpanKind, get_current_span
 
-            from tiergate.telemetry.span_export import PresetIds, Reporting
+            from tiergate.telemetry.span_export import SpanSink
         except ImportError:
             raise ValueError(INSTALL_HINT) from None
         self.endpoint = endpoint
@@ -108,24 +103,15 @@ class Tracing:
         root = TraceIdRatioBased(settings.trace_sample_ratio)
         self._sampler = ParentBased(root) if settings.trace_parent_based else root
         self._sample = Sampling.RECORD_AND_SAMPLE
-        self._ids = PresetIds()
-        self._provider = TracerProvider(
-            resource=Resource.create({"service.name": settings.service_name}),
-            sampler=self._sampler,
-            id_generator=self._ids,
-        )
         if exporter is None:
             exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
-        self._provider.add_span_processor(BatchSpanProcessor(Reporting(exporter, endpoint)))
-        self._tracer = self._provider.get_tracer("tiergate")
-        self._server, self._client = SpanKind.SERVER, SpanKind.CLIENT
-        self._error = Status(StatusCode.ERROR)
-        self._status = Status
+        self._sink = SpanSink(exporter, endpoint, settings.service_name)
+        self._server = SpanKind.SERVER
         self._empty = Context
-        self._in_context = set_span_in_context
         self._span_of = get_current_span
         self._models: dict[str, _Model] = {}
         self._rng = random.Random()
+        self._probed = 0.0  # while the collector is down: when a request's spans last went to test it
 
     def configure(self, config: Config) -> None:
         """The models' providers and addresses, for the attempt spans (a reload may change them)."""
@@ -134,22 +120,29 @@ class Tracing:
         }
 
     def start(self, parent: Context | None) -> TraceStart:
-        """The request's trace and span ids, and whether it is sampled (the sampler's answer is a function of
-        the parent and the trace id, so the span built later gets the same one)."""
-        context = self._span_of(parent).get_span_context() if parent is not None else None
-        if context is not None and context.is_valid:
-            trace_id = context.trace_id
+        """The request's trace and span ids, and whether it is sampled (by the configured sampler, from the
+        caller's sampled flag and the trace id)."""
+        caller = self._span_of(parent).get_span_context() if parent is not None else None
+        if caller is not None and caller.is_valid:
+            trace_id = caller.trace_id
         else:
-            trace_id, parent = self._rng.getrandbits(128) or 1, None
+            trace_id, caller, parent = self._rng.getrandbits(128) or 1, None, None
         span_id = self._rng.getrandbits(64) or 1
         result = self._sampler.should_sample(parent or self._empty(), trace_id, OPERATION, self._server)
-        return TraceStart(parent, trace_id, span_id, result.decision is self._sample)
+        return TraceStart(caller, trace_id, span_id, result.decision is self._sample)
 
     def record(self, report: Report) -> None:
         """The request's spans, from its report: called after the answer."""
         trace = report.trace
         if trace is None or not trace.sampled:
             return
+        if self._sink.reporting.failing:
+            # The collector is down: the spans would only be dropped from a full queue. One request every
+            # PROBE_S seconds still sends its spans, to notice when the collector is back.
+            now = time.monotonic()
+            if now - self._probed < PROBE_S:
+                return
+            self._probed = now
         request, decision = report.request, report.decision
         start_ns = int(report.started_at * 1e9)
         end_ns = start_ns + int(report.duration_s * 1e9)
@@ -174,36 +167,38 @@ class Tracing:
                     "tiergate.route": decision.route,
                     "tiergate.sensitivity": decision.sensitivity.name,
                     "tiergate.restricted": decision.sensitivity == Sensitivity.RESTRICTED,
-                    "tiergate.matched_rules": decision.matched_rules,
+                    "tiergate.matched_rules": tuple(decision.matched_rules),
                     "tiergate.complexity": decision.complexity,
                     "tiergate.served_by": decision.served_by,
                     "tiergate.reason": decision.reason,
                     "tiergate.overhead_ms": decision.overhead_ms,
                     "tiergate.cost_usd": decision.cost_usd,
                     "tiergate.attempts": len(decision.attempts),
-                    "tiergate.skipped": [s.model for s in decision.skipped],
+                    "tiergate.skipped": tuple(s.model for s in decision.skipped),
                 }
             )
-        if report.error is not None:
-            attributes["error.type"] = report.error_kind
-        # The SDK asks the id generator for the span's ids: hand it the ones the Decision already carries.
-        with self._ids.preset(trace.trace_id if trace.parent is None else 0, trace.span_id):
-            span = self._tracer.start_span(
-                f"{OPERATION} {route}",
-                context=trace.parent if trace.parent is not None else self._empty(),
-                kind=self._server,
-                attributes=attributes,
-                start_time=start_ns,
-            )
-        if report.error is not None:
-            span.set_status(self._status(self._error.status_code, report.error_kind))
+        error = report.error_kind if report.error is not None else None
+        if error is not None:
+            attributes["error.type"] = error
+        caller = trace.parent
+        context = self._sink.context(trace.trace_id, trace.span_id, caller.trace_state if caller else None)
         if decision is not None:
-            self._attempts(report, decision, self._in_context(span), start_ns, end_ns)
-        span.end(end_time=end_ns)
+            self._attempts(report, decision, context, start_ns, end_ns)
+        self._sink.emit(
+            f"{OPERATION} {route}",
+            context,
+            caller,
+            server=True,
+            attributes=attributes,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            error=error,
+        )
 
     def _attempts(
-        self, report: Report, decision: Decision, parent: Context, start_ns: int, end_ns: int
+        self, report: Report, decision: Decision, parent: SpanContext, start_ns: int, end_ns: int
     ) -> None:
+        sink = self._sink
         for attempt in decision.attempts:
             model = self._models.get(attempt.model) or _Model("", attempt.model, None, None)
             offset_ns = int((attempt.started_at - report.started_mono) * 1e9) if report.started_mono else 0
@@ -226,28 +221,28 @@ class Tracing:
             if attempt.outcome == Outcome.OK and attempt.model == decision.served_by:
                 attributes["gen_ai.response.model"] = model.model
                 _usage(attributes, report)
-            failed = attempt.outcome in _FAILED
-            if failed:
+            error = None
+            if attempt.outcome in _FAILED:
                 # The error's kind ("rate_limited", ...), never its message: upstream text may echo content.
                 kind = attempt.error.split(":", 1)[0] if attempt.outcome == Outcome.ERROR else ""
-                attributes["error.type"] = kind if kind and " " not in kind else attempt.outcome.value
-            span = self._tracer.start_span(
+                error = attributes["error.type"] = kind if kind and " " not in kind else attempt.outcome.value
+            sink.emit(
                 f"{OPERATION} {model.model}",
-                context=parent,
-                kind=self._client,
+                sink.context(parent.trace_id, self._rng.getrandbits(64) or 1, parent.trace_state),
+                parent,
+                server=False,
                 attributes=attributes,
-                start_time=begin,
+                start_ns=begin,
+                end_ns=min(begin + int(attempt.latency_ms * 1e6), max(end_ns, begin)),
+                error=error,
             )
-            if failed:
-                span.set_status(self._status(self._error.status_code, attributes["error.type"]))
-            span.end(end_time=min(begin + int(attempt.latency_ms * 1e6), max(end_ns, begin)))
 
     def flush(self, timeout_ms: int = 5_000) -> bool:
-        return bool(self._provider.force_flush(timeout_ms))
+        return self._sink.flush(timeout_ms)
 
     def shutdown(self) -> None:
         """Exports what is queued, then stops (blocks: call it off the event loop)."""
-        self._provider.shutdown()
+        self._sink.shutdown()
 
 
 def _model(name: str, provider: str, model: str | None, base_url: str | None) -> _Model:
@@ -272,4 +267,4 @@ def _usage(attributes: dict[str, Any], report: Report) -> None:
         attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
         attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
     if report.finish_reason:
-        attributes["gen_ai.response.finish_reasons"] = [report.finish_reason]
+        attributes["gen_ai.response.finish_reasons"] = (report.finish_reason,)
