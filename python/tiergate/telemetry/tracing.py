@@ -151,11 +151,14 @@ class Tracing:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": OPERATION,
             "gen_ai.request.model": route,
-            "tiergate.task": request.task,
-            "tiergate.tenant": request.tenant,
             "tiergate.stream": request.stream,
             "tiergate.outcome": report.error_kind,
         }
+        # Empty values are left out: every attribute costs its OTLP encoding, in the export thread.
+        if request.task:
+            attributes["tiergate.task"] = request.task
+        if request.tenant:
+            attributes["tiergate.tenant"] = request.tenant
         _request_settings(attributes, report)
         if served is not None:
             attributes["gen_ai.provider.name"] = served.provider
@@ -167,16 +170,18 @@ class Tracing:
                     "tiergate.route": decision.route,
                     "tiergate.sensitivity": decision.sensitivity.name,
                     "tiergate.restricted": decision.sensitivity == Sensitivity.RESTRICTED,
-                    "tiergate.matched_rules": tuple(decision.matched_rules),
-                    "tiergate.complexity": decision.complexity,
                     "tiergate.served_by": decision.served_by,
                     "tiergate.reason": decision.reason,
                     "tiergate.overhead_ms": decision.overhead_ms,
                     "tiergate.cost_usd": decision.cost_usd,
-                    "tiergate.attempts": len(decision.attempts),
-                    "tiergate.skipped": tuple(s.model for s in decision.skipped),
                 }
             )
+            if decision.matched_rules:
+                attributes["tiergate.matched_rules"] = tuple(decision.matched_rules)
+            if decision.complexity:
+                attributes["tiergate.complexity"] = decision.complexity
+            if decision.skipped:
+                attributes["tiergate.skipped"] = tuple(s.model for s in decision.skipped)
         error = report.error_kind if report.error is not None else None
         if error is not None:
             attributes["error.type"] = error
