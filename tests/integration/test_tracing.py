@@ -359,3 +359,49 @@ async def test_latency_histograms_carry_exemplars_in_openmetrics(fake_provider: 
     }
     classic = scrape({})
     assert classic.content_type.startswith("text/plain") and CALLER_TRACE not in classic.body.decode()
+
+
+async def test_the_grpc_server_and_the_http_facade_read_the_callers_context(
+    fake_provider: FakeProvider,
+) -> None:
+    import grpc
+    import orjson
+
+    from tiergate.server.grpc import TiergateServicer
+    from tiergate.server.http import HttpRequest, Response
+    from tiergate.server.openai_facade import DECISION_HEADER, OpenAIFacade
+    from tiergate.v1 import tiergate_pb2 as pb
+    from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
+
+    async with traced(config(fake_provider)) as (sidecar, exporter):
+        server = grpc.aio.server()
+        pb_grpc.add_TiergateServicer_to_server(TiergateServicer(sidecar), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.TiergateStub(channel)
+                message = pb.CompleteRequest(messages=[pb.Message(role="user", content=PROMPT)])
+                unary = await stub.Complete(message, timeout=10, metadata=(("traceparent", TRACEPARENT),))
+                chunks = [
+                    c
+                    async for c in stub.StreamComplete(
+                        message, timeout=10, metadata=(("traceparent", TRACEPARENT),)
+                    )
+                ]
+        finally:
+            await server.stop(None)
+        body = orjson.dumps({"model": "default", "messages": [{"role": "user", "content": PROMPT}]})
+        reply = await OpenAIFacade(sidecar)(
+            HttpRequest("POST", "/v1/chat/completions", {"traceparent": TRACEPARENT}, body)
+        )
+        await asyncio.sleep(0)
+    assert unary.decision.trace_id == CALLER_TRACE and chunks[-1].decision.trace_id == CALLER_TRACE
+    assert isinstance(reply, Response) and reply.status == 200
+    decision = orjson.loads(dict(reply.headers)[DECISION_HEADER])
+    assert decision["trace_id"] == CALLER_TRACE and decision["span_id"]
+    requests = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(requests) == 3
+    assert all(s.parent is not None and f"{s.parent.span_id:016x}" == CALLER_SPAN for s in requests)
+    streamed = next(s for s in requests if dict(s.attributes or {})["tiergate.stream"])
+    assert dict(streamed.attributes or {})["gen_ai.response.finish_reasons"] == ("stop",)
