@@ -58,6 +58,7 @@ def config(fake: FakeProvider, endpoint: str = "http://127.0.0.1:9", **telemetry
         "routes": {
             "default": {"chain": ["primary", "backup"], "retries": 0},
             "hedged": {"chain": ["stalled", "backup"], "hedge_after_ms": 50},
+            "slow": {"chain": ["stalled"]},
         },
         "telemetry": {"otlp_endpoint": endpoint, "service_name": "tiergate-test", **telemetry},
     }
@@ -405,3 +406,20 @@ async def test_the_grpc_server_and_the_http_facade_read_the_callers_context(
     assert all(s.parent is not None and f"{s.parent.span_id:016x}" == CALLER_SPAN for s in requests)
     streamed = next(s for s in requests if dict(s.attributes or {})["tiergate.stream"])
     assert dict(streamed.attributes or {})["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+async def test_a_request_the_caller_cancels_shows_its_attempt_cancelled(fake_provider: FakeProvider) -> None:
+    async with traced(config(fake_provider)) as (sidecar, exporter):
+        task = asyncio.create_task(
+            sidecar.complete(Request("slow", [Message("user", PROMPT)]), parent=caller())
+        )
+        await fake_provider.until(lambda requests: len(requests) == 1, timeout=10)  # the attempt is running
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+    request, (attempt,) = by_kind(exporter.get_finished_spans())
+    assert dict(request.attributes or {})["error.type"] == "cancelled"
+    assert dict(attempt.attributes or {})["tiergate.attempt.outcome"] == "cancelled"
+    assert attempt.parent is not None and request.context is not None
+    assert attempt.parent.span_id == request.context.span_id
