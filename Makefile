@@ -16,7 +16,7 @@ FUZZ_FLAGS := --fuzz-dir rust/fuzz --sanitizer none --debug-assertions
 # llama.cpp builds with both cores, once per machine (tools/llama-cpp-wheel.sh keeps the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup redis-server browser-tools run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
+.PHONY: help setup redis-server browser-tools jaeger run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,10 +82,13 @@ run: setup ## start the sidecar (CONFIG=file.yaml, default: the embedded default
 
 test: setup test-rust test-python ## the whole suite: cargo test, then pytest
 
+jaeger: ## build Jaeger (an OTLP receiver with a query API) from the Go module proxy into ~/.cache/tiergate, once: the tracing tests run it
+	@nice -n 10 bash tools/jaeger.sh >/dev/null || echo "==> Jaeger cannot be built here: its tracing tests will be skipped"
+
 test-rust: ## cargo test for rust/
 	cargo test --workspace --exclude tiergate-py -q
 
-test-python: setup ## pytest (unit, integration; e2e skipped without keys)
+test-python: setup jaeger ## pytest (unit, integration; e2e skipped without keys)
 	$(PY) -m pytest -q
 
 fuzz: ## run each rust/fuzz target for FUZZ_SECONDS (default 20) from its seeds; installs cargo-fuzz if missing

@@ -292,6 +292,10 @@ class TelemetryConfig(_Strict):
     log_content: bool = False  # opt-in: also log prompt and answer text in decision records
     otlp_endpoint: str | None = None  # OTLP/HTTP collector base URL, e.g. http://127.0.0.1:4318 (extra: otel)
     service_name: str = Field("tiergate", min_length=1)  # the traces' service.name
+    # Share of new traces recorded (trace id ratio). With `trace_parent_based`, a request that joins the
+    # caller's trace follows the caller's sampled flag instead (OpenTelemetry's parentbased_traceidratio).
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    trace_parent_based: bool = True
 
 
 class LimitsConfig(_Strict):

@@ -482,7 +482,9 @@ class Run:
         error = note or (f"{exc.kind}: {exc}" if exc is not None else "")
         if outcome == Outcome.TTFT_TIMEOUT:
             error = f"no first token within {self.plan.route.ttft_ms:g} ms"
-        self.decision.attempts.append(Attempt(name, outcome, ttft_ms, latency_ms, error[:300], live.hedged))
+        self.decision.attempts.append(
+            Attempt(name, outcome, ttft_ms, latency_ms, error[:300], live.hedged, live.started)
+        )
 
     def _exhausted(self) -> TiergateError:
         """The error when no candidate is left: every one failed, or every one was a full local queue."""

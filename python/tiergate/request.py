@@ -121,6 +121,7 @@ class Attempt:
     latency_ms: float = 0.0
     error: str = ""
     hedged: bool = False
+    started_at: float = 0.0  # on the dispatcher's clock (time.monotonic()): where its trace span starts
 
 
 @dataclass(slots=True)
@@ -149,6 +150,8 @@ class Decision:
     cost_usd: float = 0.0
     request_id: str = ""  # names the request in Feedback
     arm: str = ""  # canary rollouts: "baseline" or "canary"; "" when no rollout applied
+    trace_id: str = ""  # W3C trace id (32 hex digits) when tracing is on: the caller's trace, or a new one
+    span_id: str = ""  # tiergate's request span in that trace (16 hex digits); "" when it is not sampled
 
 
 @dataclass(slots=True)

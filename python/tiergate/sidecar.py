@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.analysis import Analysis, Analyzer
@@ -41,6 +42,9 @@ from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 
 @dataclass(slots=True)
@@ -228,9 +232,12 @@ class Sidecar:
         decision.arm = plan.arm
         return self.dispatcher.run(plan, request, decision, deadline, analysis.input_tokens)
 
-    async def complete(self, request: Request, deadline: float | None = None) -> Answer:
+    async def complete(
+        self, request: Request, deadline: float | None = None, *, parent: Context | None = None
+    ) -> Answer:
+        """`parent`: the caller's trace context (`Telemetry.parent_from`...); None starts a new trace."""
         started = time.monotonic()
-        report = self._opened(request)
+        report = self._opened(request, started, parent)
         ticket: Ticket | None = None
         try:
             run, ticket = await self._ready(request, deadline, report)
@@ -239,6 +246,7 @@ class Sidecar:
             finally:
                 _finish(run, started)
             report.usage = completion.usage
+            report.finish_reason = completion.finish_reason
             if self.telemetry.log_content:
                 report.answer = completion.text
             return Answer(completion, run.decision)
@@ -249,11 +257,11 @@ class Sidecar:
             self._closed(report, started, ticket)
 
     async def stream(
-        self, request: Request, deadline: float | None = None
+        self, request: Request, deadline: float | None = None, *, parent: Context | None = None
     ) -> AsyncGenerator[tuple[Chunk, Decision | None], None]:
         """Yields (chunk, None) as text arrives and (last chunk, decision) at the end."""
         started = time.monotonic()
-        report = self._opened(request)
+        report = self._opened(request, started, parent)
         ticket: Ticket | None = None
         finished = False
         parts: list[str] | None = [] if self.telemetry.log_content else None
@@ -267,6 +275,7 @@ class Sidecar:
                         _finish(run, started)
                         finished = True
                         report.usage = chunk.usage
+                        report.finish_reason = chunk.finish_reason or "stop"
                         yield chunk, run.decision
                         return
                     yield chunk, None
@@ -285,11 +294,13 @@ class Sidecar:
 
     # -- around each request: limits, in-flight count, the report ------------------------------------------
 
-    def _opened(self, request: Request) -> Report:
+    def _opened(self, request: Request, started: float, parent: Context | None) -> Report:
         self._in_flight += 1
         self._everyone.opened()
         self._idle.clear()
-        return Report(request, time.time())
+        report = Report(request, time.time(), started_mono=started)
+        report.trace = self.telemetry.start_trace(parent)
+        return report
 
     async def _ready(
         self, request: Request, deadline: float | None, report: Report
@@ -305,6 +316,8 @@ class Sidecar:
             )
         run, analysis = await self._prepare(request, deadline)
         report.decision = run.decision
+        if report.trace is not None:
+            report.trace.stamp(run.decision)
         if not self.governor.active:
             return run, None
         return await self._admit(run, analysis, deadline)
@@ -321,6 +334,8 @@ class Sidecar:
         error = report.error
         if report.decision is None and isinstance(error, TiergateError):
             report.decision = error.decision
+            if report.trace is not None and report.decision is not None:
+                report.trace.stamp(report.decision)
         if ticket is not None:
             # The Decision's cost is every answer paid for, a cascade's rejected ones included.
             cost = report.decision.cost_usd if report.decision is not None else 0.0

@@ -231,6 +231,8 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         cost_usd=d.cost_usd,
         request_id=d.request_id,
         arm=d.arm,
+        trace_id=d.trace_id,
+        span_id=d.span_id,
     )
 
 
@@ -263,6 +265,8 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
         cost_usd=msg.cost_usd,
         request_id=msg.request_id,
         arm=msg.arm,
+        trace_id=msg.trace_id,
+        span_id=msg.span_id,
     )
 
 

@@ -23,6 +23,7 @@ from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sdk.api import AsyncAPI, TokenCount
 from tiergate.sdk.sync import SyncAPI, blocking
 from tiergate.sdk.transport_errors import error_from_rpc
+from tiergate.telemetry.trace_context import inject_current
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
@@ -97,7 +98,7 @@ class AsyncClient(AsyncAPI):
     async def _unary(self, method: Any, message: Any, timeout: float | None) -> Any:
         """One unary call with the token; a failure becomes its typed error."""
         try:
-            return await method(message, timeout=timeout, metadata=self._metadata)
+            return await method(message, timeout=timeout, metadata=self._metadata + inject_current())
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -107,7 +108,7 @@ class AsyncClient(AsyncAPI):
 
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         call = self._rpc().StreamComplete(
-            wire.request_to_proto(request), timeout=timeout, metadata=self._metadata
+            wire.request_to_proto(request), timeout=timeout, metadata=self._metadata + inject_current()
         )
         try:
             async for msg in call:

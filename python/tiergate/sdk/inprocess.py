@@ -93,14 +93,18 @@ class AsyncRouter(AsyncAPI):
             await telemetry.aclose()
 
     async def _complete(self, request: Request, timeout: float | None) -> Response:
-        answer = await (await self._ready()).complete(request, _deadline(timeout))
+        sidecar = await self._ready()
+        # The caller's active span (OpenTelemetry's current context) is the request's parent.
+        parent = sidecar.telemetry.current_parent()
+        answer = await sidecar.complete(request, _deadline(timeout), parent=parent)
         c = answer.completion
         return Response(c.text, c.usage, answer.decision, c.finish_reason, c.tool_calls, c.refusal)
 
     async def _stream(self, request: Request, timeout: float | None) -> AsyncGenerator[Chunk, None]:
         sidecar = await self._ready()
         # Sidecar.stream is an async generator: closed at once when the caller stops early.
-        async with contextlib.aclosing(sidecar.stream(request, _deadline(timeout))) as chunks:
+        parent = sidecar.telemetry.current_parent()
+        async with contextlib.aclosing(sidecar.stream(request, _deadline(timeout), parent=parent)) as chunks:
             async for chunk, decision in chunks:
                 if decision is not None:
                     chunk = dataclasses.replace(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -58,7 +59,8 @@ class LoopThread:
             if isinstance(awaitable, Coroutine):
                 awaitable.close()  # never to run: close it rather than leave it "never awaited"
             raise RuntimeError(f"this tiergate {self._what} is closed")
-        future = asyncio.run_coroutine_threadsafe(_await(awaitable), self.loop)
+        # The caller's context variables (OpenTelemetry's current span among them) follow the call.
+        future = asyncio.run_coroutine_threadsafe(_await(awaitable, contextvars.copy_context()), self.loop)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
@@ -86,7 +88,10 @@ class LoopThread:
             self._thread.join()
 
 
-async def _await(awaitable: Awaitable[T]) -> T:
+async def _await(awaitable: Awaitable[T], context: contextvars.Context) -> T:
+    # This task runs in its own copy of the loop thread's context: the caller's values set here stay here.
+    for var, value in context.items():
+        var.set(value)
     return await awaitable
 
 

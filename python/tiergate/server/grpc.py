@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -24,6 +25,9 @@ from tiergate.wire import (
     status_to_proto,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
 __all__ = ["DECISION_TRAILER", "TiergateServicer"]
 # Answer a little before the client's deadline so it gets our status (and the Decision), not its own bare
 # DEADLINE_EXCEEDED. The grpc-timeout header rounds the client's timeout up (to a few significant digits, so
@@ -38,6 +42,13 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
         return None
     margin = DEADLINE_MARGIN_S + DEADLINE_MARGIN_SHARE * remaining
     return time.monotonic() + max(remaining - margin, 0.0)
+
+
+def _parent(sidecar: Sidecar, context: grpc.aio.ServicerContext) -> Context | None:
+    """The caller's trace context (`traceparent`, `tracestate`, `baggage` metadata), when tracing is on."""
+    if sidecar.telemetry.tracing is None:
+        return None
+    return sidecar.telemetry.parent_from_metadata(context.invocation_metadata())
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: TiergateError) -> None:
@@ -56,9 +67,12 @@ class TiergateServicer(pb_grpc.TiergateServicer):
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
+        sidecar = self._sidecar
         try:
-            answer = await self._sidecar.complete(
-                request_from_proto(request, stream=False), _deadline(context)
+            answer = await sidecar.complete(
+                request_from_proto(request, stream=False),
+                _deadline(context),
+                parent=_parent(sidecar, context),
             )
         except TiergateError as exc:
             await _abort(context, exc)
@@ -68,9 +82,10 @@ class TiergateServicer(pb_grpc.TiergateServicer):
     async def StreamComplete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CompleteChunk]:
+        sidecar = self._sidecar
         try:
-            async for chunk, decision in self._sidecar.stream(
-                request_from_proto(request, stream=True), _deadline(context)
+            async for chunk, decision in sidecar.stream(
+                request_from_proto(request, stream=True), _deadline(context), parent=_parent(sidecar, context)
             ):
                 yield chunk_to_proto(chunk, decision)
         except TiergateError as exc:

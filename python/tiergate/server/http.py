@@ -20,6 +20,7 @@ from typing import Protocol
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from tiergate.server.auth import UI_LOGIN_PATH, UI_PREFIX, BearerToken
 from tiergate.telemetry import Telemetry
@@ -86,19 +87,24 @@ class App(Protocol):
     def __call__(self, request: HttpRequest) -> Awaitable[Response | StreamResponse]: ...
 
 
-Handler = Callable[[], Response]
+Handler = Callable[[Mapping[str, str]], Response]  # the request's headers -> the response
 
 
 def observability_routes(telemetry: Telemetry) -> dict[str, Handler]:
     """The three endpoints every sidecar serves."""
 
-    def metrics() -> Response:
+    def metrics(headers: Mapping[str, str]) -> Response:
+        # OpenMetrics (with the latency histograms' exemplars) for a scraper that asks for it.
+        if "application/openmetrics-text" in headers.get("accept", ""):
+            return Response(
+                200, openmetrics.generate_latest(telemetry.metrics.registry), openmetrics.CONTENT_TYPE_LATEST
+            )
         return Response(200, generate_latest(telemetry.metrics.registry), CONTENT_TYPE_LATEST)
 
-    def healthz() -> Response:
+    def healthz(headers: Mapping[str, str]) -> Response:
         return Response(200, b"ok\n")
 
-    def readyz() -> Response:
+    def readyz(headers: Mapping[str, str]) -> Response:
         if not telemetry.ready:
             return Response(503, b"not ready\n")
         # A local model's worker that is down does not make the sidecar unready: hosted models still serve,
@@ -247,7 +253,7 @@ class HttpServer:
         elif method not in ("GET", "HEAD"):
             response = Response(405, b"only GET and HEAD\n")
         else:
-            response = handler()
+            response = handler(headers)
         await _write(writer, response, keep_alive=keep_alive, head_only=method == "HEAD")
         return keep_alive
 

@@ -25,8 +25,9 @@ import importlib.metadata
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -38,6 +39,9 @@ from tiergate.server.feedback_http import FEEDBACK_PATH, feedback_response
 from tiergate.server.http import HttpRequest, Response, StreamResponse
 from tiergate.server.openai_request import ChatCall, parse_chat
 from tiergate.sidecar import Sidecar
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -91,6 +95,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "request_id": decision.request_id,
         "arm": decision.arm,
         "reason": decision.reason,
+        **({"trace_id": decision.trace_id, "span_id": decision.span_id} if decision.trace_id else {}),
     }
 
 
@@ -208,9 +213,10 @@ class OpenAIFacade:
         try:
             deadline = parse_deadline(request.headers.get(TIMEOUT_HEADER))
             call = parse_chat(request.body, sidecar.config.routes)
+            parent = sidecar.telemetry.parent_from(request.headers)  # the caller's trace (traceparent)
             if call.request.stream:
-                return await self._stream(sidecar, call, deadline)
-            answer = await sidecar.complete(call.request, deadline)
+                return await self._stream(sidecar, call, deadline, parent)
+            answer = await sidecar.complete(call.request, deadline, parent=parent)
         except errors.TiergateError as exc:
             return _error(exc)
         decision = answer.decision
@@ -224,9 +230,11 @@ class OpenAIFacade:
         ]
         return Response(200, orjson.dumps({"object": "list", "data": data}), JSON)
 
-    async def _stream(self, sidecar: Sidecar, call: ChatCall, deadline: float | None) -> StreamResponse:
+    async def _stream(
+        self, sidecar: Sidecar, call: ChatCall, deadline: float | None, parent: Context | None
+    ) -> StreamResponse:
         """Waits for the first chunk, so that errors before any text get their own status code."""
-        chunks = aiter(sidecar.stream(call.request, deadline))
+        chunks = aiter(sidecar.stream(call.request, deadline, parent=parent))
         try:
             first = await anext(chunks)
         except BaseException:

@@ -3,8 +3,8 @@
 `Sidecar` hands every finished request to `Telemetry.report` as a `Report`; the work (metrics, the JSON
 record, the trace span) runs in a later turn of the event loop, after the response is on its way, so it never
 delays an answer. `records` writes the decision log, `metrics` keeps the Prometheus families, `tracing`
-exports OTLP spans when an endpoint is configured (an optional extra), `recent` keeps the last decisions and
-cost per tenant for the control panel.
+exports OTLP spans when an endpoint is configured (an optional extra), in the caller's trace when the request
+carries one (`trace_context`); `recent` keeps the last decisions and cost per tenant for the control panel.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -24,7 +24,12 @@ from tiergate.request import Decision, Request, Usage
 from tiergate.telemetry.metrics import LiveView, Metrics
 from tiergate.telemetry.recent import RecentActivity
 from tiergate.telemetry.records import LOGGER_NAME, REDACTED, DecisionLog, LineWriter, secrets_of
-from tiergate.telemetry.tracing import Tracing
+from tiergate.telemetry.trace_context import Propagation
+from tiergate.telemetry.tracing import TraceStart, Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,9 @@ class Report:
     usage: Usage | None = None
     answer: str | None = None  # kept only when the config opts in to logging content
     error: BaseException | None = None
+    started_mono: float = 0.0  # time.monotonic() when it arrived: places the attempts (their started_at)
+    finish_reason: str = ""
+    trace: TraceStart | None = None  # its trace and span ids, when tracing is on
 
     @property
     def error_kind(self) -> str:
@@ -58,13 +66,22 @@ class Report:
 class Telemetry:
     """The metrics registry and the decision log of one process; outlives config reloads."""
 
-    def __init__(self, config: Config | None = None, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
+        """`span_exporter` replaces the OTLP exporter when tracing is configured (tests: in memory)."""
+        self._span_exporter = span_exporter
         self.metrics = Metrics(registry)
         self.decisions = DecisionLog()
         self.recent = RecentActivity()
         self._secrets: list[str] = []
         self.ready = False  # /readyz: the gRPC server is up and not draining
         self.tracing: Tracing | None = None
+        self._propagation: Propagation | None = None
         if config is not None:
             self.configure(config)
 
@@ -82,9 +99,34 @@ class Telemetry:
         )
         endpoint = config.telemetry.otlp_endpoint
         if self.tracing is None and endpoint is not None:
-            self.tracing = Tracing(endpoint, config.telemetry.service_name)
+            self.tracing = Tracing(endpoint, config.telemetry, exporter=self._span_exporter)
+            self._propagation = Propagation()
         elif (self.tracing.endpoint if self.tracing else None) != endpoint:
             logger.warning("telemetry.otlp_endpoint changes need a restart; traces still go to the old one")
+        elif self.tracing is not None and self.tracing.settings != config.telemetry:
+            logger.warning("telemetry trace settings change at a restart; tracing goes on as it started")
+        if self.tracing is not None:
+            self.tracing.configure(config)
+
+    # -- the caller's trace (all None when tracing is off: nothing is read) --------------------------------
+
+    def parent_from(self, headers: Mapping[str, str]) -> Context | None:
+        """The caller's trace context in HTTP headers (names lower-cased)."""
+        return self._propagation.extract(headers) if self._propagation is not None else None
+
+    def parent_from_metadata(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Context | None:
+        """The caller's trace context in gRPC invocation metadata."""
+        if self._propagation is None or metadata is None:
+            return None
+        return self._propagation.extract_pairs(metadata)
+
+    def current_parent(self) -> Context | None:
+        """OpenTelemetry's current context in this task (the in-process Router's caller)."""
+        return self._propagation.current() if self._propagation is not None else None
+
+    def start_trace(self, parent: Context | None) -> TraceStart | None:
+        """A new request's trace and span ids (None when tracing is off)."""
+        return self.tracing.start(parent) if self.tracing is not None else None
 
     @property
     def log_content(self) -> bool:

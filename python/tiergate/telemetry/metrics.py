@@ -30,6 +30,11 @@ Families (prefix `tiergate_`):
 Every update happens on the event loop's thread, so the series are plain dicts updated without locks
 (prometheus-client's own metric objects take a lock per increment: twice the cost per request); a collector
 turns them into metric families when /metrics is scraped, which happens on that same thread.
+
+With tracing on, `request_duration_seconds` and `overhead_seconds` carry exemplars: each bucket keeps the
+trace and span ids of the last sampled request that fell in it. Exemplars exist only in the OpenMetrics
+format, which /metrics serves to a scraper that asks for it (`Accept: application/openmetrics-text`, as
+Prometheus does with exemplar storage on); the classic text format leaves them out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import TYPE_CHECKING, Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from tiergate.errors import LimitExceeded
 from tiergate.request import Outcome
@@ -149,7 +155,7 @@ class Series:
 class Histograms:
     """A histogram family: labels -> [count per bucket (not cumulative)..., count above the last, sum]."""
 
-    __slots__ = ("bounds", "doc", "labels", "les", "name", "values")
+    __slots__ = ("bounds", "doc", "exemplars", "labels", "les", "name", "values")
 
     def __init__(self, name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...]) -> None:
         self.name = name
@@ -158,22 +164,41 @@ class Histograms:
         self.bounds = bounds
         self.les = [repr(float(b)) for b in bounds] + ["+Inf"]
         self.values: dict[tuple[str, ...], list[float]] = {}
+        # Per series, per bucket: the last traced observation (built into an Exemplar only at scrape time).
+        self.exemplars: dict[tuple[str, ...], list[tuple[str, str, float, float] | None]] = {}
 
-    def observe(self, key: tuple[str, ...], value: float) -> None:
+    def observe(
+        self, key: tuple[str, ...], value: float, trace: tuple[str, str, float] | None = None
+    ) -> None:
+        """`trace`: (trace id, span id, wall time) of a sampled request, kept as the bucket's exemplar."""
         series = self.values.get(key)
         if series is None:
             series = self.values[key] = [0.0] * (len(self.bounds) + 2)
-        series[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value
+        bucket = bisect_left(self.bounds, value)  # the first bucket whose bound is >= value
+        series[bucket] += 1
         series[-1] += value
+        if trace is not None:
+            kept = self.exemplars.get(key)
+            if kept is None:
+                kept = self.exemplars[key] = [None] * (len(self.bounds) + 1)
+            kept[bucket] = (trace[0], trace[1], value, trace[2])
 
     def family(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
         for key, series in list(self.values.items()):
             cumulative = 0.0
-            buckets = []
-            for le, count in zip(self.les, series[:-1], strict=True):
+            buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+            kept = self.exemplars.get(key)
+            for i, (le, count) in enumerate(zip(self.les, series[:-1], strict=True)):
                 cumulative += count
-                buckets.append((le, cumulative))
+                exemplar = kept[i] if kept is not None else None
+                if exemplar is None:
+                    buckets.append((le, cumulative))
+                else:
+                    trace_id, span_id, value, ts = exemplar
+                    buckets.append(
+                        (le, cumulative, Exemplar({"trace_id": trace_id, "span_id": span_id}, value, ts))
+                    )
             family.add_metric(list(key), buckets, series[-1])
         return family
 
@@ -289,12 +314,18 @@ class Metrics:
         model = decision.served_by if decision is not None else ""
         error = report.error
         self.requests.inc((route, model, "ok" if error is None else report.error_kind))
-        self.duration.observe((route,), report.duration_s)
+        trace = report.trace
+        exemplar = (
+            (f"{trace.trace_id:032x}", f"{trace.span_id:016x}", report.started_at + report.duration_s)
+            if trace is not None and trace.sampled
+            else None
+        )
+        self.duration.observe((route,), report.duration_s, exemplar)
         if isinstance(error, LimitExceeded) and error.limit:
             self.limit_rejections.inc((error.limit,))
         if decision is None:
             return
-        self.overhead.observe((route,), decision.overhead_ms / 1000)
+        self.overhead.observe((route,), decision.overhead_ms / 1000, exemplar)
         attempts = decision.attempts
         last = len(attempts) - 1
         for i, attempt in enumerate(attempts):

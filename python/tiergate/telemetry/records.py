@@ -3,8 +3,9 @@
 A record says what tiergate decided and did: route, task, tenant, sensitivity, the rule ids that matched
 (never the matched text), each attempt with its outcome and timings, the candidates skipped and why, the
 model that served, tokens, cost, tiergate's own overhead, and the outcome (`ok` or the error kind and
-message). Prompt and answer text appear only with `telemetry.log_content: true`. Configured API keys and
-credential headers never appear: any that an upstream error message echoes is replaced by `[redacted]`.
+message); with tracing on, the request's `trace_id` and `span_id` (the span only when sampled). Prompt and
+answer text appear only with `telemetry.log_content: true`. Configured API keys and credential headers never
+appear: any that an upstream error message echoes is replaced by `[redacted]`.
 
 Example (one line in the log, wrapped here)::
 
@@ -122,6 +123,10 @@ class DecisionLog:
             out["attempts"] = [_attempt(a) for a in decision.attempts]
             out["skipped"] = [{"model": s.model, "reason": s.reason} for s in decision.skipped]
             out["served_by"] = decision.served_by
+            if decision.trace_id:  # tracing is on: the trace, and the request's span when it was sampled
+                out["trace_id"] = decision.trace_id
+                if decision.span_id:
+                    out["span_id"] = decision.span_id
         usage = report.usage
         if usage is not None:
             out["input_tokens"] = usage.input_tokens

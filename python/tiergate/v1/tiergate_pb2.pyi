@@ -180,7 +180,7 @@ class Skipped(_message.Message):
     def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by", "request_id", "arm")
+    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by", "request_id", "arm", "trace_id", "span_id")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +195,8 @@ class Decision(_message.Message):
     COMPLEXITY_BY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     route: str
     served_by: str
     sensitivity: Sensitivity
@@ -209,7 +211,9 @@ class Decision(_message.Message):
     complexity_by: str
     request_id: str
     arm: str
-    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    span_id: str
+    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("text", "usage", "decision", "finish_reason", "tool_calls", "refusal")

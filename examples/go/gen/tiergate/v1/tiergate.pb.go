@@ -965,6 +965,8 @@ type Decision struct {
 	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"` // who decided the complexity: "rules", "model:NAME", or ""
 	RequestId     string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`          // names this request in Feedback
 	Arm           string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                       // canary rollouts: "baseline" or "canary"; "" when no rollout applied
+	TraceId       string                 `protobuf:"bytes,15,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                // W3C trace id (32 hex digits) when tracing is on: the caller's, or new
+	SpanId        string                 `protobuf:"bytes,16,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`                   // tiergate's request span (16 hex digits); "" when not sampled
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1093,6 +1095,20 @@ func (x *Decision) GetRequestId() string {
 func (x *Decision) GetArm() string {
 	if x != nil {
 		return x.Arm
+	}
+	return ""
+}
+
+func (x *Decision) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *Decision) GetSpanId() string {
+	if x != nil {
+		return x.SpanId
 	}
 	return ""
 }
@@ -2045,7 +2061,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xde\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x92\x04\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -2065,7 +2081,9 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\r \x01(\tR\trequestId\x12\x10\n" +
-	"\x03arm\x18\x0e \x01(\tR\x03arm\"\xf8\x01\n" +
+	"\x03arm\x18\x0e \x01(\tR\x03arm\x12\x19\n" +
+	"\btrace_id\x18\x0f \x01(\tR\atraceId\x12\x17\n" +
+	"\aspan_id\x18\x10 \x01(\tR\x06spanId\"\xf8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
