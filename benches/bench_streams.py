@@ -13,7 +13,9 @@ built extension). For each level (streams x interface) every system gets one win
 Figures, inside the measured window only (after a warm-up during which every stream has started):
 sidecar CPU (user + system, from /proc) per relayed chunk; chunks/s delivered; p99 of the gaps between
 consecutive chunks of a stream as the clients see them, minus the upstream's interval ("gap added"); the
-sidecar's RSS at the window's end; errors (any failed stream, whole run).
+sidecar's RSS at the window's end; errors (any failed stream, whole run). With `--modes unary`, each
+"stream" is a client calling gRPC Complete in a loop: a "chunk" is then a request, and its gap the
+request's latency (the upstream answers a non-streamed request at once).
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--streams", default="100,1000", help="comma-separated stream counts")
-    parser.add_argument("--modes", default="grpc,http")
+    parser.add_argument("--modes", default="grpc,http", help="grpc, http, unary (comma-separated)")
+    parser.add_argument("--unary-clients", default="1,16", help="comma-separated client counts for unary")
     parser.add_argument("--rate", type=float, default=20.0, help="chunks per second per stream")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds before the window")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
@@ -152,6 +155,7 @@ def main() -> None:
     if args.quick:
         args.streams, args.warmup, args.window = "50", 4.0, 4.0
     levels = [int(n) for n in args.streams.split(",")]
+    unary_levels = [int(n) for n in args.unary_clients.split(",")]
     modes = args.modes.split(",")
     interval_ms = 1000.0 / args.rate
     chunks_per_stream = int((args.warmup + args.window + 10) * args.rate)
@@ -180,13 +184,13 @@ def main() -> None:
         if args.uvloop:
             systems["after, uvloop"] = dict(os.environ)
             commands["after, uvloop"] = [PYTHON, "-c", UVLOOP_SERVE, "serve", "--config", str(config_path)]
-        for streams in levels:
-            for mode in modes:
+        for mode in modes:
+            for streams in unary_levels if mode == "unary" else levels:
                 for name, env in systems.items():
                     with run_server(name, commands[name], r"serving gRPC on (\S+)", env=env) as sidecar:
                         http = sidecar.log.read_text()
                         http_address = http.split("serving HTTP on ", 1)[1].split(" ", 1)[0]
-                        target = sidecar.found.group(1) if mode == "grpc" else f"http://{http_address}"
+                        target = f"http://{http_address}" if mode == "http" else sidecar.found.group(1)
                         result, cpu_s, rss = run_window(
                             loadgen, mode, target, sidecar.proc.pid, streams, args.warmup, args.window
                         )
@@ -201,7 +205,7 @@ def main() -> None:
                             chunks_per_s=float(result["chunks_per_s"]),  # type: ignore[arg-type]
                             gap_p50_ms=float(result["gap_p50_ms"]),  # type: ignore[arg-type]
                             gap_p99_ms=gap_p99,
-                            gap_added_p99_ms=gap_p99 - interval_ms,
+                            gap_added_p99_ms=gap_p99 - interval_ms if mode != "unary" else float("nan"),
                             rss_mb=rss,
                             errors=int(result["errors"]),  # type: ignore[call-overload]
                             first_error=str(result["first_error"] or ""),

@@ -2,6 +2,7 @@
 // OpenAI-compatible HTTP facade (SSE), and measures what the clients see: chunks, errors, and the gaps
 // between consecutive chunks of each stream. It costs little CPU per chunk, so on a small machine the
 // sidecar, not the load generator, is what is measured. benches/bench_streams.py builds and drives it.
+// With -mode unary each "stream" is a loop of gRPC Complete calls, and a request's latency is its "gap".
 //
 //	loadgen -mode grpc -target 127.0.0.1:50051 -streams 1000 -warmup 3s -window 10s
 //	loadgen -mode http -target http://127.0.0.1:8080 -streams 1000 -warmup 3s -window 10s
@@ -101,6 +102,27 @@ func runGRPC(ctx context.Context, client tiergatev1.TiergateClient) {
 	}
 }
 
+// runUnary sends Complete requests one after another until ctx ends; a request's latency counts as its "gap".
+func runUnary(ctx context.Context, client tiergatev1.TiergateClient) {
+	var local []float64
+	defer func() { flushGaps(local) }()
+	req := &tiergatev1.CompleteRequest{Task: "default", Messages: []*tiergatev1.Message{{Role: "user", Content: "Say hello"}}}
+	for ctx.Err() == nil {
+		began := time.Now()
+		_, err := client.Complete(ctx, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail(err)
+			}
+			return
+		}
+		chunks.Add(1)
+		if inWindow.Load() {
+			local = append(local, float64(time.Since(began).Microseconds())/1000.0)
+		}
+	}
+}
+
 var body = []byte(`{"model":"default","stream":true,"messages":[{"role":"user","content":"Say hello"}]}`)
 
 func runHTTP(ctx context.Context, client *http.Client, url string) {
@@ -156,7 +178,7 @@ func percentile(sorted []float64, q float64) float64 {
 }
 
 func main() {
-	mode := flag.String("mode", "grpc", "grpc or http")
+	mode := flag.String("mode", "grpc", "grpc, http or unary (gRPC Complete in a loop per stream)")
 	target := flag.String("target", "127.0.0.1:50051", "host:port (grpc) or base URL (http)")
 	streams := flag.Int("streams", 100, "concurrent streams")
 	ramp := flag.Duration("ramp", 2*time.Second, "start the streams evenly over this long")
@@ -169,7 +191,7 @@ func main() {
 	var wg sync.WaitGroup
 	var start func(i int)
 	switch *mode {
-	case "grpc":
+	case "grpc", "unary":
 		clients := make([]tiergatev1.TiergateClient, *connections)
 		for i := range clients {
 			conn, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -180,7 +202,11 @@ func main() {
 			defer conn.Close()
 			clients[i] = tiergatev1.NewTiergateClient(conn)
 		}
-		start = func(i int) { runGRPC(ctx, clients[i%len(clients)]) }
+		if *mode == "unary" {
+			start = func(i int) { runUnary(ctx, clients[i%len(clients)]) }
+		} else {
+			start = func(i int) { runGRPC(ctx, clients[i%len(clients)]) }
+		}
 	case "http":
 		transport := &http.Transport{
 			MaxIdleConnsPerHost: *streams,
@@ -192,7 +218,7 @@ func main() {
 		url := strings.TrimRight(*target, "/") + "/v1/chat/completions"
 		start = func(i int) { runHTTP(ctx, client, url) }
 	default:
-		fmt.Fprintln(os.Stderr, "-mode must be grpc or http")
+		fmt.Fprintln(os.Stderr, "-mode must be grpc, http or unary")
 		os.Exit(2)
 	}
 

@@ -442,12 +442,25 @@ async def test_http_proxy_from_the_environment_and_no_proxy(
     proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    async with loopback(fixed(b"via proxy")) as lb, client() as c:
-        assert await post(c, f"{lb.url}/v1/a") == (200, b"via proxy")
+    async with loopback(fixed(b"via proxy")) as lb:
+        async with client() as c:
+            assert await post(c, f"{lb.url}/v1/a") == (200, b"via proxy")
         assert proxy.requests() == [f"POST {lb.url}/v1/a HTTP/1.1"]
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        assert await post(c, f"{lb.url}/v1/b") == (200, b"via proxy")
+        # The environment is read when a client is made (a provider's, at start or on a reload).
+        monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.1")
+        async with client() as c:
+            assert await post(c, f"{lb.url}/v1/b") == (200, b"via proxy")
         assert len(proxy.requests()) == 1  # NO_PROXY: straight to the upstream
+
+
+def test_proxy_credentials_from_the_environment_go_in_a_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "http://u:env-secret@proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "socks5://proxy.example:1080")
+    c = AiohttpClient()
+    via = c._proxy_for("https://api.example/v1/x")
+    assert str(via.url) == "http://proxy.example:3128"
+    assert via.headers is not None and via.headers["Proxy-Authorization"].startswith("Basic ")
+    assert c._proxy_for("http://api.example/v1/x").url is None  # a socks proxy: not spoken, direct
 
 
 async def test_a_models_proxy_setting_overrides_the_environment(

@@ -24,7 +24,6 @@ import httpx
 from tiergate.config import ModelConfig
 from tiergate.providers.base import ProviderError
 from tiergate.providers.http_client import (
-    DEFAULT_MAX_CONNECTIONS,
     TRANSPORT_ERRORS,
     AiohttpClient,
     HttpxClient,
@@ -36,8 +35,9 @@ from tiergate.providers.http_errors import MAX_ERROR_BODY_BYTES, ErrorMapper
 from tiergate.providers.sse import LineTooLong, SSEDecoder, SSEEvent
 from tiergate.request import Chunk
 
-# Idle keep-alive connections a provider's pool may hold: aiohttp keeps them up to its connection limit.
-MAX_KEEPALIVE_CONNECTIONS = DEFAULT_MAX_CONNECTIONS
+# Idle keep-alive connections a provider's pool may hold: aiohttp keeps each one a finished request returns,
+# so no more than the peak of requests in flight, which limits.max_concurrent_requests bounds (by default).
+MAX_KEEPALIVE_CONNECTIONS = 256
 # After a stream's final event only the end of the chunked body should follow; read it (so the connection
 # returns to the pool) for at most this long before handing out the final chunk.
 DRAIN_TIMEOUT_S = 0.05

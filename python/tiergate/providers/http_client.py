@@ -9,8 +9,11 @@ body was read to its end. A body left unread (closed early, a failure, a cancell
 at once, which is how the upstream learns that we gave up on it.
 
 Proxies: by default `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` (and their lower-case forms) from the
-environment, read at each request; a model's `proxy` setting overrides them: a proxy URL
-(`http://[user:password@]host:port`; an https upstream is reached through it with CONNECT), or `direct`.
+environment, read when the client is made (at start and on a reload: aiohttp's own `trust_env` reads them,
+and ~/.netrc, at every request, which cost 0.25 ms of CPU per request here); a model's `proxy` setting
+overrides them: a proxy URL (`http://[user:password@]host:port`; an https upstream is reached through it
+with CONNECT), or `direct`. Proxy credentials go in a `Proxy-Authorization` header, never in the URL that
+aiohttp's exceptions quote.
 
 `HttpxClient` adapts an `httpx.AsyncClient` to the same interface: the test seam (`httpx.MockTransport`)
 and the way to share a client a caller already has. Both raise their own library's exceptions;
@@ -20,6 +23,7 @@ and the way to share a client a caller already has. Both raise their own library
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +33,9 @@ import aiohttp
 import httpx
 from yarl import URL
 
-DEFAULT_MAX_CONNECTIONS = 256
+# 0: no cap of the pool's own; the sidecar's admission limit (limits.max_concurrent_requests) bounds the
+# requests in flight, and so the connections. A lower cap would queue admitted streams behind it.
+DEFAULT_MAX_CONNECTIONS = 0
 DEFAULT_KEEPALIVE_EXPIRY_S = 20.0
 DIRECT = "direct"  # a model's `proxy` setting that ignores the environment's proxies
 
@@ -93,12 +99,33 @@ class _AiohttpReply:
         return await self._response.read()
 
 
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    url: URL | None
+    headers: Mapping[str, str] | None
+
+    @classmethod
+    def of(cls, proxy: str | None) -> _Proxy:
+        if not proxy:
+            return cls(None, None)
+        url = URL(proxy)
+        auth = (
+            {"Proxy-Authorization": aiohttp.encode_basic_auth(url.user, url.password or "")}
+            if url.user
+            else None
+        )
+        return cls(url.with_user(None), auth)
+
+
 class AiohttpClient:
     """One provider's pooled client. The session is made on first use, inside the running event loop.
 
     Args:
         proxy: None (the environment's proxies), `DIRECT`, or a proxy URL.
         ssl_context: the TLS settings for https upstreams; None: the system's trusted certificates.
+        max_connections: connections open at once (0: no cap); beyond it a request waits for one, up to
+            the request timeout.
+        keepalive_expiry_s: an idle connection is closed after this long.
     """
 
     def __init__(
@@ -111,16 +138,9 @@ class AiohttpClient:
     ) -> None:
         if proxy is not None and proxy != DIRECT and not proxy.startswith(("http://", "https://")):
             raise ValueError("proxy: expected `direct` or an http:// or https:// URL")
-        # Credentials travel in a Proxy-Authorization header, never inside the URL: aiohttp's exceptions
-        # quote the proxy URL.
-        url = None if proxy is None or proxy == DIRECT else URL(proxy)
-        self._proxy_headers = (
-            {"Proxy-Authorization": aiohttp.encode_basic_auth(url.user, url.password or "")}
-            if url is not None and url.user
-            else None
-        )
-        self._proxy = url.with_user(None) if url is not None else None
-        self._trust_env = proxy is None
+        self._fixed = None if proxy is None else _Proxy.of(None if proxy == DIRECT else proxy)
+        self._env = urllib.request.getproxies_environment() if proxy is None else {}
+        self._routes: dict[tuple[str, str], _Proxy] = {}  # (scheme, host) -> its proxy, from the environment
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._max_connections = max_connections
         self._keepalive_s = keepalive_expiry_s
@@ -133,7 +153,7 @@ class AiohttpClient:
         )
         return aiohttp.ClientSession(
             connector=connector,
-            trust_env=self._trust_env,
+            trust_env=False,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
             raise_for_status=False,
@@ -154,13 +174,14 @@ class AiohttpClient:
             sock_connect=timeouts.connect_s,
             sock_read=timeouts.request_s,
         )
+        via = self._fixed or self._proxy_for(url)
         response = await session.post(
             url,
             data=body,
             headers=headers,
             timeout=timeout,
-            proxy=self._proxy,
-            proxy_headers=self._proxy_headers,
+            proxy=via.url,
+            proxy_headers=via.headers,
             allow_redirects=False,
         )
         try:
@@ -170,6 +191,21 @@ class AiohttpClient:
                 response.release()  # read to its end: the connection goes back to the pool
             else:
                 response.close()  # closes the connection now: the upstream stops generating
+
+    def _proxy_for(self, url: str) -> _Proxy:
+        target = URL(url)
+        key = (target.scheme, target.host or "")
+        found = self._routes.get(key)
+        if found is None:
+            chosen = self._env.get(target.scheme)
+            # NO_PROXY matching as urllib does it (typeshed does not declare this stdlib function).
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if chosen and bypass(target.host or "", self._env):
+                chosen = None
+            if chosen and not chosen.startswith(("http://", "https://")):
+                chosen = None  # a proxy scheme aiohttp cannot speak (socks5://): connect directly
+            found = self._routes[key] = _Proxy.of(chosen)
+        return found
 
     async def aclose(self) -> None:
         self._closed = True
