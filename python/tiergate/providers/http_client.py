@@ -9,11 +9,11 @@ body was read to its end. A body left unread (closed early, a failure, a cancell
 at once, which is how the upstream learns that we gave up on it.
 
 Proxies: by default `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` (and their lower-case forms) from the
-environment, read when the client is made (at start and on a reload: aiohttp's own `trust_env` reads them,
-and ~/.netrc, at every request, which cost 0.25 ms of CPU per request here); a model's `proxy` setting
-overrides them: a proxy URL (`http://[user:password@]host:port`; an https upstream is reached through it
-with CONNECT), or `direct`. Proxy credentials go in a `Proxy-Authorization` header, never in the URL that
-aiohttp's exceptions quote.
+environment, read when the client is made: when the provider is built, at start or when a reload changes
+the model. (aiohttp's own `trust_env` reads them, and ~/.netrc, at every request: 0.25 ms of CPU per request
+here.) A model's `proxy` setting overrides them: a proxy URL (`http://[user:password@]host:port`; an
+https upstream is reached through it with CONNECT), or `direct`. Proxy credentials go in a
+`Proxy-Authorization` header, never in the URL that aiohttp's exceptions quote.
 
 `HttpxClient` adapts an `httpx.AsyncClient` to the same interface: the test seam (`httpx.MockTransport`)
 and the way to share a client a caller already has. Both raise their own library's exceptions;
