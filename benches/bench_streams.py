@@ -138,6 +138,60 @@ def run_window(
     return result, cpu_end - cpu_start, rss
 
 
+def window(
+    system: str,
+    mode: str,
+    streams: int,
+    result: dict[str, object],
+    cpu_s: float,
+    rss: float,
+    interval_ms: float,
+) -> Window:
+    chunks = int(result["chunks"])  # type: ignore[call-overload]
+    gap_p99 = float(result["gap_p99_ms"])  # type: ignore[arg-type]
+    return Window(
+        system=system,
+        mode=mode,
+        streams=streams,
+        cpu_us_per_chunk=cpu_s / chunks * 1e6 if chunks else float("nan"),
+        chunks_per_s=float(result["chunks_per_s"]),  # type: ignore[arg-type]
+        gap_p50_ms=float(result["gap_p50_ms"]),  # type: ignore[arg-type]
+        gap_p99_ms=gap_p99,
+        gap_added_p99_ms=gap_p99 - interval_ms if mode != "unary" else float("nan"),
+        rss_mb=rss,
+        errors=int(result["errors"]),  # type: ignore[call-overload]
+        first_error=str(result["first_error"] or ""),
+    )
+
+
+def start_litellm(stack: ExitStack, tmp: Path, upstream_v1: str) -> tuple[str, int] | None:
+    """LiteLLM's proxy (its own venv, benches/setup_litellm.sh) routing model `default` to the upstream,
+    without uvicorn's per-request access log; (base URL, pid), or None (and why, on stderr)."""
+    from benches.bench_overhead import LITELLM_VENV, ensure_litellm, litellm_env, litellm_log_config
+    from benches.harness import free_port, wait_http_ok
+
+    problem = ensure_litellm()
+    if problem is not None:
+        print(f"LiteLLM not measured: {problem}", file=sys.stderr)
+        return None
+    config = {
+        "model_list": [{"model_name": "default", "litellm_params": {
+            "model": "openai/gpt-bench", "api_base": upstream_v1, "api_key": "sk-bench"}}],
+        "litellm_settings": {"telemetry": False},
+    }  # fmt: skip
+    (tmp / "litellm.yaml").write_text(yaml.safe_dump(config))
+    (tmp / "litellm-logging.yaml").write_text(yaml.safe_dump(litellm_log_config()))
+    port = free_port()
+    argv = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(tmp / "litellm.yaml"),
+            "--host", "127.0.0.1", "--port", str(port), "--telemetry", "False", "--num_workers", "1",
+            "--log_config", str(tmp / "litellm-logging.yaml")]  # fmt: skip
+    server = stack.enter_context(
+        run_server("litellm", argv, r"Application startup complete", env=litellm_env(), timeout_s=180)
+    )
+    wait_http_ok(f"http://127.0.0.1:{port}/health/liveliness", 60, server.proc)
+    return f"http://127.0.0.1:{port}", server.proc.pid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,6 +204,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--before-ref", help="also run the sidecar from this commit's Python sources")
     parser.add_argument("--uvloop", action="store_true", help="also run this tree's sidecar on uvloop's loop")
+    parser.add_argument(
+        "--litellm",
+        action="store_true",
+        help="also LiteLLM's proxy on the HTTP rows (benches/setup_litellm.sh)",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -184,8 +243,16 @@ def main() -> None:
         if args.uvloop:
             systems["after, uvloop"] = dict(os.environ)
             commands["after, uvloop"] = [PYTHON, "-c", UVLOOP_SERVE, "serve", "--config", str(config_path)]
+        litellm_target = start_litellm(stack, tmp, upstream_v1) if args.litellm and "http" in modes else None
         for mode in modes:
             for streams in unary_levels if mode == "unary" else levels:
+                if mode == "http" and litellm_target is not None:
+                    base, pid = litellm_target
+                    result, cpu_s, rss = run_window(
+                        loadgen, mode, base, pid, streams, args.warmup, args.window
+                    )
+                    windows.append(window("litellm", mode, streams, result, cpu_s, rss, interval_ms))
+                    print(windows[-1], file=sys.stderr, flush=True)
                 for name, env in systems.items():
                     with run_server(name, commands[name], r"serving gRPC on (\S+)", env=env) as sidecar:
                         http = sidecar.log.read_text()
@@ -194,23 +261,7 @@ def main() -> None:
                         result, cpu_s, rss = run_window(
                             loadgen, mode, target, sidecar.proc.pid, streams, args.warmup, args.window
                         )
-                    chunks = int(result["chunks"])  # type: ignore[call-overload]
-                    gap_p99 = float(result["gap_p99_ms"])  # type: ignore[arg-type]
-                    windows.append(
-                        Window(
-                            system=name,
-                            mode=mode,
-                            streams=streams,
-                            cpu_us_per_chunk=cpu_s / chunks * 1e6 if chunks else float("nan"),
-                            chunks_per_s=float(result["chunks_per_s"]),  # type: ignore[arg-type]
-                            gap_p50_ms=float(result["gap_p50_ms"]),  # type: ignore[arg-type]
-                            gap_p99_ms=gap_p99,
-                            gap_added_p99_ms=gap_p99 - interval_ms if mode != "unary" else float("nan"),
-                            rss_mb=rss,
-                            errors=int(result["errors"]),  # type: ignore[call-overload]
-                            first_error=str(result["first_error"] or ""),
-                        )
-                    )
+                    windows.append(window(name, mode, streams, result, cpu_s, rss, interval_ms))
                     print(windows[-1], file=sys.stderr, flush=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = [
