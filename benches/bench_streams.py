@@ -209,6 +209,7 @@ def main() -> None:
         action="store_true",
         help="also LiteLLM's proxy on the HTTP rows (benches/setup_litellm.sh)",
     )
+    parser.add_argument("--out", default="bench_streams", help="results/<out>.md")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -296,7 +297,7 @@ def main() -> None:
         ),
         "",
     ]
-    write_result("bench_streams", report)
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":
