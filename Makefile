@@ -16,12 +16,12 @@ FUZZ_FLAGS := --fuzz-dir rust/fuzz --sanitizer none --debug-assertions
 # llama.cpp builds with both cores, once per machine (tools/llama-cpp-wheel.sh keeps the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup redis-server browser-tools jaeger run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
+.PHONY: help setup redis-server browser-tools jaeger tinyproxy run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model redis-server browser-tools ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
+setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model redis-server browser-tools tinyproxy ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
 
 redis-server: ## install redis-server (Debian package) if missing and we are root: the fleet-state tests run one
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -44,6 +44,15 @@ browser-tools: ## install chromium and promtool (Debian packages chromium, prome
 	      echo "==> $$missing missing and cannot be installed here: the browser and promtool tests will be skipped"; \
 	    fi; \
 	  fi
+
+tinyproxy: ## install tinyproxy (Debian package) if missing and we are root: the proxy tests run one
+	@command -v tinyproxy >/dev/null 2>&1 || test -x /usr/bin/tinyproxy || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "==> installing tinyproxy (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null; \
+	  else \
+	    echo "==> tinyproxy is missing and cannot be installed here: the proxy tests will be skipped"; \
+	  fi; }
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)

@@ -121,6 +121,9 @@ class ModelConfig(_Strict):
     tools: bool | None = None
     vision: bool | None = None
     json_schema: bool | None = None
+    # hosted: an HTTP proxy URL (credentials allowed; "env:NAME" is resolved at load) or "direct"; default:
+    # HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment
+    proxy: SecretStr | None = None
     # llama_cpp only
     threads: int | None = Field(None, gt=0)
     queue_size: int = Field(8, ge=1)
@@ -132,7 +135,7 @@ class ModelConfig(_Strict):
         if self.provider == "llama_cpp":
             if self.path is None:
                 raise ValueError("a llama_cpp model needs `path` (a GGUF file, or `embedded`)")
-            for key in ("model", "base_url", "api_key"):
+            for key in ("model", "base_url", "api_key", "proxy"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"`{key}` does not apply to a llama_cpp model")
         else:
@@ -386,6 +389,11 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
             models[name] = model.model_copy(update={"api_key": SecretStr(key)})
         elif model.provider != "llama_cpp":
             raise ConfigError(f"{source}: models.{name}.api_key: missing (use `env:NAME` to read it)")
+        if model.proxy is not None:
+            proxy = _secret(model.proxy.get_secret_value(), env, f"{source}: models.{name}.proxy")
+            if proxy != "direct" and not proxy.startswith(("http://", "https://")):
+                raise ConfigError(f"{source}: models.{name}.proxy: expected `direct` or an http(s):// URL")
+            models[name] = models[name].model_copy(update={"proxy": SecretStr(proxy)})
     seen_rules: set[str] = set()
     for i, rule in enumerate(config.rules):
         if rule.id in seen_rules:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -370,7 +371,75 @@ def test_garbage_bytes_on_the_http_port(sidecar: SidecarProcess, garbage: bytes)
         answer = b""
         while chunk := conn.recv(4096):
             answer += chunk
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
+    assert answer == b"" or re.match(rb"HTTP/\d\.\d 400 ", answer), answer
+
+
+# -- RFC 9112 probes on the facade's port (the HTTP/1.1 parsing is aiohttp's) ------------------------------
+
+
+def raw_exchange(sidecar: SidecarProcess, data: bytes, *, then: bytes = b"") -> bytes:
+    """Sends `data` (then, once the server has answered something, `then`) and reads until the server
+    closes the connection: every request here ends with `Connection: close` or is refused."""
+    host, port = sidecar.http_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(data)
+        answer = b""
+        if then:
+            while b"\r\n\r\n" not in answer:
+                answer += conn.recv(4096)
+            conn.sendall(then)
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def chat_request(body: bytes, *extra: bytes, close: bool = True) -> bytes:
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"".join(line + b"\r\n" for line in extra)
+    return head + (b"Connection: close\r\n" if close else b"")
+
+
+def test_a_chunked_request_body_is_read(sidecar: SidecarProcess, fake: FakeProvider) -> None:
+    body = chat(model="chat")
+    pieces = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (body[:10], body[10:]))
+    answer = raw_exchange(
+        sidecar, chat_request(body, b"Transfer-Encoding: chunked") + b"\r\n" + pieces + b"0\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert fake.reply_text.encode() in answer
+
+
+def test_two_pipelined_requests_get_two_answers(sidecar: SidecarProcess, fake: FakeProvider) -> None:
+    body = chat(model="chat")
+    length = b"Content-Length: %d" % len(body)
+    first = chat_request(body, length, close=False) + b"\r\n" + body
+    second = chat_request(body, length) + b"\r\n" + body
+    answer = raw_exchange(sidecar, first + second)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:400]
+    assert answer.count(fake.reply_text.encode()) == 2
+
+
+def test_expect_100_continue_is_answered(sidecar: SidecarProcess, fake: FakeProvider) -> None:
+    body = chat(model="chat")
+    head = chat_request(body, b"Content-Length: %d" % len(body), b"Expect: 100-continue") + b"\r\n"
+    answer = raw_exchange(sidecar, head, then=body)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), answer[:200]
+
+
+@pytest.mark.usefixtures("untouched")
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(b"Content-Length : 20", id="whitespace before the colon"),
+        pytest.param(b"Transfer-Encoding: chunked\r\nContent-Length: 20", id="both framings"),
+        pytest.param(b"Transfer-Encoding: gzip, chunked, identity", id="chunked not last"),
+        pytest.param(b"Content-Length: 20\r\nContent-Length: 21", id="two lengths"),
+    ],
+)
+def test_request_smuggling_probes_are_refused(sidecar: SidecarProcess, header: bytes) -> None:
+    body = chat(model="chat")
+    answer = raw_exchange(sidecar, chat_request(body, header) + b"\r\n" + body)
+    assert re.match(rb"HTTP/1\.[01] 400 ", answer), answer[:200]  # aiohttp's parser answers in HTTP/1.0
 
 
 # -- the config ----------------------------------------------------------------------------------------------

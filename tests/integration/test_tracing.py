@@ -204,7 +204,7 @@ async def test_sampling_follows_the_callers_flag_and_the_ratio(fake_provider: Fa
 
 
 async def test_the_in_process_router_takes_the_current_context(fake_provider: FakeProvider) -> None:
-    from tiergate.router import AsyncRouter
+    from tiergate.sdk.inprocess import AsyncRouter
 
     exporter = InMemorySpanExporter()
     cfg = config(fake_provider)

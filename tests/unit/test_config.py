@@ -65,6 +65,8 @@ def test_parse_errors_name_the_key(data: dict[str, Any], message: str) -> None:
         (with_change("routes.default.chain", ["mini", "mini"]), "appears twice"),
         (with_change("models.mini.api_key", "env:MISSING_KEY"), "MISSING_KEY is not set"),
         (with_change("models.mini.api_key", None), "models.mini.api_key: missing"),
+        (with_change("models.mini.proxy", "socks5://127.0.0.1:1080"), "models.mini.proxy: expected"),
+        (with_change("models.mini.proxy", "env:MISSING_PROXY"), "MISSING_PROXY is not set"),
         (
             {**base(), "rules": [{"id": "a", "regex": "x"}, {"id": "a", "keywords": ["y"]}]},
             "rules[1].id: duplicate rule id 'a'",
@@ -83,6 +85,15 @@ def test_env_secret_is_resolved_and_never_printed() -> None:
     assert key is not None and key.get_secret_value() == "sk-test-openai"
     assert "sk-test-openai" not in repr(config)
     assert "sk-test-openai" not in str(config.models["mini"])
+
+
+@pytest.mark.parametrize("proxy", ["http://u:pw-secret@proxy:3128", "env:PROXY_URL", "direct"])
+def test_model_proxy_is_resolved_and_never_printed(proxy: str) -> None:
+    config = resolve(parse(with_change("models.mini.proxy", proxy)), {**ENV, "PROXY_URL": "http://p:3128"})
+    value = config.models["mini"].proxy
+    assert value is not None
+    assert value.get_secret_value() == {"env:PROXY_URL": "http://p:3128"}.get(proxy, proxy)
+    assert "pw-secret" not in repr(config)
 
 
 def test_missing_key_error_does_not_echo_other_secrets() -> None:

@@ -201,6 +201,8 @@ def test_stream_ended_and_malformed_are_their_own_kinds() -> None:
         ("sk-ant-api03-AAAAAAAAAAAAAAAA", "sk-ant-api***"),
         ("sk-proj-****************abcd", "sk-pro***"),
         ("no keys at all, sk- alone", "no keys at all, sk- alone"),
+        ("proxy http://user:pa55w0rd@proxy:3128 failed", "proxy http://user:***@proxy:3128 failed"),
+        ("url='http://proxy:3128' ok", "url='http://proxy:3128' ok"),
     ],
 )
 def test_redact(text: str, expected: str) -> None:

@@ -1,14 +1,14 @@
 """HTTP plumbing shared by the hosted providers: one pooled client per provider, POST JSON, stream SSE.
 
 Every failure leaves this module already mapped by `http_errors.ErrorMapper`; nothing here knows a provider's
-wire format. Both calls hold the response inside `async with client.stream(...)`, so a cancelled task or a
-closed stream closes the response at once. `FastTransport` returns a connection to the pool only when the
-response was read to its end; a response closed early closes its connection, which is how the upstream learns
-that we gave up on it.
+wire format. Both calls hold the response inside `client.post(...)`'s block, so a cancelled task or a
+closed stream closes the response at once; the client (`http_client`) returns a connection to the pool only
+when the response was read to its end, and closes it otherwise, which is how the upstream learns that we
+gave up on it.
 
-Timeouts: `connect_timeout_ms` for connecting; `request_timeout_ms` for each read, write and pool wait, and
-for the whole of a `post_json` call. A stream has no total limit here (it may rightly run long): the
-dispatcher owns TTFT and total deadlines and enforces them by cancelling.
+Timeouts: `connect_timeout_ms` for connecting; `request_timeout_ms` for each read and pool wait, and for the
+whole of a `post_json` call. A stream has no total limit here (it may rightly run long): the dispatcher owns
+TTFT and total deadlines and enforces them by cancelling.
 """
 
 from __future__ import annotations
@@ -18,61 +18,74 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+import aiohttp
 import httpx
 
 from tiergate.config import ModelConfig
 from tiergate.providers.base import ProviderError
-from tiergate.providers.fast_transport import FastTransport
+from tiergate.providers.http_client import (
+    TRANSPORT_ERRORS,
+    AiohttpClient,
+    HttpxClient,
+    Reply,
+    Timeouts,
+    UpstreamClient,
+)
 from tiergate.providers.http_errors import MAX_ERROR_BODY_BYTES, ErrorMapper
-from tiergate.providers.sse import SSEDecoder, SSEEvent
+from tiergate.providers.sse import LineTooLong, SSEDecoder, SSEEvent
 from tiergate.request import Chunk
 
-# Pool sizing: as many connections as the sidecar admits concurrent requests by default
-# (config.limits.max_concurrent_requests); idle connections are kept long enough to serve bursts.
-MAX_CONNECTIONS = 256
-MAX_KEEPALIVE_CONNECTIONS = 64
-KEEPALIVE_EXPIRY_S = 20.0
+# Idle keep-alive connections a provider's pool may hold: aiohttp keeps each one a finished request returns,
+# so no more than the peak of requests in flight, which limits.max_concurrent_requests bounds (by default).
+MAX_KEEPALIVE_CONNECTIONS = 256
 # After a stream's final event only the end of the chunked body should follow; read it (so the connection
 # returns to the pool) for at most this long before handing out the final chunk.
 DRAIN_TIMEOUT_S = 0.05
 
 
-def timeouts(config: ModelConfig) -> httpx.Timeout:
-    """Connect timeout from the config; the request timeout bounds every read, write and pool wait."""
-    return httpx.Timeout(config.request_timeout_ms / 1000.0, connect=config.connect_timeout_ms / 1000.0)
-
-
-def new_client(config: ModelConfig) -> httpx.AsyncClient:
-    """A long-lived HTTP/1.1 client with keep-alive pooling, for one provider (over `FastTransport`)."""
-    transport = FastTransport(
-        max_connections=MAX_CONNECTIONS,
-        max_idle_per_host=MAX_KEEPALIVE_CONNECTIONS,
-        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+def timeouts(config: ModelConfig) -> Timeouts:
+    """Connect timeout from the config; the request timeout bounds every read and pool wait."""
+    return Timeouts(
+        connect_s=config.connect_timeout_ms / 1000.0, request_s=config.request_timeout_ms / 1000.0
     )
-    return httpx.AsyncClient(transport=transport, timeout=timeouts(config), follow_redirects=False)
+
+
+def new_client(config: ModelConfig) -> AiohttpClient:
+    """A long-lived HTTP/1.1 client with keep-alive pooling, for one provider, through its proxy setting."""
+    proxy = config.proxy.get_secret_value() if config.proxy is not None else None
+    return AiohttpClient(proxy=proxy)
 
 
 class EventStream:
-    """The events of one SSE response, read as they arrive; httpx errors come out mapped."""
+    """The events of one SSE response, read as they arrive; transport errors come out mapped."""
 
-    __slots__ = ("_decoder", "_errors", "_lines")
+    __slots__ = ("_chunks", "_decoder", "_errors", "_ready")
 
-    def __init__(self, lines: AsyncIterator[str], errors: ErrorMapper) -> None:
-        self._lines = lines
+    def __init__(self, chunks: AsyncIterator[bytes], errors: ErrorMapper) -> None:
+        self._chunks = chunks
         self._decoder = SSEDecoder()
         self._errors = errors
+        self._ready: list[SSEEvent] = []  # decoded, not yet handed out (reversed: pop() takes the next)
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> SSEEvent:
+        if self._ready:
+            return self._ready.pop()
         try:
-            async for line in self._lines:
-                event = self._decoder.feed_line(line)
-                if event is not None:
-                    return event
-        except httpx.HTTPError as exc:
+            async for data in self._chunks:
+                events = self._decoder.feed(data)
+                if events:
+                    if len(events) > 1:
+                        events.reverse()
+                        self._ready = events
+                        return events.pop()
+                    return events[0]
+        except TRANSPORT_ERRORS as exc:
             raise self._errors.from_exception(exc) from exc
+        except LineTooLong:
+            raise self._errors.malformed("an event-stream line too long") from None
         # A partial event at the end of the stream is discarded, as the SSE format requires.
         raise StopAsyncIteration
 
@@ -84,15 +97,11 @@ class EventStream:
         """
         try:
             async with asyncio.timeout(timeout_s):
-                async for _ in self._lines:
+                async for _ in self._chunks:
                     pass
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, aiohttp.ClientError, httpx.HTTPError):
             return False
         return True
-
-    async def aclose(self) -> None:
-        if isinstance(self._lines, AsyncGenerator):
-            await self._lines.aclose()
 
 
 class ChunkParser(Protocol):
@@ -106,9 +115,13 @@ class ChunkParser(Protocol):
 
 
 class HostedEndpoint:
-    """One POST endpoint of one provider: URL, headers, timeouts and the (shared) pooled client."""
+    """One POST endpoint of one provider: URL, headers, timeouts and the (shared) pooled client.
 
-    __slots__ = ("_client", "_errors", "_headers", "_owns_client", "_timeout", "_total_s", "_url")
+    `client`: None (the endpoint owns an `AiohttpClient` made from the config), an `UpstreamClient` to
+    share, or an `httpx.AsyncClient` (the test seam: `httpx.MockTransport`).
+    """
+
+    __slots__ = ("_client", "_errors", "_headers", "_owns_client", "_timeouts", "_total_s", "_url")
 
     def __init__(
         self,
@@ -116,51 +129,49 @@ class HostedEndpoint:
         headers: Mapping[str, str],
         config: ModelConfig,
         errors: ErrorMapper,
-        client: httpx.AsyncClient | None = None,
+        client: httpx.AsyncClient | UpstreamClient | None = None,
     ) -> None:
         self._url = url
         self._headers = dict(headers)
         self._errors = errors
-        self._timeout = timeouts(config)
+        self._timeouts = timeouts(config)
         self._total_s = config.request_timeout_ms / 1000.0
         self._owns_client = client is None
-        self._client = new_client(config) if client is None else client
+        self._client: UpstreamClient
+        if client is None:
+            self._client = new_client(config)
+        elif isinstance(client, httpx.AsyncClient):
+            self._client = HttpxClient(client)
+        else:
+            self._client = client
 
     async def post_json(self, body: bytes) -> bytes:
         """POSTs `body` and returns the 2xx response body. The whole call is bounded by request_timeout_ms."""
         try:
             async with (
                 asyncio.timeout(self._total_s),
-                self._client.stream(
-                    "POST", self._url, content=body, headers=self._headers, timeout=self._timeout
-                ) as response,
+                self._client.post(self._url, body, self._headers, self._timeouts) as reply,
             ):
-                if not 200 <= response.status_code < 300:
-                    raise await self._error(response)
-                return await response.aread()
+                if not 200 <= reply.status < 300:
+                    raise await self._error(reply)
+                return await reply.read()
+        except TRANSPORT_ERRORS as exc:  # before TimeoutError: aiohttp's read timeouts are both
+            raise self._errors.from_exception(exc) from exc
         except TimeoutError:
             raise self._errors.timeout(self._total_s) from None
-        except httpx.HTTPError as exc:
-            raise self._errors.from_exception(exc) from exc
 
     @asynccontextmanager
     async def open_sse(self, body: bytes) -> AsyncIterator[EventStream]:
         """POSTs `body` and yields the response's events; leaving the block closes the response."""
         try:
-            async with self._client.stream(
-                "POST", self._url, content=body, headers=self._headers, timeout=self._timeout
-            ) as response:
-                if not 200 <= response.status_code < 300:
-                    raise await self._error(response)
-                if response.headers.get("content-type", "").startswith("application/json"):
+            async with self._client.post(self._url, body, self._headers, self._timeouts) as reply:
+                if not 200 <= reply.status < 300:
+                    raise await self._error(reply)
+                if reply.headers.get("content-type", "").startswith("application/json"):
                     # Some servers answer a streamed request that failed with a 200 JSON error body.
-                    raise self._errors.json_instead_of_stream(await self._read_bounded(response))
-                events = EventStream(response.aiter_lines(), self._errors)
-                try:
-                    yield events
-                finally:
-                    await events.aclose()
-        except httpx.HTTPError as exc:
+                    raise self._errors.json_instead_of_stream(await _read_bounded(reply))
+                yield EventStream(reply.chunks(), self._errors)
+        except TRANSPORT_ERRORS as exc:
             raise self._errors.from_exception(exc) from exc
 
     async def stream_chunks(self, body: bytes, parser: ChunkParser) -> AsyncGenerator[Chunk, None]:
@@ -185,19 +196,19 @@ class HostedEndpoint:
         if self._owns_client:
             await self._client.aclose()
 
-    async def _error(self, response: httpx.Response) -> ProviderError:
+    async def _error(self, reply: Reply) -> ProviderError:
         try:
-            body = await self._read_bounded(response)
-        except httpx.HTTPError:
+            body = await _read_bounded(reply)
+        except TRANSPORT_ERRORS:
             # The status already says what went wrong; a body cut short only loses the provider's detail.
             body = b""
-        return self._errors.from_response(response.status_code, response.headers, body)
+        return self._errors.from_response(reply.status, reply.headers, body)
 
-    @staticmethod
-    async def _read_bounded(response: httpx.Response) -> bytes:
-        body = bytearray()
-        async for part in response.aiter_bytes():
-            body += part
-            if len(body) > MAX_ERROR_BODY_BYTES:
-                break
-        return bytes(body)
+
+async def _read_bounded(reply: Reply) -> bytes:
+    body = bytearray()
+    async for part in reply.chunks():
+        body += part
+        if len(body) > MAX_ERROR_BODY_BYTES:
+            break
+    return bytes(body)

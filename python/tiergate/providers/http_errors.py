@@ -1,10 +1,13 @@
 """The one place where HTTP failures become the error taxonomy of `base`.
 
-Every hosted provider sends its failures through here: httpx exceptions (`from_exception`), non-2xx
-responses (`from_response`) and error objects that arrive inside a 200 stream (`from_error_object`).
+Every hosted provider sends its failures through here: the HTTP client's exceptions (`from_exception`:
+aiohttp's, or httpx's for an httpx client), non-2xx responses (`from_response`) and error objects that
+arrive inside a 200 stream (`from_error_object`).
 
-    httpx.TimeoutException (connect, read, write, pool)     -> ProviderTimeout
+    httpx.TimeoutException (connect, read, write, pool),    -> ProviderTimeout
+      aiohttp.ServerTimeoutError, ConnectionTimeoutError
     httpx.NetworkError, RemoteProtocolError, other transport -> ProviderConnectionError
+      aiohttp.ClientConnectionError, ClientPayloadError, proxy errors, other ClientErrors
     httpx.DecodingError, unparseable JSON or SSE            -> MalformedResponse
     408, 5xx                                                -> ServerError
     429                                                     -> RateLimited (retry_after_s from the headers)
@@ -25,6 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -79,6 +83,8 @@ _TYPE_ERRORS: dict[str, type[ProviderError]] = {
 _CONTENT_POLICY_MARKERS = ("content_policy", "content_filter", "content_management")
 
 _KEY_PATTERN = re.compile(r"\b(sk-(?:ant-)?[A-Za-z0-9_-]{3})[A-Za-z0-9_*-]{6,}")
+# The password of a URL's user info (a proxy URL's credentials, should a message quote one).
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]+@")
 
 
 class ErrorMapper:
@@ -90,12 +96,12 @@ class ErrorMapper:
         self._provider = provider
         self._secret = secret
 
-    def from_exception(self, exc: httpx.HTTPError) -> ProviderError:
-        """Maps an httpx exception (raised while connecting, sending or reading) to the taxonomy."""
+    def from_exception(self, exc: httpx.HTTPError | aiohttp.ClientError) -> ProviderError:
+        """Maps an HTTP client exception (raised while connecting, sending or reading) to the taxonomy."""
         kind = type(exc).__name__
         detail = self._clean(str(exc))
         suffix = f": {detail}" if detail else ""
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):  # aiohttp's timeouts are TimeoutErrors
             return ProviderTimeout(f"{self._provider}: timed out ({kind}){suffix}")
         if isinstance(exc, httpx.DecodingError):
             return MalformedResponse(f"{self._provider}: response body could not be decoded ({kind}){suffix}")
@@ -230,8 +236,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
 
 
 def redact(text: str) -> str:
-    """Masks anything shaped like an OpenAI or Anthropic API key (providers echo a prefix of a bad key)."""
-    return _KEY_PATTERN.sub(r"\1***", text)
+    """Masks anything shaped like an OpenAI or Anthropic API key (providers echo a prefix of a bad key) and
+    the password in a URL's user info."""
+    return _URL_PASSWORD.sub(r"\1***@", _KEY_PATTERN.sub(r"\1***", text))
 
 
 def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:

@@ -1,8 +1,9 @@
-"""FastTransport against real loopback servers: body framings, keep-alive reuse, closing, timeouts, errors.
+"""The upstream HTTP client (`providers/http_client.py`, aiohttp) against real loopback servers: keep-alive
+reuse, closing early, cancelling, timeouts, broken responses, https, and proxies (a real tinyproxy).
 
 A tiny asyncio server (in the test's own loop) answers each request with whatever the test scripts, and
 records which connection carried it and when the client closed each connection. The fake provider's fault
-matrix runs over this transport too: `test_provider_faults.py` (hosted_http.new_client uses it).
+matrix runs over this client too: `test_provider_faults.py` (hosted_http.new_client makes it).
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
+import orjson
 import pytest
+from pydantic import SecretStr
 
 from tests.fakes.provider_server import FakeProvider
+from tests.integration.proxy_server import Proxy, run_tinyproxy, tinyproxy_path
 from tiergate.config import ModelConfig
-from tiergate.providers.fast_transport import FastTransport
-from tiergate.providers.hosted_http import new_client
+from tiergate.providers.base import ProviderConnectionError, ProviderError, ProviderTimeout
+from tiergate.providers.hosted_http import HostedEndpoint, new_client
+from tiergate.providers.http_client import DIRECT, AiohttpClient, Timeouts
+from tiergate.providers.http_errors import ErrorMapper
 
 # A reply writes the response; it returns False to close the connection after it.
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Seen"], Awaitable[bool]]
@@ -130,19 +136,6 @@ async def loopback(*replies: Reply) -> AsyncIterator[Loopback]:
         await lb.server.wait_closed()
 
 
-@contextlib.asynccontextmanager
-async def client(
-    *, max_connections: int | None = 256, max_idle_per_host: int = 64, keepalive_expiry: float = 20.0
-) -> AsyncIterator[httpx.AsyncClient]:
-    transport = FastTransport(
-        max_connections=max_connections,
-        max_idle_per_host=max_idle_per_host,
-        keepalive_expiry=keepalive_expiry,
-    )
-    async with httpx.AsyncClient(transport=transport, timeout=2.0) as c:
-        yield c
-
-
 def fixed(body: bytes = b"hello", *, extra: str = "", status: int = 200) -> Reply:
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> bool:
         head = f"HTTP/1.1 {status} OK\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode()
@@ -187,6 +180,32 @@ def stall() -> Reply:
     return reply
 
 
+T = Timeouts(connect_s=2.0, request_s=2.0)
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+              "all_proxy")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without proxies in the environment (and sets the ones it means to use)."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@contextlib.asynccontextmanager
+async def client(**kwargs: object) -> AsyncIterator[AiohttpClient]:
+    c = AiohttpClient(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+async def post(c: AiohttpClient, url: str, body: bytes = b"{}", timeouts: Timeouts = T) -> tuple[int, bytes]:
+    async with c.post(url, body, {"x-a": "b"}, timeouts) as reply:
+        return reply.status, await reply.read()
+
+
 # -- framing and reuse ----------------------------------------------------------------------------------
 
 
@@ -196,10 +215,7 @@ async def test_content_length_bodies_reuse_one_connection() -> None:
         client() as c,
     ):
         for i in range(3):
-            r = await c.post(f"{lb.url}/v1/x?i={i}", content=b'{"q": 1}', headers={"x-a": "b"})
-            assert r.status_code == 200
-            assert r.json() == {"ok": True}
-            assert r.http_version == "HTTP/1.1"
+            assert await post(c, f"{lb.url}/v1/x?i={i}", b'{"q": 1}') == (200, b'{"ok": true}')
         assert [s.connection for s in lb.seen] == [0, 0, 0]
         assert [s.path for s in lb.seen] == ["/v1/x?i=0", "/v1/x?i=1", "/v1/x?i=2"]
         assert lb.seen[0].body == b'{"q": 1}'
@@ -208,21 +224,20 @@ async def test_content_length_bodies_reuse_one_connection() -> None:
         assert not lb.closed_at
 
 
-async def test_chunked_body_arrives_chunk_by_chunk_and_pools_the_connection() -> None:
+async def test_chunked_body_arrives_piece_by_piece_and_pools_the_connection() -> None:
     async with loopback(chunked(b"data: 1\n\n", b"data: 2\n\n", gap_s=0.05)) as lb, client() as c:
-        async with c.stream("POST", f"{lb.url}/s", content=b"{}") as r:
-            arrivals = [(part, time.monotonic()) async for part in r.aiter_raw()]
-        assert b"".join(p for p, _ in arrivals) == b"data: 1\n\ndata: 2\n\n"
-        assert arrivals[-1][1] - arrivals[0][1] >= 0.04
-        r2 = await c.post(f"{lb.url}/s", content=b"{}")
-        assert r2.text == "data: 1\n\ndata: 2\n\n"
+        async with c.post(f"{lb.url}/s", b"{}", {}, T) as reply:
+            pieces = [piece async for piece in reply.chunks()]
+        assert b"".join(pieces) == b"data: 1\n\ndata: 2\n\n"
+        assert len(pieces) >= 2  # the first piece was handed out before the second was sent
+        assert await post(c, f"{lb.url}/s") == (200, b"data: 1\n\ndata: 2\n\n")
         assert [s.connection for s in lb.seen] == [0, 0]
 
 
 async def test_connection_close_response_is_not_pooled() -> None:
     async with loopback(fixed(b"bye", extra="connection: close\r\n")) as lb, client() as c:
-        assert (await c.get(f"{lb.url}/")).text == "bye"
-        assert (await c.get(f"{lb.url}/")).text == "bye"
+        assert await post(c, f"{lb.url}/") == (200, b"bye")
+        assert await post(c, f"{lb.url}/") == (200, b"bye")
         assert [s.connection for s in lb.seen] == [0, 1]
 
 
@@ -231,126 +246,57 @@ async def test_body_until_close() -> None:
         loopback(raw(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")) as lb,
         client() as c,
     ):
-        assert (await c.get(f"{lb.url}/")).text == "all of it"
-        assert (await c.get(f"{lb.url}/")).text == "all of it"
+        assert await post(c, f"{lb.url}/") == (200, b"all of it")
+        assert await post(c, f"{lb.url}/") == (200, b"all of it")
         assert [s.connection for s in lb.seen] == [0, 1]
-
-
-async def test_empty_bodies_pool_the_connection() -> None:
-    async with loopback(fixed(b"", status=204), fixed(b"abc")) as lb, client() as c:
-        assert (await c.delete(f"{lb.url}/")).status_code == 204
-        assert (await c.head(f"{lb.url}/")).headers["content-length"] == "3"
-        assert (await c.get(f"{lb.url}/")).text == "abc"
-        assert [s.connection for s in lb.seen] == [0, 0, 0]
-
-
-async def test_streamed_request_body_is_sent_chunked() -> None:
-    async def parts() -> AsyncIterator[bytes]:
-        yield b"abc"
-        yield b""
-        yield b"defg"
-
-    async with loopback(fixed(b"ok")) as lb, client() as c:
-        assert (await c.post(f"{lb.url}/", content=parts())).text == "ok"
-        assert lb.seen[0].body == b"abcdefg"
-        assert lb.seen[0].headers["transfer-encoding"] == "chunked"
-
-
-async def test_server_closing_an_idle_connection_is_noticed_before_reuse() -> None:
-    async with loopback(fixed(b"once", extra="", status=200)) as lb, client() as c:
-        assert (await c.get(f"{lb.url}/")).text == "once"
-        # The server drops the idle connection (as an upstream's idle timeout would).
-        for task in list(lb.tasks):
-            task.cancel()
-        await asyncio.sleep(0.05)
-        assert (await c.post(f"{lb.url}/", content=b"x")).text == "once"
-        assert [s.connection for s in lb.seen] == [0, 1]
-
-
-async def test_expired_idle_connection_is_not_reused() -> None:
-    async with loopback(fixed()) as lb, client(keepalive_expiry=0.05) as c:
-        await c.get(f"{lb.url}/")
-        await asyncio.sleep(0.1)
-        await c.get(f"{lb.url}/")
-        assert [s.connection for s in lb.seen] == [0, 1]
-        await lb.closed(0)
-
-
-async def test_idle_connections_per_host_are_bounded_and_aclose_closes_them() -> None:
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> bool:
-        await asyncio.sleep(0.05)
-        return await fixed()(reader, writer, seen)
-
-    async with loopback(slow) as lb:
-        transport = FastTransport(max_idle_per_host=2)
-        async with httpx.AsyncClient(transport=transport, timeout=2.0) as c:
-            await asyncio.gather(*(c.get(f"{lb.url}/") for _ in range(4)))
-            assert lb.opened == 4
-            await asyncio.gather(lb.closed(0), lb.closed(1))
-            assert len(lb.closed_at) == 2
-        await asyncio.gather(lb.closed(2), lb.closed(3))
-
-
-async def test_max_connections_waits_then_pool_timeout() -> None:
-    async with loopback(stall()) as lb, client(max_connections=1) as c:
-        first = asyncio.create_task(c.get(f"{lb.url}/"))
-        await asyncio.sleep(0.05)
-        with pytest.raises(httpx.PoolTimeout):
-            await c.get(f"{lb.url}/", timeout=httpx.Timeout(5.0, pool=0.05))
-        first.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
-        await lb.closed(0)
 
 
 # -- closing early, cancelling --------------------------------------------------------------------------
 
 
-async def test_closing_a_response_early_closes_its_connection() -> None:
+async def test_closing_a_reply_early_closes_its_connection() -> None:
     async with loopback(chunked(b"a", b"b", b"c", gap_s=0.2), fixed()) as lb, client() as c:
-        async with c.stream("GET", f"{lb.url}/") as r:
-            async for _ in r.aiter_raw():
+        async with c.post(f"{lb.url}/", b"{}", {}, T) as reply:
+            async for _ in reply.chunks():
                 break
-            closed = time.monotonic()
-        assert await lb.closed(0) - closed < 0.1
-        await c.get(f"{lb.url}/")
+        await lb.closed(0)
+        assert await post(c, f"{lb.url}/") == (200, b"hello")
         assert [s.connection for s in lb.seen] == [0, 1]
 
 
 async def test_cancelling_while_waiting_for_the_head_closes_the_connection() -> None:
     async with loopback(stall(), fixed()) as lb, client() as c:
-        task = asyncio.create_task(c.post(f"{lb.url}/", content=b"x"))
+        task = asyncio.create_task(post(c, f"{lb.url}/", b"x"))
         while not lb.seen:
             await asyncio.sleep(0.005)
-        cancelled = time.monotonic()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        assert await lb.closed(0) - cancelled < 0.1
-        assert (await c.get(f"{lb.url}/")).text == "hello"
+        await lb.closed(0)
+        assert await post(c, f"{lb.url}/") == (200, b"hello")
 
 
-# -- errors as httpcore reports them ----------------------------------------------------------------------
+# -- errors, mapped by http_errors ------------------------------------------------------------------------
 
 
-async def test_read_timeout_on_head_and_on_body() -> None:
+async def test_read_timeout_on_head_and_on_body_is_a_provider_timeout() -> None:
     head_only = raw(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", then_sleep_s=5)
+    short = Timeouts(connect_s=2.0, request_s=0.1)
     async with loopback(stall(), head_only) as lb, client() as c:
-        with pytest.raises(httpx.ReadTimeout):
-            await c.get(f"{lb.url}/", timeout=0.1)
-        with pytest.raises(httpx.ReadTimeout):
-            await c.get(f"{lb.url}/", timeout=0.1)
+        for _ in range(2):
+            with pytest.raises(aiohttp.ClientError) as caught:
+                await post(c, f"{lb.url}/", timeouts=short)
+            assert isinstance(ErrorMapper("m").from_exception(caught.value), ProviderTimeout)
         await asyncio.gather(lb.closed(0), lb.closed(1))
 
 
-async def test_connect_error_and_unsupported_scheme() -> None:
+async def test_connect_error_is_a_connection_error() -> None:
     async with loopback(fixed()) as lb:
         url = lb.url
     async with client() as c:
-        with pytest.raises(httpx.ConnectError):
-            await c.get(url)
-        with pytest.raises(httpx.UnsupportedProtocol):
-            await c.get("ftp://127.0.0.1/")
+        with pytest.raises(aiohttp.ClientError) as caught:
+            await post(c, url)
+        assert isinstance(ErrorMapper("m").from_exception(caught.value), ProviderConnectionError)
 
 
 @pytest.mark.parametrize(
@@ -365,46 +311,43 @@ async def test_connect_error_and_unsupported_scheme() -> None:
         pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", id="bad-length"),
     ],
 )
-async def test_broken_responses_raise_remote_protocol_error(data: bytes) -> None:
+async def test_broken_responses_are_connection_errors_and_the_next_request_reconnects(data: bytes) -> None:
     async with loopback(raw(data), fixed()) as lb, client() as c:
-        with pytest.raises(httpx.RemoteProtocolError):
-            await c.get(f"{lb.url}/")
-        assert (await c.get(f"{lb.url}/")).text == "hello"
+        with pytest.raises(aiohttp.ClientError) as caught:
+            await post(c, f"{lb.url}/")
+        assert isinstance(ErrorMapper("m").from_exception(caught.value), ProviderConnectionError)
+        assert await post(c, f"{lb.url}/") == (200, b"hello")
         assert [s.connection for s in lb.seen] == [0, 1]
 
 
-async def test_reset_connection_raises_a_network_error() -> None:
-    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
-        await writer.drain()
-        await asyncio.sleep(0.02)
-        writer.transport.abort()
-        return False
+async def test_closed_client_refuses_to_send() -> None:
+    c = AiohttpClient()
+    await c.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await post(c, "http://127.0.0.1:9/")
 
-    async with loopback(reset) as lb, client() as c:
-        with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
-            await c.get(f"{lb.url}/")
+
+def test_proxy_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="proxy"):
+        AiohttpClient(proxy="socks5://127.0.0.1:1080")
 
 
 # -- the product's client --------------------------------------------------------------------------------
 
 
-async def test_new_client_runs_over_fast_transport_against_the_fake_provider(
-    fake_provider: FakeProvider,
-) -> None:
+async def test_new_client_against_the_fake_provider(fake_provider: FakeProvider) -> None:
     config = ModelConfig(provider="openai", model="m", base_url=fake_provider.url_openai)
-    async with new_client(config) as c:
-        assert isinstance(c._transport, FastTransport)
+    c = new_client(config)
+    try:
         for stream in (False, True, False):
             body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-            r = await c.post(f"{fake_provider.url_openai}/chat/completions", json=body)
-            assert r.status_code == 200
-            assert "Hello" in r.text
+            status, text = await post(c, f"{fake_provider.url_openai}/chat/completions", orjson.dumps(body))
+            assert status == 200
+            assert b"Hello" in text
+    finally:
+        await c.aclose()
     assert len({r.connection for r in fake_provider.requests}) == 1
     await fake_provider.until(lambda rs: rs[-1].client_closed_at is not None, timeout=2)
-
-
-# -- https ----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -438,23 +381,15 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_https_with_keep_alive_and_certificate_checks(tls_files: tuple[Path, Path]) -> None:
+@contextlib.asynccontextmanager
+async def tls_loopback(tls_files: tuple[Path, Path], *replies: Reply) -> AsyncIterator[Loopback]:
     cert, key = tls_files
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
-    lb = Loopback([chunked(b"secure", b" stream")])
+    lb = Loopback(list(replies))
     lb.server = await asyncio.start_server(lb.handle, "127.0.0.1", 0, ssl=server_ctx)
-    url = lb.url.replace("http://", "https://")
     try:
-        trusting = ssl.create_default_context(cafile=str(cert))
-        async with httpx.AsyncClient(transport=FastTransport(ssl_context=trusting), timeout=2.0) as c:
-            for _ in range(2):
-                assert (await c.post(url, content=b"{}")).text == "secure stream"
-            assert [s.connection for s in lb.seen] == [0, 0]
-        # The default context does not trust a self-signed certificate.
-        async with httpx.AsyncClient(transport=FastTransport(), timeout=2.0) as c:
-            with pytest.raises(httpx.ConnectError):
-                await c.get(url)
+        yield lb
     finally:
         lb.server.close()
         for task in list(lb.tasks):
@@ -462,3 +397,108 @@ async def test_https_with_keep_alive_and_certificate_checks(tls_files: tuple[Pat
         if lb.tasks:
             await asyncio.wait(list(lb.tasks))
         await lb.server.wait_closed()
+
+
+async def test_https_with_keep_alive_and_certificate_checks(tls_files: tuple[Path, Path]) -> None:
+    async with tls_loopback(tls_files, chunked(b"secure", b" stream")) as lb:
+        url = lb.url.replace("http://", "https://")
+        trusting = ssl.create_default_context(cafile=str(tls_files[0]))
+        async with client(ssl_context=trusting) as c:
+            for _ in range(2):
+                assert await post(c, url) == (200, b"secure stream")
+            assert [s.connection for s in lb.seen] == [0, 0]
+        # The default context does not trust a self-signed certificate.
+        async with client() as c:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await post(c, url)
+
+
+# -- proxies, through a real tinyproxy on loopback --------------------------------------------------------
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    if tinyproxy_path() is None:
+        pytest.skip("tinyproxy is not installed (make setup installs it: apt-get install tinyproxy)")
+    with run_tinyproxy() as running:
+        yield running
+
+
+async def test_https_proxy_from_the_environment_tunnels_with_connect(
+    proxy: Proxy, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    async with tls_loopback(tls_files, fixed(b"through the tunnel")) as lb:
+        port = lb.url.rsplit(":", 1)[1]
+        trusting = ssl.create_default_context(cafile=str(tls_files[0]))
+        async with client(ssl_context=trusting) as c:
+            for _ in range(2):
+                assert await post(c, f"https://127.0.0.1:{port}/v1/x") == (200, b"through the tunnel")
+        assert proxy.requests() == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"]  # one tunnel, kept alive
+        assert [s.path for s in lb.seen] == ["/v1/x", "/v1/x"]
+
+
+async def test_http_proxy_from_the_environment_and_no_proxy(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    async with loopback(fixed(b"via proxy")) as lb:
+        async with client() as c:
+            assert await post(c, f"{lb.url}/v1/a") == (200, b"via proxy")
+        assert proxy.requests() == [f"POST {lb.url}/v1/a HTTP/1.1"]
+        # The environment is read when a client is made (a provider's, at start or on a reload).
+        monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.1")
+        async with client() as c:
+            assert await post(c, f"{lb.url}/v1/b") == (200, b"via proxy")
+        assert len(proxy.requests()) == 1  # NO_PROXY: straight to the upstream
+
+
+def test_proxy_credentials_from_the_environment_go_in_a_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "http://u:env-secret@proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "socks5://proxy.example:1080")
+    c = AiohttpClient()
+    via = c._proxy_for("https://api.example/v1/x")
+    assert str(via.url) == "http://proxy.example:3128"
+    assert via.headers is not None and via.headers["Proxy-Authorization"].startswith("Basic ")
+    assert c._proxy_for("http://api.example/v1/x").url is None  # a socks proxy: not spoken, direct
+
+
+async def test_a_models_proxy_setting_overrides_the_environment(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    async with loopback(fixed(b"ok")) as lb:
+        config = ModelConfig(provider="openai", model="m", base_url=lb.url, proxy=SecretStr(proxy.url))
+        c = new_client(config)
+        try:
+            assert await post(c, f"{lb.url}/v1/a") == (200, b"ok")
+        finally:
+            await c.aclose()
+        assert proxy.requests() == [f"POST {lb.url}/v1/a HTTP/1.1"]
+        async with client(proxy=DIRECT) as c:
+            assert await post(c, f"{lb.url}/v1/b") == (200, b"ok")
+        assert len(proxy.requests()) == 1
+
+
+async def test_proxy_credentials_are_sent_and_never_in_error_messages(
+    tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if tinyproxy_path() is None:
+        pytest.skip("tinyproxy is not installed (make setup installs it: apt-get install tinyproxy)")
+    with run_tinyproxy(user="tg", password="hunter2-proxy") as authed:
+        good = authed.url.replace("http://", "http://tg:hunter2-proxy@")
+        bad = authed.url.replace("http://", "http://tg:wrong-secret@")
+        async with tls_loopback(tls_files, fixed(b"ok")) as lb:
+            url = lb.url.replace("http://", "https://")
+            trusting = ssl.create_default_context(cafile=str(tls_files[0]))
+            async with client(proxy=good, ssl_context=trusting) as c:
+                assert await post(c, url) == (200, b"ok")
+            config = ModelConfig(provider="openai", model="m", request_timeout_ms=5_000)
+            errors = ErrorMapper("m")
+            async with client(proxy=bad, ssl_context=trusting) as c:
+                endpoint = HostedEndpoint(url, {}, config, errors, c)
+                with pytest.raises(ProviderError) as caught:
+                    await endpoint.post_json(b"{}")
+            assert "ClientHttpProxyError" in str(caught.value)  # tinyproxy refuses the CONNECT
+            assert "wrong-secret" not in str(caught.value)
+            assert "wrong-secret" not in repr(caught.value.__cause__)

@@ -1,0 +1,304 @@
+"""Issue 16: streaming at scale. Sidecar CPU per relayed chunk, p99 inter-chunk gap added, RSS, N streams.
+
+    .venv/bin/python benches/bench_streams.py                    # writes results/bench_streams.md
+    .venv/bin/python benches/bench_streams.py --streams 100,1000 --before-ref 5ba62b7   # before/after
+    .venv/bin/python benches/bench_streams.py --quick            # fewer streams, shorter windows
+
+One cheap upstream (benches/stream_upstream.py: an OpenAI-wire SSE stream per request, one chunk every
+1/rate s) and a cheap load generator (benches/loadgen, Go, built here: gRPC StreamComplete or the HTTP
+facade's SSE) drive each sidecar in turn: `tiergate serve` from this tree ("after") and, with
+`--before-ref REF`, the same command from the Python sources of commit REF ("before", with this tree's
+built extension). For each level (streams x interface) every system gets one window, in the same run.
+
+Figures, inside the measured window only (after a warm-up during which every stream has started):
+sidecar CPU (user + system, from /proc) per relayed chunk; chunks/s delivered; p99 of the gaps between
+consecutive chunks of a stream as the clients see them, minus the upstream's interval ("gap added"); the
+sidecar's RSS at the window's end; errors (any failed stream, whole run). With `--modes unary`, each
+"stream" is a client calling gRPC Complete in a loop: a "chunk" is then a request, and its gap the
+request's latency (the upstream answers a non-streamed request at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benches.*, when run as a script
+
+import yaml
+
+from benches.harness import (
+    PYTHON,
+    ROOT,
+    machine,
+    memory_mb,
+    process_tree_cpu_s,
+    report_head,
+    run_server,
+    table,
+    write_result,
+)
+
+BENCHES = Path(__file__).resolve().parent
+LOADGEN_SRC = BENCHES / "loadgen"
+# `tiergate serve` on uvloop's event loop, for --uvloop (an experiment: the product runs asyncio's own loop).
+UVLOOP_SERVE = (
+    "import sys, asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from tiergate.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+HEADER = ["system", "interface", "streams", "sidecar µs CPU/chunk", "chunks/s", "gap p50 ms", "gap p99 ms",
+          "p99 gap added ms", "RSS MB", "errors"]  # fmt: skip
+
+
+@dataclass
+class Window:
+    system: str
+    mode: str
+    streams: int
+    cpu_us_per_chunk: float
+    chunks_per_s: float
+    gap_p50_ms: float
+    gap_p99_ms: float
+    gap_added_p99_ms: float
+    rss_mb: float
+    errors: int
+    first_error: str
+
+
+def build_loadgen(out_dir: Path) -> Path:
+    if shutil.which("go") is None:
+        raise SystemExit("bench_streams needs Go to build its load generator (benches/loadgen)")
+    exe = out_dir / "loadgen"
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=LOADGEN_SRC, check=True, env=env)
+    return exe
+
+
+def before_tree(ref: str, into: Path) -> Path:
+    """The Python sources of commit `ref`, with this tree's built extension and generated protobuf code."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = into / "before.tar"
+    subprocess.run(["git", "archive", "-o", str(archive), ref, "python"], cwd=ROOT, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    native = next((ROOT / "python/tiergate").glob("_native*.so"))
+    shutil.copy(native, into / "python/tiergate" / native.name)
+    return into / "python"
+
+
+def sidecar_config(upstream_v1: str, max_streams: int) -> dict[str, object]:
+    return {
+        "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+        "limits": {"max_concurrent_requests": max_streams + 64},
+        "models": {
+            "upstream": {
+                "provider": "openai",
+                "base_url": upstream_v1,
+                "api_key": "sk-bench",
+                "model": "gpt-bench",
+            }
+        },
+        "routes": {"default": {"chain": ["upstream"]}},
+    }
+
+
+def run_window(
+    loadgen: Path, mode: str, target: str, pid: int, streams: int, warmup_s: float, window_s: float
+) -> tuple[dict[str, object], float, float]:
+    """Runs the load generator; returns its result, the sidecar's CPU seconds in the window, and its RSS."""
+    ramp = f"{max(1.0, warmup_s - 2)}s"
+    args = [str(loadgen), "-mode", mode, "-target", target, "-streams", str(streams),
+            "-ramp", ramp, "-warmup", f"{warmup_s}s", "-window", f"{window_s}s"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    cpu_start = cpu_end = 0.0
+    rss = 0.0
+    result: dict[str, object] = {}
+    for line in proc.stdout:
+        if line.startswith("mark start"):
+            cpu_start = process_tree_cpu_s(pid)
+        elif line.startswith("mark end"):
+            cpu_end = process_tree_cpu_s(pid)
+            rss = memory_mb(pid)[0]
+        elif line.startswith("{"):
+            result = json.loads(line)
+    if proc.wait() != 0 or not result:
+        raise RuntimeError(f"loadgen failed ({proc.returncode})")
+    return result, cpu_end - cpu_start, rss
+
+
+def window(
+    system: str,
+    mode: str,
+    streams: int,
+    result: dict[str, object],
+    cpu_s: float,
+    rss: float,
+    interval_ms: float,
+) -> Window:
+    chunks = int(result["chunks"])  # type: ignore[call-overload]
+    gap_p99 = float(result["gap_p99_ms"])  # type: ignore[arg-type]
+    return Window(
+        system=system,
+        mode=mode,
+        streams=streams,
+        cpu_us_per_chunk=cpu_s / chunks * 1e6 if chunks else float("nan"),
+        chunks_per_s=float(result["chunks_per_s"]),  # type: ignore[arg-type]
+        gap_p50_ms=float(result["gap_p50_ms"]),  # type: ignore[arg-type]
+        gap_p99_ms=gap_p99,
+        gap_added_p99_ms=gap_p99 - interval_ms if mode != "unary" else float("nan"),
+        rss_mb=rss,
+        errors=int(result["errors"]),  # type: ignore[call-overload]
+        first_error=str(result["first_error"] or ""),
+    )
+
+
+def start_litellm(stack: ExitStack, tmp: Path, upstream_v1: str) -> tuple[str, int] | None:
+    """LiteLLM's proxy (its own venv, benches/setup_litellm.sh) routing model `default` to the upstream,
+    without uvicorn's per-request access log; (base URL, pid), or None (and why, on stderr)."""
+    from benches.bench_overhead import LITELLM_VENV, ensure_litellm, litellm_env, litellm_log_config
+    from benches.harness import free_port, wait_http_ok
+
+    problem = ensure_litellm()
+    if problem is not None:
+        print(f"LiteLLM not measured: {problem}", file=sys.stderr)
+        return None
+    config = {
+        "model_list": [{"model_name": "default", "litellm_params": {
+            "model": "openai/gpt-bench", "api_base": upstream_v1, "api_key": "sk-bench"}}],
+        "litellm_settings": {"telemetry": False},
+    }  # fmt: skip
+    (tmp / "litellm.yaml").write_text(yaml.safe_dump(config))
+    (tmp / "litellm-logging.yaml").write_text(yaml.safe_dump(litellm_log_config()))
+    port = free_port()
+    argv = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(tmp / "litellm.yaml"),
+            "--host", "127.0.0.1", "--port", str(port), "--telemetry", "False", "--num_workers", "1",
+            "--log_config", str(tmp / "litellm-logging.yaml")]  # fmt: skip
+    server = stack.enter_context(
+        run_server("litellm", argv, r"Application startup complete", env=litellm_env(), timeout_s=180)
+    )
+    wait_http_ok(f"http://127.0.0.1:{port}/health/liveliness", 60, server.proc)
+    return f"http://127.0.0.1:{port}", server.proc.pid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", default="100,1000", help="comma-separated stream counts")
+    parser.add_argument("--modes", default="grpc,http", help="grpc, http, unary (comma-separated)")
+    parser.add_argument("--unary-clients", default="1,16", help="comma-separated client counts for unary")
+    parser.add_argument("--rate", type=float, default=20.0, help="chunks per second per stream")
+    parser.add_argument("--warmup", type=float, default=6.0, help="seconds before the window")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--before-ref", help="also run the sidecar from this commit's Python sources")
+    parser.add_argument("--uvloop", action="store_true", help="also run this tree's sidecar on uvloop's loop")
+    parser.add_argument(
+        "--litellm",
+        action="store_true",
+        help="also LiteLLM's proxy on the HTTP rows (benches/setup_litellm.sh)",
+    )
+    parser.add_argument("--out", default="bench_streams", help="results/<out>.md")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.streams, args.warmup, args.window = "50", 4.0, 4.0
+    levels = [int(n) for n in args.streams.split(",")]
+    unary_levels = [int(n) for n in args.unary_clients.split(",")]
+    modes = args.modes.split(",")
+    interval_ms = 1000.0 / args.rate
+    chunks_per_stream = int((args.warmup + args.window + 10) * args.rate)
+    start_machine = machine()
+    windows: list[Window] = []
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tiergate-bench-streams-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        loadgen = build_loadgen(tmp)
+        upstream = stack.enter_context(
+            run_server(
+                "upstream",
+                [PYTHON, str(BENCHES / "stream_upstream.py"), "--chunks", str(chunks_per_stream),
+                 "--interval-ms", str(interval_ms)],
+                r"listening on (http://\S+)",
+            )
+        )  # fmt: skip
+        upstream_v1 = upstream.found.group(1) + "/v1"
+        config_path = tmp / "tiergate.yaml"
+        config_path.write_text(yaml.safe_dump(sidecar_config(upstream_v1, max(levels))))
+        systems: dict[str, dict[str, str]] = {"after": dict(os.environ)}
+        if args.before_ref:
+            pythonpath = before_tree(args.before_ref, tmp / "before")
+            systems = {"before": {**os.environ, "PYTHONPATH": str(pythonpath)}, **systems}
+        serve = [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(config_path)]
+        commands = {name: serve for name in systems}
+        if args.uvloop:
+            systems["after, uvloop"] = dict(os.environ)
+            commands["after, uvloop"] = [PYTHON, "-c", UVLOOP_SERVE, "serve", "--config", str(config_path)]
+        litellm_target = start_litellm(stack, tmp, upstream_v1) if args.litellm and "http" in modes else None
+        for mode in modes:
+            for streams in unary_levels if mode == "unary" else levels:
+                if mode == "http" and litellm_target is not None:
+                    base, pid = litellm_target
+                    result, cpu_s, rss = run_window(
+                        loadgen, mode, base, pid, streams, args.warmup, args.window
+                    )
+                    windows.append(window("litellm", mode, streams, result, cpu_s, rss, interval_ms))
+                    print(windows[-1], file=sys.stderr, flush=True)
+                for name, env in systems.items():
+                    with run_server(name, commands[name], r"serving gRPC on (\S+)", env=env) as sidecar:
+                        http = sidecar.log.read_text()
+                        http_address = http.split("serving HTTP on ", 1)[1].split(" ", 1)[0]
+                        target = f"http://{http_address}" if mode == "http" else sidecar.found.group(1)
+                        result, cpu_s, rss = run_window(
+                            loadgen, mode, target, sidecar.proc.pid, streams, args.warmup, args.window
+                        )
+                    windows.append(window(name, mode, streams, result, cpu_s, rss, interval_ms))
+                    print(windows[-1], file=sys.stderr, flush=True)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows = [
+        (w.system, w.mode, str(w.streams), f"{w.cpu_us_per_chunk:.1f}", f"{w.chunks_per_s:.0f}",
+         f"{w.gap_p50_ms:.1f}", f"{w.gap_p99_ms:.1f}", f"{w.gap_added_p99_ms:.1f}", f"{w.rss_mb:.0f}",
+         str(w.errors) + (f" ({w.first_error[:60]})" if w.first_error else ""))
+        for w in windows
+    ]  # fmt: skip
+    report = report_head("Streaming at scale: sidecar CPU per relayed chunk", start_machine,
+                         f"- load average at the end {load}")  # fmt: skip
+    report += [
+        f"Upstream: benches/stream_upstream.py, one chunk every {interval_ms:g} ms per stream "
+        f"({args.rate:g}/s). "
+        f"Load generator: benches/loadgen (Go). Warm-up {args.warmup:g} s (streams start during it), then a "
+        f"{args.window:g} s window. `before` = the sidecar from commit {args.before_ref or '-'}'s Python "
+        "sources; `after` = this tree. Sidecar CPU is user + system time from /proc over the window.",
+        "",
+        *table(
+            [
+                "system",
+                "interface",
+                "streams",
+                "sidecar µs CPU/chunk",
+                "chunks/s",
+                "gap p50 ms",
+                "gap p99 ms",
+                "p99 gap added ms",
+                "RSS MB",
+                "errors",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    write_result(args.out, report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The upstream HTTP client: aiohttp's, pooled per provider, behind the small interface `hosted_http` uses.
+
+Why aiohttp: measured side by side (benches/results/bench_http_client.md) it spends the least CPU per small
+JSON POST and per streamed answer of the well-kept clients, and less than the hand-written HTTP/1.1
+transport it replaced; it parses HTTP in C, keeps connections alive, and speaks to proxies.
+
+`UpstreamClient.post` opens one exchange; leaving its block returns the connection to the pool only when the
+body was read to its end. A body left unread (closed early, a failure, a cancellation) closes the connection
+at once, which is how the upstream learns that we gave up on it.
+
+Proxies: by default `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` (and their lower-case forms) from the
+environment, read when the client is made: when the provider is built, at start or when a reload changes
+the model. (aiohttp's own `trust_env` reads them, and ~/.netrc, at every request: 0.25 ms of CPU per request
+here.) A model's `proxy` setting overrides them: a proxy URL (`http://[user:password@]host:port`; an
+https upstream is reached through it with CONNECT), or `direct`. Proxy credentials go in a
+`Proxy-Authorization` header, never in the URL that aiohttp's exceptions quote.
+
+`HttpxClient` adapts an `httpx.AsyncClient` to the same interface: the test seam (`httpx.MockTransport`)
+and the way to share a client a caller already has. Both raise their own library's exceptions;
+`http_errors.ErrorMapper.from_exception` maps either to the taxonomy.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import httpx
+from yarl import URL
+
+# 0: no cap of the pool's own; the sidecar's admission limit (limits.max_concurrent_requests) bounds the
+# requests in flight, and so the connections. A lower cap would queue admitted streams behind it.
+DEFAULT_MAX_CONNECTIONS = 0
+DEFAULT_KEEPALIVE_EXPIRY_S = 20.0
+DIRECT = "direct"  # a model's `proxy` setting that ignores the environment's proxies
+
+# Every exception the clients below raise for a failed exchange (aiohttp's read timeouts are ClientErrors).
+TRANSPORT_ERRORS: tuple[type[aiohttp.ClientError], type[httpx.HTTPError]] = (
+    aiohttp.ClientError,
+    httpx.HTTPError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """connect: establishing a connection; request: each read, and waiting for a pooled connection."""
+
+    connect_s: float
+    request_s: float
+
+
+class Reply(Protocol):
+    """The head of a response and a way to read its body."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in pieces of any size."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+
+class UpstreamClient(Protocol):
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts
+    ) -> AbstractAsyncContextManager[Reply]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpReply:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    url: URL | None
+    headers: Mapping[str, str] | None
+
+    @classmethod
+    def of(cls, proxy: str | None) -> _Proxy:
+        if not proxy:
+            return cls(None, None)
+        url = URL(proxy)
+        auth = (
+            {"Proxy-Authorization": aiohttp.encode_basic_auth(url.user, url.password or "")}
+            if url.user
+            else None
+        )
+        return cls(url.with_user(None), auth)
+
+
+class AiohttpClient:
+    """One provider's pooled client. The session is made on first use, inside the running event loop.
+
+    Args:
+        proxy: None (the environment's proxies), `DIRECT`, or a proxy URL.
+        ssl_context: the TLS settings for https upstreams; None: the system's trusted certificates.
+        max_connections: connections open at once (0: no cap); beyond it a request waits for one, up to
+            the request timeout.
+        keepalive_expiry_s: an idle connection is closed after this long.
+    """
+
+    def __init__(
+        self,
+        *,
+        proxy: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
+    ) -> None:
+        if proxy is not None and proxy != DIRECT and not proxy.startswith(("http://", "https://")):
+            raise ValueError("proxy: expected `direct` or an http:// or https:// URL")
+        self._fixed = None if proxy is None else _Proxy.of(None if proxy == DIRECT else proxy)
+        self._env = urllib.request.getproxies_environment() if proxy is None else {}
+        self._routes: dict[tuple[str, str], _Proxy] = {}  # (scheme, host) -> its proxy, from the environment
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_expiry_s
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, keepalive_timeout=self._keepalive_s, ssl=self._ssl
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts
+    ) -> AsyncIterator[Reply]:
+        if self._closed:
+            raise RuntimeError("the HTTP client has been closed")  # a bug: the provider was closed
+        session = self._session
+        if session is None:
+            session = self._session = self._open_session()
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.request_s,  # the wait for a pooled connection, and connecting
+            sock_connect=timeouts.connect_s,
+            sock_read=timeouts.request_s,
+        )
+        via = self._fixed or self._proxy_for(url)
+        response = await session.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            proxy=via.url,
+            proxy_headers=via.headers,
+            allow_redirects=False,
+        )
+        try:
+            yield _AiohttpReply(response)
+        finally:
+            if response.content.at_eof():
+                response.release()  # read to its end: the connection goes back to the pool
+            else:
+                response.close()  # closes the connection now: the upstream stops generating
+
+    def _proxy_for(self, url: str) -> _Proxy:
+        target = URL(url)
+        key = (target.scheme, target.host or "")
+        found = self._routes.get(key)
+        if found is None:
+            chosen = self._env.get(target.scheme)
+            # NO_PROXY matching as urllib does it (typeshed does not declare this stdlib function).
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if chosen and bypass(target.host or "", self._env):
+                chosen = None
+            if chosen and not chosen.startswith(("http://", "https://")):
+                chosen = None  # a proxy scheme aiohttp cannot speak (socks5://): connect directly
+            found = self._routes[key] = _Proxy.of(chosen)
+        return found
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+
+
+class _HttpxReply:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_bytes()
+
+    async def read(self) -> bytes:
+        return await self._response.aread()
+
+
+class HttpxClient:
+    """An `httpx.AsyncClient` (e.g. over `httpx.MockTransport` in tests) as an `UpstreamClient`."""
+
+    def __init__(self, client: httpx.AsyncClient, *, owned: bool = False) -> None:
+        self._client = client
+        self._owned = owned
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts
+    ) -> AsyncIterator[Reply]:
+        timeout = httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s)
+        async with self._client.stream(
+            "POST", url, content=body, headers=headers, timeout=timeout
+        ) as response:
+            yield _HttpxReply(response)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._client.aclose()
