@@ -9,10 +9,13 @@ personal data but are not (dates, times, versions, UUIDs, prices, order numbers 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import string
 
 from hypothesis import strategies as st
+
+from tests import national_ids
 
 WORDS = (
     "the a an and or but please thanks could you would we our my your team customer order invoice meeting "
@@ -154,11 +157,30 @@ def ibans(draw: st.DrawFn) -> str:
     return iban
 
 
+PRIVATE_V4 = [
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+]
+
+
 @st.composite
-def ipv4s(draw: st.DrawFn) -> str:
+def ipv4s(draw: st.DrawFn) -> tuple[str, str]:
+    """(pack rule id, address): `ipv4` for public addresses, `ipv4_private` for the private ranges."""
     first = draw(st.integers(1, 255).filter(lambda n: n != 127))
     rest = draw(st.lists(st.integers(0, 255), min_size=3, max_size=3))
-    return ".".join(str(n) for n in (first, *rest))
+    address = ".".join(str(n) for n in (first, *rest))
+    if first == 255:  # 255.x.x.x may be a netmask, which is not personal data
+        address = "8" + address[3:]
+    private = any(ipaddress.ip_address(address) in net for net in PRIVATE_V4)
+    return ("ipv4_private" if private else "ipv4", address)
+
+
+@st.composite
+def national_id_values(draw: st.DrawFn) -> tuple[str, str]:
+    """(pack rule id, value): a national identifier with a valid checksum (tests/national_ids.py)."""
+    rule_id = draw(st.sampled_from(sorted(national_ids.GENERATORS)))
+    rng = draw(st.randoms(use_true_random=False))
+    return rule_id, national_ids.GENERATORS[rule_id](rng)
 
 
 @st.composite
@@ -225,7 +247,8 @@ def secrets() -> st.SearchStrategy[tuple[str, str]]:
         st.tuples(st.just("phone"), phones()),
         st.tuples(st.just("payment_card"), card_numbers()),
         st.tuples(st.just("iban"), ibans()),
-        st.tuples(st.just("ipv4"), ipv4s()),
+        ipv4s(),
+        national_id_values(),
         st.tuples(st.just("ipv6"), ipv6s()),
         api_keys(),
         st.tuples(st.just("private_key"), private_key_blocks()),
