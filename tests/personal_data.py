@@ -1,14 +1,16 @@
 """Hypothesis strategies for personal data and secrets as people write them, and ordinary text around them.
 
 Every value is one the default rule pack (rust/core/src/rules/pack.rs) is meant to catch, with real checksums
-where there are any (Luhn for card numbers, mod-97 for IBANs). `secrets()` draws `(rule id, value)` pairs;
-`prose()` draws ordinary sentences that no pack rule may match; `lookalikes()` draws things that resemble
-personal data but are not (dates, times, versions, UUIDs, prices, order numbers that fail the Luhn check).
+where there are any (Luhn for card numbers, mod-97 for IBANs, tests/national_ids.py for national IDs).
+`secrets()` draws `(rule id, value)` pairs; `prose()` draws ordinary sentences that no pack rule may match;
+`lookalikes()` draws things that resemble personal data but are not (dates, times, versions, UUIDs, prices,
+order numbers that fail the Luhn check).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import ipaddress
 import json
 import string
@@ -193,6 +195,42 @@ def ipv6s(draw: st.DrawFn) -> str:
     return f"{':'.join(left)}::{':'.join(right)}"
 
 
+BIRTH_LABELS = (
+    "born",
+    "born on",
+    "DOB:",
+    "date of birth",
+    "Geburtsdatum:",
+    "geboren am",
+    "née le",
+    "nacido el",
+    "data di nascita:",
+    "data de nascimento:",
+    "geboortedatum",
+    "生年月日\uff1a",  # with a full-width colon, as Japanese text has it
+    "जन्म तिथि:",
+)
+DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y-%m-%d", "%d %B %Y", "%B %d, %Y", "%Y年%m月%d日")
+
+
+@st.composite
+def birth_dates(draw: st.DrawFn) -> str:
+    """A date of birth as people write it: a birth word, then the date."""
+    day = draw(st.dates(min_value=dt.date(1920, 1, 1), max_value=dt.date(2010, 12, 31)))
+    return f"{draw(st.sampled_from(BIRTH_LABELS))} {day.strftime(draw(st.sampled_from(DATE_FORMATS)))}"
+
+
+@st.composite
+def passports(draw: st.DrawFn) -> str:
+    label = draw(
+        st.sampled_from(["passport", "passport number:", "Reisepass-Nr.", "passeport n°", "パスポート番号"])
+    )
+    number = draw(
+        st.one_of(_digits(9), st.tuples(_chars(string.ascii_uppercase, 1), _digits(8)).map("".join))
+    )
+    return f"{label} {number}"
+
+
 # -- secrets --------------------------------------------------------------------------------------------
 
 
@@ -249,6 +287,8 @@ def secrets() -> st.SearchStrategy[tuple[str, str]]:
         st.tuples(st.just("iban"), ibans()),
         ipv4s(),
         national_id_values(),
+        st.tuples(st.just("date_of_birth"), birth_dates()),
+        st.tuples(st.just("passport"), passports()),
         st.tuples(st.just("ipv6"), ipv6s()),
         api_keys(),
         st.tuples(st.just("private_key"), private_key_blocks()),

@@ -277,9 +277,11 @@ impl RuleSet {
         } else {
             let config = Regex::config()
                 .match_kind(MatchKind::All)
-                // Dozens of patterns make many DFA states; a bigger cache keeps the lazy DFA from giving up
-                // and falling back to the much slower PikeVM. It is allocated per thread on first use.
-                .hybrid_cache_capacity(8 << 20);
+                // Dozens of patterns make many DFA states, more on non-Latin text (8 MiB thrashed on the
+                // ten-locale corpus of benches/bench_privacy.py: 400 µs per 1 KB instead of 45 µs); a bigger
+                // cache keeps the lazy DFA from giving up and falling back to the much slower PikeVM. It is
+                // allocated per thread on first use and grows with the states actually made.
+                .hybrid_cache_capacity(32 << 20);
             let regex = Regex::builder()
                 .configure(config)
                 .build_many_from_hir(&relaxed_hirs)

@@ -404,8 +404,8 @@ macro_rules! birth_words {
     () => {
         concat!(
             r"(?i:born|birth|\bd\.?o\.?b\b|geboren|geburt|\bgeb\.|geboorte|\bnée?\b|naissance",
-            r"|nacid[oa]|nacimiento|\bnat[oa]\b|nascit|nascid[oa]|nascimento|生年月日|生まれ|誕生日",
-            r"|जन्म)",
+            r"|nacid[oa]|nació|nacimiento|\bnat[oa]\b|nacque|nascit|nascid[oa]|nasceu|nascimento",
+            r"|生年月日|生まれ|誕生日|जन्म)",
         )
     };
 }
@@ -425,13 +425,17 @@ macro_rules! date {
     };
 }
 
-/// A date right after a birth word (up to 30 characters apart, no digit between), or a Japanese date
-/// right before 生まれ.
+/// A date right after a birth word (up to 30 characters apart, no digit between), or right before one
+/// (`am 11.01.1970 geboren`, `1974/07/24生まれ`, `1961年3月14日生まれ`).
 const DATE_OF_BIRTH: &str = concat!(
     birth_words!(),
     r"[^0-9\n]{0,30}(?:",
     date!(),
-    r")|(?:19|20)[0-9]{2}年[01]?[0-9]月[0-3]?[0-9]日 ?(?:生まれ|生)",
+    r")|",
+    b!(),
+    r"(?:[0-3]?[0-9][./-][0-3]?[0-9][./-](?:19|20)?[0-9]{2}|(?:19|20)[0-9]{2}[./-][01]?[0-9][./-][0-3]?[0-9])",
+    r"(?: ?(?i:geboren|born)\b|生まれ|生)",
+    r"|(?:19|20)[0-9]{2}年[01]?[0-9]月[0-3]?[0-9]日 ?(?:生まれ|生)",
 );
 
 /// The default pack, in the order matches are reported.
