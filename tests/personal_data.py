@@ -231,6 +231,30 @@ def passports(draw: st.DrawFn) -> str:
     return f"{label} {number}"
 
 
+STREET_NAMES = ("Garibaldi", "Mayor", "Rossi", "Lindner", "Fontaine", "Oak Tree")
+
+
+@st.composite
+def street_addresses(draw: st.DrawFn) -> str:
+    """A postal address in one of the forms the rule pack knows (street type and house number, postcode)."""
+    n = draw(st.integers(1, 999))
+    name = draw(st.sampled_from(STREET_NAMES)).split()[0]
+    forms = [
+        f"{n} rue {name}",
+        f"{name}straße {n}",
+        f"{name}-Platz {n}",
+        f"{name}laan {n}",
+        f"Via {name} {n}, Milano",
+        f"Calle {name} {n}",
+        f"Rua {name}, {n}",
+        f"Springfield, IL {draw(_digits(5))}",
+        f"London SW1A {draw(st.integers(0, 9))}AA",
+        "東京都千代田区",
+        f"{draw(st.integers(1, 30))}丁目",
+    ]
+    return draw(st.sampled_from(forms))
+
+
 # -- secrets --------------------------------------------------------------------------------------------
 
 
@@ -289,6 +313,7 @@ def secrets() -> st.SearchStrategy[tuple[str, str]]:
         national_id_values(),
         st.tuples(st.just("date_of_birth"), birth_dates()),
         st.tuples(st.just("passport"), passports()),
+        st.tuples(st.just("street_address"), street_addresses()),
         st.tuples(st.just("ipv6"), ipv6s()),
         api_keys(),
         st.tuples(st.just("private_key"), private_key_blocks()),

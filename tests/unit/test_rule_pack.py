@@ -43,6 +43,7 @@ PACK_IDS = [
     "jp_my_number",
     "passport",
     "date_of_birth",
+    "street_address",
     "openai_key",
     "anthropic_key",
     "aws_access_key",
@@ -239,19 +240,16 @@ def test_pack_rules_compile_as_config_rules() -> None:
     ] == [r.rule for r in default_rules()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="names and street addresses need a model; the rule pack has none yet (README: Names and addresses)",
-)
-@pytest.mark.parametrize(
-    "text", ["Summarise the chart of Maria Rossi.", "Ship it to 221B Baker Street, London NW1 6XE."]
-)
-def test_names_and_addresses_alone_are_not_caught_yet(text: str) -> None:
+@pytest.mark.xfail(strict=True, reason="a name alone needs a model; the rule pack has none (README)")
+@pytest.mark.parametrize("text", ["Summarise the chart of Maria Rossi.", "Ask 佐藤花子 about it."])
+def test_names_alone_are_not_caught_yet(text: str) -> None:
     assert PACK.matched_ids(text)
 
 
 def test_the_issue_example_is_restricted() -> None:
-    # Issue 14's example: its codice fiscale has a wrong check letter (M would be right), so the date of
-    # birth is what keeps it on the device.
-    text = "Summarise the chart of Maria Rossi, born 14/03/1961, via Garibaldi 12, Milano, CF RSSMRA61C54F205X"
-    assert PACK.matched_ids(text) == ["date_of_birth"]
+    # Issue 14's example: its codice fiscale has a wrong check letter (M would be right); the date of birth
+    # and the street address keep it on the device.
+    text = (
+        "Summarise the chart of Maria Rossi, born 14/03/1961, via Garibaldi 12, Milano, CF RSSMRA61C54F205X"
+    )
+    assert PACK.matched_ids(text) == ["date_of_birth", "street_address"]
