@@ -284,32 +284,34 @@ fn matched_agrees_with_scan_on_mixed_text() {
 #[test]
 fn matching_stays_linear_on_adversarial_text() {
     // Long runs of what the patterns are made of: digits with separators, hex groups with colons, local
-    // parts without a domain, key prefixes without a key. Linear time keeps each of these far below 1 s.
+    // parts without a domain, key prefixes without a key. Linear time keeps each of these far below 1 s;
+    // quadratic time would take minutes. About 100 KB each: a debug build on 2 busy cores scans the 35-rule
+    // pack at well under 1 MB/s.
     let texts = [
-        "4 ".repeat(100_000),
-        "1-".repeat(100_000),
-        "+1 ".repeat(100_000),
-        "ab:".repeat(100_000),
-        "a.".repeat(100_000) + "@",
-        "a@".repeat(100_000),
-        "GB82 ".repeat(100_000),
-        "sk-".repeat(100_000),
-        "-----BEGIN ".repeat(50_000),
+        "4 ".repeat(25_000),
+        "1-".repeat(25_000),
+        "+1 ".repeat(25_000),
+        "ab:".repeat(25_000),
+        "a.".repeat(25_000) + "@",
+        "a@".repeat(25_000),
+        "GB82 ".repeat(25_000),
+        "sk-".repeat(25_000),
+        "-----BEGIN ".repeat(12_500),
         // Labels the national-ID, phone, passport and birth-date rules look for, without what follows.
-        "born 1/".repeat(50_000),
-        "passport A".repeat(50_000),
-        "phone 1 ".repeat(50_000),
-        "BSN 1234 ".repeat(50_000),
-        "2024年3月".repeat(50_000),
+        "born 1/".repeat(12_500),
+        "passport A".repeat(12_500),
+        "phone 1 ".repeat(12_500),
+        "BSN 1234 ".repeat(12_500),
+        "2024年3月".repeat(12_500),
         // What the street-address forms start with, without the rest.
-        "Via Ab ".repeat(50_000),
-        "Rua Ab, ".repeat(50_000),
-        "12 rue".repeat(50_000),
-        "群馬県".repeat(50_000),
+        "Via Ab ".repeat(12_500),
+        "Rua Ab, ".repeat(12_500),
+        "12 rue".repeat(12_500),
+        "群馬県".repeat(12_500),
         // A dotted quad at every other position, each rejected by the IPv4 validators (a fifth part): the
         // slowest of these (about 0.6 µs per byte in a release build, 20 times that in a debug build), so a
         // shorter one.
-        "1.2.3.4.".repeat(10_000),
+        "1.2.3.4.".repeat(5_000),
     ];
     let set = pack();
     for text in &texts {
