@@ -1,18 +1,23 @@
 """Hypothesis strategies for personal data and secrets as people write them, and ordinary text around them.
 
 Every value is one the default rule pack (rust/core/src/rules/pack.rs) is meant to catch, with real checksums
-where there are any (Luhn for card numbers, mod-97 for IBANs). `secrets()` draws `(rule id, value)` pairs;
-`prose()` draws ordinary sentences that no pack rule may match; `lookalikes()` draws things that resemble
-personal data but are not (dates, times, versions, UUIDs, prices, order numbers that fail the Luhn check).
+where there are any (Luhn for card numbers, mod-97 for IBANs, tests/national_ids.py for national IDs).
+`secrets()` draws `(rule id, value)` pairs; `prose()` draws ordinary sentences that no pack rule may match;
+`lookalikes()` draws things that resemble personal data but are not (dates, times, versions, UUIDs, prices,
+order numbers that fail the Luhn check).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import ipaddress
 import json
 import string
 
 from hypothesis import strategies as st
+
+from tests import national_ids
 
 WORDS = (
     "the a an and or but please thanks could you would we our my your team customer order invoice meeting "
@@ -154,11 +159,30 @@ def ibans(draw: st.DrawFn) -> str:
     return iban
 
 
+PRIVATE_V4 = [
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+]
+
+
 @st.composite
-def ipv4s(draw: st.DrawFn) -> str:
+def ipv4s(draw: st.DrawFn) -> tuple[str, str]:
+    """(pack rule id, address): `ipv4` for public addresses, `ipv4_private` for the private ranges."""
     first = draw(st.integers(1, 255).filter(lambda n: n != 127))
     rest = draw(st.lists(st.integers(0, 255), min_size=3, max_size=3))
-    return ".".join(str(n) for n in (first, *rest))
+    address = ".".join(str(n) for n in (first, *rest))
+    if first == 255:  # 255.x.x.x may be a netmask, which is not personal data
+        address = "8" + address[3:]
+    private = any(ipaddress.ip_address(address) in net for net in PRIVATE_V4)
+    return ("ipv4_private" if private else "ipv4", address)
+
+
+@st.composite
+def national_id_values(draw: st.DrawFn) -> tuple[str, str]:
+    """(pack rule id, value): a national identifier with a valid checksum (tests/national_ids.py)."""
+    rule_id = draw(st.sampled_from(sorted(national_ids.GENERATORS)))
+    rng = draw(st.randoms(use_true_random=False))
+    return rule_id, national_ids.GENERATORS[rule_id](rng)
 
 
 @st.composite
@@ -169,6 +193,66 @@ def ipv6s(draw: st.DrawFn) -> str:
     left = draw(st.lists(hextet, min_size=1, max_size=3))
     right = draw(st.lists(hextet, min_size=3 - len(left) if len(left) < 3 else 1, max_size=3))
     return f"{':'.join(left)}::{':'.join(right)}"
+
+
+BIRTH_LABELS = (
+    "born",
+    "born on",
+    "DOB:",
+    "date of birth",
+    "Geburtsdatum:",
+    "geboren am",
+    "née le",
+    "nacido el",
+    "data di nascita:",
+    "data de nascimento:",
+    "geboortedatum",
+    "生年月日\uff1a",  # with a full-width colon, as Japanese text has it
+    "जन्म तिथि:",
+)
+DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y-%m-%d", "%d %B %Y", "%B %d, %Y", "%Y年%m月%d日")
+
+
+@st.composite
+def birth_dates(draw: st.DrawFn) -> str:
+    """A date of birth as people write it: a birth word, then the date."""
+    day = draw(st.dates(min_value=dt.date(1920, 1, 1), max_value=dt.date(2010, 12, 31)))
+    return f"{draw(st.sampled_from(BIRTH_LABELS))} {day.strftime(draw(st.sampled_from(DATE_FORMATS)))}"
+
+
+@st.composite
+def passports(draw: st.DrawFn) -> str:
+    label = draw(
+        st.sampled_from(["passport", "passport number:", "Reisepass-Nr.", "passeport n°", "パスポート番号"])
+    )
+    number = draw(
+        st.one_of(_digits(9), st.tuples(_chars(string.ascii_uppercase, 1), _digits(8)).map("".join))
+    )
+    return f"{label} {number}"
+
+
+STREET_NAMES = ("Garibaldi", "Mayor", "Rossi", "Lindner", "Fontaine", "Oak Tree")
+
+
+@st.composite
+def street_addresses(draw: st.DrawFn) -> str:
+    """A postal address in one of the forms the rule pack knows (street type and house number, postcode)."""
+    n = draw(st.integers(1, 999))
+    name = draw(st.sampled_from(STREET_NAMES)).split()[0]
+    forms = [
+        f"{n} rue {name}",
+        f"{name}straße {n}",
+        f"{name}-Platz {n}",
+        f"{name}laan {n}",
+        f"Via {name} {n}, Milano",
+        f"Calle {name} {n}",
+        f"Rua {name}, {n}",
+        f"Springfield, IL {draw(_digits(5))}",
+        f"London SW1A {draw(st.integers(0, 9))}AA",
+        "東京都千代田区",
+        f"{draw(st.integers(1, 30))}丁目",
+    ]
+    return draw(st.sampled_from(forms))
 
 
 # -- secrets --------------------------------------------------------------------------------------------
@@ -225,7 +309,11 @@ def secrets() -> st.SearchStrategy[tuple[str, str]]:
         st.tuples(st.just("phone"), phones()),
         st.tuples(st.just("payment_card"), card_numbers()),
         st.tuples(st.just("iban"), ibans()),
-        st.tuples(st.just("ipv4"), ipv4s()),
+        ipv4s(),
+        national_id_values(),
+        st.tuples(st.just("date_of_birth"), birth_dates()),
+        st.tuples(st.just("passport"), passports()),
+        st.tuples(st.just("street_address"), street_addresses()),
         st.tuples(st.just("ipv6"), ipv6s()),
         api_keys(),
         st.tuples(st.just("private_key"), private_key_blocks()),

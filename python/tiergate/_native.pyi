@@ -65,7 +65,25 @@ class Rule:
         regex: str | None = None,
         keywords: Sequence[str] | None = None,
         case_insensitive: bool = False,
-        validator: Literal["luhn", "iban"] | None = None,
+        validator: Literal[
+            "luhn",
+            "iban",
+            "us_ssn",
+            "uk_nino",
+            "fr_nir",
+            "de_tax_id",
+            "de_pension_number",
+            "es_dni",
+            "it_fiscal_code",
+            "nl_bsn",
+            "br_cpf",
+            "br_cnpj",
+            "in_aadhaar",
+            "jp_my_number",
+            "ipv4_public",
+            "ipv4_private",
+        ]
+        | None = None,
     ) -> Self: ...
     @property
     def id(self) -> str: ...
@@ -76,7 +94,29 @@ class Rule:
     @property
     def case_insensitive(self) -> bool: ...
     @property
-    def validator(self) -> Literal["luhn", "iban"] | None: ...
+    def validator(
+        self,
+    ) -> (
+        Literal[
+            "luhn",
+            "iban",
+            "us_ssn",
+            "uk_nino",
+            "fr_nir",
+            "de_tax_id",
+            "de_pension_number",
+            "es_dni",
+            "it_fiscal_code",
+            "nl_bsn",
+            "br_cpf",
+            "br_cnpj",
+            "in_aadhaar",
+            "jp_my_number",
+            "ipv4_public",
+            "ipv4_private",
+        ]
+        | None
+    ): ...
 
 @final
 class DefaultRule:

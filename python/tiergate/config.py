@@ -169,7 +169,28 @@ class RuleConfig(_Strict):
     regex: str | None = None
     keywords: list[str] | None = None
     case_insensitive: bool = False
-    validator: Literal["luhn", "iban"] | None = None
+    # The rule engine's validators (rust/core/src/rules/validate.rs): checksums and context checks.
+    validator: (
+        Literal[
+            "luhn",
+            "iban",
+            "us_ssn",
+            "uk_nino",
+            "fr_nir",
+            "de_tax_id",
+            "de_pension_number",
+            "es_dni",
+            "it_fiscal_code",
+            "nl_bsn",
+            "br_cpf",
+            "br_cnpj",
+            "in_aadhaar",
+            "jp_my_number",
+            "ipv4_public",
+            "ipv4_private",
+        ]
+        | None
+    ) = None
     sensitivity: Literal["public", "internal", "restricted"] | None = None
     complexity: Literal["trivial", "moderate", "complex"] | None = None
 

@@ -3,7 +3,10 @@
 A real `tiergate serve` runs on a config with the embedded on-device model and two hosted models that are
 the loopback fake server (OpenAI and Anthropic wire formats); every route lists the hosted models FIRST.
 Hypothesis writes conversations that carry personal data and secrets (tests/personal_data.py: valid Luhn
-and IBAN checksums, real key formats) inside ordinary text, spread over several messages. The config has no
+and IBAN checksums, national IDs of ten countries with valid checksums, dates of birth after a birth word in
+several languages, passport numbers, real key formats) inside ordinary text, spread over several messages.
+Names and street addresses are not among them: the rule pack does not detect them (README, "Names and
+addresses"). The config has no
 rules of its own: the default rule pack alone must keep each of them away from the hosted models.
 
 Each generated conversation goes through Explain, Complete or StreamComplete; a few really run on the local

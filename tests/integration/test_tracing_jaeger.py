@@ -162,9 +162,8 @@ def test_an_http_hedge_shows_the_loser_cancelled(
 async def test_an_in_process_router_request_joins_the_current_span(
     fake_provider: FakeProvider, jaeger: Jaeger, app: Tracer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tiergate.sdk.inprocess import AsyncRouter
-
     from tiergate.config import parse, resolve
+    from tiergate.sdk.inprocess import AsyncRouter
 
     cfg = resolve(parse(config(fake_provider, jaeger)), {"TIERGATE_TEST_KEY": KEY})
     async with AsyncRouter(cfg) as router:

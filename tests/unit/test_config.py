@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tiergate._native import default_rules as default_rule_pack
 from tiergate.config import ConfigError, default_config, load, parse, resolve
 
 ENV = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-ant-test"}
@@ -195,7 +196,7 @@ def rule_ids(config_data: dict[str, Any]) -> list[str]:
 def test_default_rules_come_first_and_are_restricted() -> None:
     config = resolve(parse({**base(), "rules": [{"id": "greeting", "keywords": ["hello"]}]}), ENV)
     ids = [r.id for r in config.rules]
-    assert ids[0] == "email" and ids[-1] == "greeting" and len(ids) == 17
+    assert ids[0] == "email" and ids[-1] == "greeting" and len(ids) == len(default_rule_pack()) + 1
     assert {r.sensitivity for r in config.rules[:-1]} == {"restricted"}
     assert "email" in [r.id for r in default_config({}).rules]
 

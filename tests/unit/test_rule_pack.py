@@ -22,10 +22,29 @@ from tiergate.request import Message, Request, Sensitivity
 PACK_IDS = [
     "email",
     "phone",
+    "phone_labelled",
     "payment_card",
     "iban",
     "ipv4",
+    "ipv4_private",
     "ipv6",
+    "us_ssn",
+    "uk_nino",
+    "fr_nir",
+    "de_tax_id",
+    "de_pension_number",
+    "es_dni",
+    "es_nie",
+    "it_fiscal_code",
+    "nl_bsn",
+    "br_cpf",
+    "br_cnpj",
+    "in_aadhaar",
+    "in_pan",
+    "jp_my_number",
+    "passport",
+    "date_of_birth",
+    "street_address",
     "openai_key",
     "anthropic_key",
     "aws_access_key",
@@ -72,7 +91,10 @@ def test_pack_ids_descriptions_and_rules() -> None:
             "Überweisung: DE89 3704 0044 0532 0130 00",
             [("iban", "DE89 3704 0044 0532 0130 00"), ("phone", "0044 0532 0130 00")],
         ),
-        ("à 192.168.1.254 et 2001:db8::1:2", [("ipv4", "192.168.1.254"), ("ipv6", "2001:db8::1:2")]),
+        ("à 192.168.1.254 et 2001:db8::1:2", [("ipv4_private", "192.168.1.254"), ("ipv6", "2001:db8::1:2")]),
+        ("サーバー147.65.255.182を使って", [("ipv4", "147.65.255.182")]),
+        ("マイナンバーは1234 5678 9018です", [("jp_my_number", "1234 5678 9018")]),
+        ("Geburtsdatum: 14.03.1961 ✓", [("date_of_birth", "Geburtsdatum: 14.03.1961")]),
         ("clé AKIAIOSFODNN7EXAMPLE…", [("aws_access_key", "AKIAIOSFODNN7EXAMPLE")]),
         ("→ -----BEGIN EC PRIVATE KEY-----\nb3Bl…", [("private_key", "-----BEGIN EC PRIVATE KEY-----")]),
     ],
@@ -90,6 +112,8 @@ def test_spans_are_character_offsets_in_non_ascii_text(text: str, expected: list
         "Bind to 127.0.0.1:8080 or 0.0.0.0; std::vector and a::b::c are C++.",
         "Use scikit-learn (sk-learn) and lodash@4.17.21; ping @support at 10:30.",
         "-----BEGIN PUBLIC KEY----- is fine to share, a private key is not.",
+        "Upgrade to version 1.2.3.4 (or v10.0.0.1); netmask 255.255.255.0; ISBN 0-306-40615-2.",
+        "Due 14/03/2024 for order 52998224725; the passport office opens at 9.",
     ],
 )
 def test_ordinary_text_matches_nothing(text: str) -> None:
@@ -165,8 +189,12 @@ def sensitivity(an: Analyzer, text: str) -> tuple[Sensitivity, list[str]]:
         ({}, "4111 1111 1111 1111, AKIAIOSFODNN7EXAMPLE", (RESTRICTED, ["payment_card", "aws_access_key"])),
         ({}, "what is the capital of France?", (Sensitivity.PUBLIC, [])),
         ({"default_rules": False}, "mail ann@example.com", (Sensitivity.PUBLIC, [])),
-        ({"disabled_rules": ["email"]}, "ann@example.com from 10.0.0.1", (RESTRICTED, ["ipv4"])),
-        ({"disabled_rules": ["email", "ipv4"]}, "ann@example.com from 10.0.0.1", (Sensitivity.PUBLIC, [])),
+        ({"disabled_rules": ["email"]}, "ann@example.com from 10.0.0.1", (RESTRICTED, ["ipv4_private"])),
+        (
+            {"disabled_rules": ["email", "ipv4_private"]},
+            "ann@example.com from 10.0.0.1",
+            (Sensitivity.PUBLIC, []),
+        ),
         # A config rule with a pack id replaces the pack rule: here, only company addresses are restricted.
         (
             {"rules": [{"id": "email", "regex": r"\b[\w.]+@corp\.example\b", "sensitivity": "restricted"}]},
@@ -180,9 +208,9 @@ def sensitivity(an: Analyzer, text: str) -> tuple[Sensitivity, list[str]]:
         ),
         # ...or keeps the pattern and lowers the level.
         (
-            {"rules": [{"id": "ipv4", "regex": r"\b10\.\d+\.\d+\.\d+\b", "sensitivity": "internal"}]},
+            {"rules": [{"id": "ipv4_private", "regex": r"\b10\.\d+\.\d+\.\d+\b", "sensitivity": "internal"}]},
             "from 10.0.0.1",
-            (Sensitivity.INTERNAL, ["ipv4"]),
+            (Sensitivity.INTERNAL, ["ipv4_private"]),
         ),
         # Own rules come after the pack's and add to it.
         (
@@ -272,3 +300,18 @@ def test_a_route_can_make_images_restricted() -> None:
     image = Message("user", "x", parts=[ImagePart(data=b"png", mime_type="image/png")])
     assert analyzer().analyze(Request("", [image]), "restricted").sensitivity == RESTRICTED
     assert analyzer().analyze(Request("", [image]), "public").sensitivity == Sensitivity.PUBLIC
+
+
+@pytest.mark.xfail(strict=True, reason="a name alone needs a model; the rule pack has none (README)")
+@pytest.mark.parametrize("text", ["Summarise the chart of Maria Rossi.", "Ask 佐藤花子 about it."])
+def test_names_alone_are_not_caught_yet(text: str) -> None:
+    assert PACK.matched_ids(text)
+
+
+def test_the_issue_example_is_restricted() -> None:
+    # Issue 14's example: its codice fiscale has a wrong check letter (M would be right); the date of birth
+    # and the street address keep it on the device.
+    text = (
+        "Summarise the chart of Maria Rossi, born 14/03/1961, via Garibaldi 12, Milano, CF RSSMRA61C54F205X"
+    )
+    assert PACK.matched_ids(text) == ["date_of_birth", "street_address"]

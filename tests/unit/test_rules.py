@@ -181,7 +181,7 @@ def test_without_validator_the_same_pattern_matches() -> None:
         (lambda: Rule("neither"), r'rule "neither": give exactly one of'),
         (
             lambda: Rule("ssn", regex=r"\d+", validator="ssn"),
-            r"unknown validator \"ssn\"; known validators: luhn, iban",
+            r"unknown validator \"ssn\"; known validators: luhn, iban, us_ssn, uk_nino, ",
         ),
     ],
 )

@@ -3,7 +3,7 @@
 //! Rules are regexes (arbitrary strings, or patterns of the default pack), keyword lists, or either with
 //! a validator and case folding. Compiling may fail; panicking may not. On the text, every match lies
 //! inside it on character boundaries and names an existing rule, `scan` is ordered, keyword matches are
-//! keywords, validated matches pass their checksum, and `matched` (the request path, which takes
+//! keywords, validated matches pass their validator (checksums, context), and `matched` (the request path, which takes
 //! shortcuts) names exactly the rules `scan` found.
 
 #![no_main]
@@ -23,7 +23,8 @@ struct RuleSpec {
     id: String,
     matcher: Matcher,
     case_insensitive: bool,
-    validator: Option<bool>,
+    /// An index into `Validator::ALL` (modulo its length).
+    validator: Option<u8>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -36,25 +37,22 @@ enum Matcher {
 
 impl RuleSpec {
     fn rule(&self) -> Rule {
-        let pattern = match &self.matcher {
-            Matcher::Regex(regex) => Pattern::Regex(regex.clone()),
-            Matcher::Keywords(words) => Pattern::Keywords(words.clone()),
+        let (pattern, pack_validator) = match &self.matcher {
+            Matcher::Regex(regex) => (Pattern::Regex(regex.clone()), None),
+            Matcher::Keywords(words) => (Pattern::Keywords(words.clone()), None),
             Matcher::Pack(index) => {
                 let pack = &DEFAULT_PACK[usize::from(*index) % DEFAULT_PACK.len()];
-                Pattern::Regex(pack.pattern.to_owned())
+                (Pattern::Regex(pack.pattern.to_owned()), pack.validator)
             }
         };
         Rule {
             id: self.id.clone(),
             pattern,
             case_insensitive: self.case_insensitive,
-            validator: self.validator.map(|luhn| {
-                if luhn {
-                    Validator::Luhn
-                } else {
-                    Validator::Iban
-                }
-            }),
+            validator: self
+                .validator
+                .map(|i| Validator::ALL[usize::from(i) % Validator::ALL.len()])
+                .or(pack_validator),
         }
     }
 }
@@ -103,7 +101,12 @@ fuzz_target!(|case: Case| {
         let span = &text[m.start..m.end];
         assert!(is_keyword(rule, span), "{span:?} is no keyword of {rule:?}");
         if let (Pattern::Regex(_), Some(validator)) = (&rule.pattern, rule.validator) {
-            assert!(validator.check(span), "{span:?} fails {validator:?}");
+            assert!(
+                validator.check_in(text, m.start, m.end),
+                "{span:?} fails {validator:?}"
+            );
+            // Context only ever rejects: what passes in context passes alone.
+            assert!(validator.check(span), "{span:?} fails {validator:?} alone");
         }
     }
     let mut from_scan: Vec<usize> = found.iter().map(|m| m.rule).collect();

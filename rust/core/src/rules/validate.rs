@@ -1,5 +1,8 @@
-//! Checks a regex match must also pass to count: checksums that tell a card number or an IBAN from any
-//! other run of digits.
+//! Checks a regex match must also pass to count: checksums that tell a card number, an IBAN or a national
+//! identifier from any other run of digits, and the context that tells an IPv4 address from a version
+//! string or a netmask.
+
+use super::{ipv4, national_ids};
 
 /// A check a regex match must also pass to count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -9,17 +12,78 @@ pub enum Validator {
     /// International bank account numbers: country code, check digits, 11 to 30 alphanumerics (spaces
     /// allowed), ISO 7064 mod-97 checksum.
     Iban,
+    /// US Social Security numbers: area, group and serial as the SSA issues them (no check digit).
+    UsSsn,
+    /// UK National Insurance numbers: the prefixes HMRC issues, six digits, suffix A-D.
+    UkNino,
+    /// French NIR (sécurité sociale): 13 characters and the mod-97 key.
+    FrNir,
+    /// German tax identification number (Steuer-ID): digit distribution and ISO 7064 MOD 11,10 check.
+    DeTaxId,
+    /// German pension insurance number (Rentenversicherungsnummer): date of birth and weighted check.
+    DePensionNumber,
+    /// Spanish DNI and NIE: the check letter (number mod 23).
+    EsDni,
+    /// Italian codice fiscale: the check character.
+    ItFiscalCode,
+    /// Dutch BSN: the 11-test.
+    NlBsn,
+    /// Brazilian CPF: two mod-11 check digits.
+    BrCpf,
+    /// Brazilian CNPJ: two mod-11 check digits.
+    BrCnpj,
+    /// Indian Aadhaar: Verhoeff check digit.
+    InAadhaar,
+    /// Japanese My Number: the weighted mod-11 check digit.
+    JpMyNumber,
+    /// IPv4 addresses outside the private, shared and link-local ranges, and not a version string or a
+    /// netmask by their context.
+    Ipv4Public,
+    /// IPv4 addresses in the private (10/8, 172.16/12, 192.168/16), shared (100.64/10) and link-local
+    /// (169.254/16) ranges, with the same context checks.
+    Ipv4Private,
 }
 
 impl Validator {
     /// Every validator, in the order error messages list them.
-    pub const ALL: [Validator; 2] = [Validator::Luhn, Validator::Iban];
+    pub const ALL: [Validator; 16] = [
+        Validator::Luhn,
+        Validator::Iban,
+        Validator::UsSsn,
+        Validator::UkNino,
+        Validator::FrNir,
+        Validator::DeTaxId,
+        Validator::DePensionNumber,
+        Validator::EsDni,
+        Validator::ItFiscalCode,
+        Validator::NlBsn,
+        Validator::BrCpf,
+        Validator::BrCnpj,
+        Validator::InAadhaar,
+        Validator::JpMyNumber,
+        Validator::Ipv4Public,
+        Validator::Ipv4Private,
+    ];
 
     /// The name config files use.
     pub fn name(self) -> &'static str {
         match self {
             Validator::Luhn => "luhn",
             Validator::Iban => "iban",
+            Validator::UsSsn => "us_ssn",
+            Validator::UkNino => "uk_nino",
+            Validator::FrNir => "fr_nir",
+            Validator::DeTaxId => "de_tax_id",
+            Validator::DePensionNumber => "de_pension_number",
+            Validator::EsDni => "es_dni",
+            Validator::ItFiscalCode => "it_fiscal_code",
+            Validator::NlBsn => "nl_bsn",
+            Validator::BrCpf => "br_cpf",
+            Validator::BrCnpj => "br_cnpj",
+            Validator::InAadhaar => "in_aadhaar",
+            Validator::JpMyNumber => "jp_my_number",
+            Validator::Ipv4Public => "ipv4_public",
+            Validator::Ipv4Private => "ipv4_private",
         }
     }
 
@@ -34,11 +98,43 @@ impl Validator {
             })
     }
 
-    /// Whether `text` (a regex match) passes the check.
+    /// Whether `text` (a regex match, seen without its context) passes the check.
     pub fn check(self, text: &str) -> bool {
+        self.check_in(text, 0, text.len())
+    }
+
+    /// Whether the match `start..end` of `haystack` passes the check. The national-identifier and IPv4
+    /// validators also look at a few characters around the match (so a scan stays linear): a national
+    /// identifier must not be one group of a longer grouped number (`4111 1111 1111` inside a card
+    /// number), an IPv4 address not a version number or a netmask.
+    pub fn check_in(self, haystack: &str, start: usize, end: usize) -> bool {
+        let Some(text) = haystack.get(start..end) else {
+            return false;
+        };
         match self {
-            Validator::Luhn => luhn_ok(text),
+            // 12 digits in fours may be three groups of a longer number (`1234 5678 9012 3456 7890`).
+            Validator::Luhn => {
+                luhn_ok(text)
+                    && (digit_count(text) > 12 || national_ids::standalone(haystack, start, end))
+            }
             Validator::Iban => iban_ok(text),
+            _ if !national_ids::standalone(haystack, start, end) => false,
+            Validator::UsSsn => national_ids::us_ssn(text),
+            Validator::UkNino => national_ids::uk_nino(text),
+            Validator::FrNir => national_ids::fr_nir(text),
+            Validator::DeTaxId => national_ids::de_tax_id(text),
+            Validator::DePensionNumber => national_ids::de_pension_number(text),
+            Validator::EsDni => national_ids::es_dni(text),
+            Validator::ItFiscalCode => national_ids::it_fiscal_code(text),
+            Validator::NlBsn => national_ids::nl_bsn(text),
+            Validator::BrCpf => national_ids::br_cpf(text),
+            Validator::BrCnpj => national_ids::br_cnpj(text),
+            Validator::InAadhaar => national_ids::in_aadhaar(text),
+            Validator::JpMyNumber => national_ids::jp_my_number(text),
+            Validator::Ipv4Public | Validator::Ipv4Private => {
+                let private = self == Validator::Ipv4Private;
+                ipv4::is_address(haystack, start, end) && ipv4::is_private(text) == Some(private)
+            }
         }
     }
 }
@@ -71,6 +167,10 @@ fn luhn_ok(text: &str) -> bool {
         digits += 1;
     }
     (12..=19).contains(&digits) && sum.is_multiple_of(10)
+}
+
+fn digit_count(text: &str) -> usize {
+    text.bytes().filter(u8::is_ascii_digit).count()
 }
 
 /// ISO 13616 IBAN check: two letters, two check digits, 11 to 30 alphanumerics; spaces are ignored and
@@ -148,7 +248,11 @@ mod tests {
         assert_eq!(Validator::from_name("iban"), Ok(Validator::Iban));
         assert_eq!(
             Validator::from_name("ssn").unwrap_err(),
-            r#"unknown validator "ssn"; known validators: luhn, iban"#
+            concat!(
+                r#"unknown validator "ssn"; known validators: luhn, iban, us_ssn, uk_nino, fr_nir, "#,
+                "de_tax_id, de_pension_number, es_dni, it_fiscal_code, nl_bsn, br_cpf, br_cnpj, in_aadhaar, ",
+                "jp_my_number, ipv4_public, ipv4_private"
+            )
         );
     }
 }
