@@ -36,6 +36,7 @@ from tiergate.model_stats import ModelStats
 from tiergate.providers.base import (
     AuthenticationError,
     LocalQueueFull,
+    LocalWorkerDown,
     PermissionDenied,
     Provider,
     ProviderConnectionError,
@@ -55,6 +56,10 @@ MAX_RETRY_AFTER_S = 10.0
 # config) is broken rather than the request. Other non-retryable errors (bad request, content policy) are the
 # request's fault and tell nothing about the model's health.
 _BREAKER_FAILURES = (RetryableError, AuthenticationError, PermissionDenied)
+# ...except a local model whose worker process is restarting: the request never reached the model, and the
+# crash that took the worker down was recorded once already (LocalWorkerCrashed). Counting every request
+# refused meanwhile would hold the breaker open long after the worker is back.
+_NOT_OBSERVED = (LocalWorkerDown,)
 
 
 @dataclass(slots=True)
@@ -473,7 +478,9 @@ class Run:
         if outcome in (Outcome.OK, Outcome.REJECTED):
             # A rejected answer is still a healthy call: the model answered, just not well enough.
             breaker.record(True, latency_ms)
-        elif outcome in (Outcome.TTFT_TIMEOUT, Outcome.PARTIAL) or isinstance(exc, _BREAKER_FAILURES):
+        elif outcome in (Outcome.TTFT_TIMEOUT, Outcome.PARTIAL) or (
+            isinstance(exc, _BREAKER_FAILURES) and not isinstance(exc, _NOT_OBSERVED)
+        ):
             breaker.record(False, latency_ms)
         else:
             # Cancelled, lost a hedge, ran out of the request's time, or the request itself was at fault:

@@ -238,11 +238,15 @@ def test_readyz_says_what_is_degraded_while_the_worker_is_down(fake: FakeProvide
         assert ready.text.startswith("ready\n") and "degraded: local model local: worker" in ready.text
         assert metric(sidecar, "tiergate_local_worker_up") == 0.0
 
-        # Not restricted: served by the hosted model; restricted: refused, never forwarded.
-        response = sidecar.stub.Complete(ask("What is the capital of France?"), timeout=30)
-        assert response.decision.served_by == "hosted"
-        assert response.decision.attempts[0].error.startswith("local_worker_down: ")
-        assert "corrupt or unsupported" in response.decision.attempts[0].error
+        # Not restricted: served by the hosted model; restricted: refused, never forwarded. A worker that is
+        # down is no observation of the model: however many requests it turns away, the breaker stays closed
+        # (it would otherwise hold the model off long after the worker is back).
+        for _ in range(8):
+            response = sidecar.stub.Complete(ask("What is the capital of France?"), timeout=30)
+            assert response.decision.served_by == "hosted"
+            assert response.decision.attempts[0].error.startswith("local_worker_down: ")
+            assert "corrupt or unsupported" in response.decision.attempts[0].error
+        assert local_status(sidecar).breaker == "closed"
         with pytest.raises(grpc.RpcError) as info:
             sidecar.stub.Complete(ask(f"Mail {SECRET_MAIL}"), timeout=30)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
