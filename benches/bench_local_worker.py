@@ -2,10 +2,11 @@
 
     .venv/bin/python benches/bench_local_worker.py [--crashes 10] [--signal SIGSEGV]
 
-Starts `tiergate serve` on the embedded default (the local model only), answers one request, then, `--crashes`
-times: kills the worker process with the signal, and times
+Starts `tiergate serve` with the embedded model alone (its breaker set never to open, so that the figures are
+the restart's own), answers one request, then, `--crashes` times: kills the worker process with the signal,
+and times
 
-    kill -> up       until `Status` says the worker is up again (a new process loaded the model)
+    kill -> up       until `Status` says a new worker is up (one more restart, the model loaded)
     kill -> answer   until a request is answered by the local model again (polling with requests)
 
 Between crashes one request is answered, so each restart takes the supervisor's first back-off step (0.1 s):
@@ -20,10 +21,12 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import grpc
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,13 +35,21 @@ from harness import PYTHON, machine, memory_mb, report_head, run_server, table, 
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
+# The embedded model alone, with a breaker that never opens: a crash is one failure, and this bench crashes
+# the worker ten times in a row, which the default breaker would answer by holding the model off for its
+# open_ms (30 s). The figures are then the restart's own.
+CONFIG = {
+    "models": {"local": {"provider": "llama_cpp", "path": "embedded"}},
+    "routes": {"default": {"chain": ["local"], "retries": 0}},
+    "breaker": {"min_calls": 1_000_000},
+}
 QUESTION = pb.CompleteRequest(
     messages=[pb.Message(role="user", content="What is the capital of France?")], max_output_tokens=8
 )
 
 
-def local_worker_up(stub: pb_grpc.TiergateStub) -> bool:
-    return any(m.worker == "up" for m in stub.Status(pb.StatusRequest(), timeout=10).models)
+def local_worker(stub: pb_grpc.TiergateStub) -> pb.ModelStatus:
+    return next(m for m in stub.Status(pb.StatusRequest(), timeout=10).models if m.name == "local")
 
 
 def answered_locally(stub: pb_grpc.TiergateStub) -> bool:
@@ -66,7 +77,10 @@ def main() -> None:
     parser.add_argument("--signal", default="SIGSEGV", choices=["SIGSEGV", "SIGKILL", "SIGABRT"])
     args = parser.parse_args()
     sig = signal.Signals[args.signal]
+    config = Path(tempfile.mkdtemp(prefix="tiergate-bench-")) / "tiergate.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
     args_serve = [PYTHON, "-m", "tiergate.cli", "serve", "--grpc", "127.0.0.1:0", "--http", "off"]
+    args_serve += ["--config", str(config)]
     env = {**os.environ, "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}  # the embedded default: local only
     up_s: list[float] = []
     answer_s: list[float] = []
@@ -77,17 +91,19 @@ def main() -> None:
             until(lambda: answered_locally(stub))
             (worker,) = worker_pids(sidecar)
             before = (memory_mb(sidecar)[0], memory_mb(worker)[0])
-            for _ in range(args.crashes):
+            for i in range(args.crashes):
                 (worker,) = worker_pids(sidecar)
                 killed = time.monotonic()
                 os.kill(worker, sig)
-                # The crash noticed first: until then the old worker still counts as up.
-                until(lambda w=worker: w not in worker_pids(sidecar) or not local_worker_up(stub))
-                up_s.append(until(lambda: local_worker_up(stub)) - killed)
+                # Up again: a new worker (one more restart) that loaded the model.
+                up_s.append(
+                    until(lambda n=i + 1: (w := local_worker(stub)).worker == "up" and w.worker_restarts == n)
+                    - killed
+                )
                 answer_s.append(until(lambda: answered_locally(stub)) - killed)
             (worker,) = worker_pids(sidecar)
             after = (memory_mb(sidecar)[0], memory_mb(worker)[0])
-            restarts = next(m.worker_restarts for m in stub.Status(pb.StatusRequest(), timeout=10).models)
+            restarts = local_worker(stub).worker_restarts
     med = statistics.median
     lines = [
         *report_head("bench_local_worker: the on-device worker process after a crash", machine()),
