@@ -46,7 +46,7 @@ DEFAULT_HOSTED = {
 CAPABILITY_DEFAULTS: dict[str, frozenset[str]] = {
     "openai": frozenset({"tools", "vision", "json_schema", "json_object", "penalties"}),
     "anthropic": frozenset({"tools", "vision", "json_schema", "json_object"}),
-    "llama_cpp": frozenset({"json_schema"}),
+    "llama_cpp": frozenset({"tools", "json_schema"}),  # tools through a grammar (providers/tool_prompt.py)
 }
 
 

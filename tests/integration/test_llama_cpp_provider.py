@@ -16,6 +16,7 @@ import pytest
 from tests.integration.conftest import LOCAL_CONTEXT_WINDOW, LOCAL_QUEUE_SIZE
 from tiergate import embedded_model
 from tiergate.config import ModelConfig
+from tiergate.content import Tool, ToolChoice, ToolMode
 from tiergate.local import supervisor
 from tiergate.local.supervisor import WorkerStatus
 from tiergate.local.worker.prompt import InstructionFormat
@@ -240,6 +241,56 @@ async def test_json_schema_output_parses_and_validates(local_model: LlamaCppProv
     verdict = json.loads(classified.text)
     assert set(verdict) == {"sentiment"} and verdict["sentiment"] in {"positive", "negative", "neutral"}
     assert classified.finish_reason == "stop"  # the grammar completed, then the model ended
+
+
+WEATHER = Tool(
+    "get_weather",
+    "The current weather in a city",
+    json.dumps({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+)
+
+
+async def test_a_forced_tool_is_called_with_arguments_that_fit_its_schema(
+    local_model: LlamaCppProvider,
+) -> None:
+    request = ask(
+        "What is the weather in Paris?",
+        tools=[WEATHER],
+        tool_choice=ToolChoice(ToolMode.TOOL, "get_weather"),
+        max_output_tokens=64,
+    )
+    completion = await local_model.complete(request)
+    assert completion.finish_reason == "tool_calls" and completion.text == ""
+    (call,) = completion.tool_calls
+    assert call.name == "get_weather" and call.id.startswith("call_")
+    assert isinstance(json.loads(call.arguments)["city"], str)
+
+    chunks = await drain(local_model.stream(request))  # streamed: the call whole, then the end
+    assert [c.tool_calls[0].name for c in chunks if c.tool_calls] == ["get_weather"]
+    assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage is not None
+
+
+async def test_with_tools_the_model_may_answer_in_text(local_model: LlamaCppProvider) -> None:
+    # tool_choice auto: the grammar admits a call or {"answer": ...}; either way the result is well-formed.
+    completion = await local_model.complete(ask("Say hello.", tools=[WEATHER], max_output_tokens=64))
+    if completion.tool_calls:
+        assert completion.finish_reason == "tool_calls" and completion.tool_calls[0].name == "get_weather"
+    else:
+        assert completion.text and completion.finish_reason in ("stop", "length")
+    # tool_choice none: no grammar, an ordinary answer
+    plain = await local_model.complete(
+        ask("What is the capital of France?", tools=[WEATHER], tool_choice=ToolChoice(ToolMode.NONE))
+    )
+    assert "Paris" in plain.text and not plain.tool_calls
+
+
+async def test_stop_sequences_end_the_local_answer(local_model: LlamaCppProvider) -> None:
+    full = await local_model.complete(ask("Count from 1 to 10, separated by commas.", max_output_tokens=40))
+    assert "3" in full.text
+    cut = await local_model.complete(
+        ask("Count from 1 to 10, separated by commas.", max_output_tokens=40, stop=["3"])
+    )
+    assert "3" not in cut.text and full.text.startswith(cut.text.rstrip(", "))
 
 
 async def test_an_unusable_schema_fails_before_queueing(local_model: LlamaCppProvider) -> None:

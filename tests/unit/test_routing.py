@@ -205,7 +205,7 @@ def chat(**kwargs: Any) -> Request:
 @pytest.mark.parametrize(
     ("request_", "kept", "skipped"),
     [
-        (chat(tools=[TOOL]), ["pricey", "cheap", "mid"], {"local": "cannot take tools or tool calls"}),
+        (chat(tools=[TOOL]), CHAIN, {}),  # the on-device model takes tools through a grammar
         (chat(messages=[IMAGE]), ["pricey", "cheap", "mid"], {"local": "cannot take images"}),
         (chat(json_schema='{"type": "object"}'), CHAIN, {}),
         (chat(json_object=True), ["pricey", "cheap", "mid"], {"local": "cannot take a json_object answer"}),
@@ -220,7 +220,7 @@ def chat(**kwargs: Any) -> Request:
         (
             chat(tools=[TOOL], messages=[IMAGE]),
             ["pricey", "cheap", "mid"],
-            {"local": "cannot take tools or tool calls, images"},
+            {"local": "cannot take images"},
         ),
     ],
 )
@@ -237,9 +237,18 @@ def test_a_model_declares_what_it_cannot_take() -> None:
         Planner(config, {}, lambda name: 0).plan(chat(messages=[IMAGE]), analysis())
 
 
+def test_a_restricted_tool_request_stays_on_the_device() -> None:
+    plan = router({"default": {"chain": CHAIN}}).plan(
+        chat(tools=[TOOL]), analysis(sensitivity=Sensitivity.RESTRICTED)
+    )
+    assert [c.name for c in plan.candidates] == ["local"]
+
+
 def test_restricted_tool_request_without_an_on_device_model_that_takes_tools_is_blocked() -> None:
+    models = {**MODELS, "local": {**MODELS["local"], "tools": False}}
+    config = resolve(parse({"models": models, "routes": {"default": {"chain": CHAIN}}}), {})
     with pytest.raises(SensitiveDataBlocked, match="local: cannot take tools"):
-        router({"default": {"chain": CHAIN}}).plan(
+        Planner(config, {}, lambda name: 0).plan(
             chat(tools=[TOOL]), analysis(sensitivity=Sensitivity.RESTRICTED)
         )
 

@@ -7,7 +7,8 @@ speaks first (`load`); the worker answers `ready` or `load_failed`, then serves 
     load   {path, n_ctx, threads}                  ready        {format, n_ctx, system_info}
                                                    load_failed  {message}
     job    {id, messages, max_tokens,              start        {id}                 the job left the queue
-            temperature, json_schema, seed}        text         {id, text}           one piece of the answer
+            temperature, json_schema, seed,        text         {id, text}           one piece of the answer
+            stop, top_p}
                                                    done         {id, input_tokens, output_tokens, finish,
                                                                  ttft_ms, tokens_per_s}
                                                    error        {id, kind, message}  kind: ProviderError.kind

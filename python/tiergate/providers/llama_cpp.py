@@ -3,7 +3,8 @@
 The sidecar never loads llama.cpp itself: a native crash in the model kills only its worker, which the
 supervisor (`local/supervisor.py`) restarts, while the sidecar keeps serving. Requests become `job` frames;
 the worker renders the prompt (the model's own chat template, or a plain instruction format for base models),
-generates, and streams the answer back. JSON-schema requests are grammar-constrained in the worker.
+generates, and streams the answer back. JSON-schema requests are grammar-constrained in the worker, and so
+are requests with tools (`tool_prompt.py`: the tools become the answer's schema, the answer a tool call).
 
 Checked here, at start-up, so that a config mistake fails `serve` at once: the model file exists and is a
 GGUF file. A file that is GGUF but that llama.cpp cannot load (truncated, corrupt, unsupported) does not
@@ -14,17 +15,22 @@ tried again with back-off.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 
 from tiergate import embedded_model
 from tiergate.config import EMBEDDED, ModelConfig
+from tiergate.content import AnswerBuilder, ToolMode, call_deltas
 from tiergate.errors import StartupError
+from tiergate.local.protocol import Frame
 from tiergate.local.supervisor import LocalState, WorkerProcess
 from tiergate.providers.base import MalformedResponse
-from tiergate.request import Chunk, Completion, Request, Usage
+from tiergate.providers.tool_prompt import answer_schema, parse_answer, prompt_messages
+from tiergate.request import Chunk, Completion, Message, Request, Usage
 
 __all__ = ["LlamaCppProvider", "LocalModelError", "LocalState"]
 
@@ -85,38 +91,74 @@ class LlamaCppProvider:
         return self._worker.state()
 
     async def complete(self, request: Request) -> Completion:
-        parts: list[str] = []
+        answer = AnswerBuilder()
         async with aclosing(self.stream(request)) as chunks:
             async for chunk in chunks:
-                parts.append(chunk.text)
+                answer.add(chunk.text, chunk.refusal, chunk.tool_calls)
                 if chunk.usage is not None:
-                    return Completion("".join(parts), chunk.usage, chunk.finish_reason or "stop")
+                    return Completion(
+                        answer.text, chunk.usage, chunk.finish_reason or "stop", answer.tool_calls
+                    )
         raise MalformedResponse("the local stream ended without its final chunk")
 
     async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
         """Yields the answer as it is generated; the last chunk carries usage and finish_reason.
+
+        With tools (and a tool choice other than `none`) the answer is generated under the grammar of
+        `tool_prompt.answer_schema` and yielded once whole: its text, or its tool call.
 
         Raises LocalQueueFull at once when the queue is full, LocalWorkerDown when the worker is not
         serving, LocalWorkerCrashed when it dies meanwhile, BadRequest for an unusable json_schema or
         messages the chat template rejects, RequestTooLarge when the prompt does not fit the context.
         Closing the generator or cancelling its consumer stops the generation at the next token.
         """
-        job = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "max_tokens": request.max_output_tokens or self._config.max_output_tokens,
-            "temperature": request.temperature,
-            "json_schema": request.json_schema or None,
-        }
+        if request.tools and request.tool_choice.mode is not ToolMode.NONE:
+            async for chunk in self._tool_turn(request):
+                yield chunk
+            return
+        job = self._job(request, request.messages, request.json_schema)
         async with aclosing(self._worker.generate(job)) as frames:
             async for frame in frames:
                 if frame["op"] == "text":
                     yield Chunk(text=frame["text"])
                 else:
-                    input_tokens, output_tokens = int(frame["input_tokens"]), int(frame["output_tokens"])
-                    cost = input_tokens * self._price_in + output_tokens * self._price_out
-                    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost)
-                    yield Chunk(usage=usage, finish_reason=str(frame["finish"]))
+                    yield Chunk(usage=self._usage(frame), finish_reason=str(frame["finish"]))
                     return
+
+    async def _tool_turn(self, request: Request) -> AsyncGenerator[Chunk, None]:
+        """One turn of a conversation with tools: a JSON answer under the tools' grammar, read back."""
+        messages = prompt_messages(request.messages, request.tools, request.tool_choice)
+        schema = json.dumps(answer_schema(request.tools, request.tool_choice))
+        parts: list[str] = []
+        async with aclosing(self._worker.generate(self._job(request, messages, schema))) as frames:
+            async for frame in frames:
+                if frame["op"] == "text":
+                    parts.append(frame["text"])
+                    continue
+                text, calls = parse_answer("".join(parts), f"call_{secrets.token_hex(12)}")
+                if text:
+                    yield Chunk(text=text)
+                if calls:
+                    yield Chunk(tool_calls=call_deltas(calls))
+                finish = "tool_calls" if calls else str(frame["finish"])
+                yield Chunk(usage=self._usage(frame), finish_reason=finish)
+                return
+
+    def _job(self, request: Request, messages: list[Message], json_schema: str) -> Frame:
+        return {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": request.max_output_tokens or self._config.max_output_tokens,
+            "temperature": request.temperature,
+            "json_schema": json_schema or None,
+            "stop": request.stop,
+            "top_p": request.top_p,
+            "seed": request.seed,
+        }
+
+    def _usage(self, done: Frame) -> Usage:
+        input_tokens, output_tokens = int(done["input_tokens"]), int(done["output_tokens"])
+        cost = input_tokens * self._price_in + output_tokens * self._price_out
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost)
 
     async def aclose(self) -> None:
         """Stops the worker; queued and running requests fail."""

@@ -8,8 +8,8 @@ the answer). The on-device worker turns the schema into a grammar (`local_sampli
 generates under it, so a restricted request that uses tools can stay on the device; `parse_answer` reads the
 result back. One call per turn: a local model that must choose among several calls at once chooses badly.
 
-Pure functions, no llama.cpp: the worker process (issue 12) calls them; nothing on the request path does yet,
-so the on-device provider still declares no `tools` capability (`config.CAPABILITY_DEFAULTS`).
+Pure functions, no llama.cpp: the on-device provider (`llama_cpp.py`) calls them in the sidecar, and the
+worker process generates under the schema like any `json_schema` request.
 """
 
 from __future__ import annotations

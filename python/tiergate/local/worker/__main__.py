@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import logging
 import os
 import random
@@ -23,7 +24,7 @@ from tiergate.local import protocol
 from tiergate.local.protocol import Frame
 from tiergate.local.worker.engine import Engine, Job
 from tiergate.local.worker.model import LoadedModel, LoadFailed, load, system_info
-from tiergate.local.worker.sampling import Sampling, json_schema_grammar
+from tiergate.local.worker.sampling import TOP_P, Sampling, json_schema_grammar
 from tiergate.providers.base import ProviderError
 from tiergate.request import Message
 
@@ -83,6 +84,9 @@ class Worker:
         try:
             messages = [Message(m["role"], m["content"]) for m in frame["messages"]]
             prompt = self._model.format.render(messages)
+            stops = [str(s) for s in frame.get("stop") or () if s]
+            if stops:
+                prompt = dataclasses.replace(prompt, stops=(*prompt.stops, *stops))
             schema = frame.get("json_schema")
             grammar = self._grammar(schema) if schema else None
         except ProviderError as exc:
@@ -92,11 +96,13 @@ class Worker:
         if temperature is None:
             temperature = 0.0 if grammar is not None else self._model.format.default_temperature
         seed = frame.get("seed")
+        top_p = frame.get("top_p")
         sampling = Sampling(
             temperature=float(temperature),
             repeat_penalty=self._model.format.repeat_penalty,
             seed=int(seed) if seed is not None else self._seeds.getrandbits(32),
             grammar=grammar,
+            top_p=float(top_p) if top_p is not None else TOP_P,
         )
         self._engine.submit(Job(job_id, prompt, sampling, int(frame["max_tokens"])))
 

@@ -41,6 +41,7 @@ class Sampling:
     repeat_penalty: float  # 1.0: off
     seed: int
     grammar: str | None = None  # GBNF
+    top_p: float = TOP_P
 
 
 def json_schema_grammar(schema: str) -> str:
@@ -96,7 +97,7 @@ class TokenSampler:
         if sampling.temperature <= 0.0:
             self._add(llama_cpp.llama_sampler_init_greedy())
         else:
-            self._add(llama_cpp.llama_sampler_init_top_p(TOP_P, 1))
+            self._add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
             self._add(llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
             self._add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
             self._add(llama_cpp.llama_sampler_init_dist(sampling.seed & 0xFFFFFFFF))
