@@ -23,6 +23,9 @@ from tiergate.analysis import Analysis, Analyzer
 from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
+from tiergate.embeddings import dispatch as embedding_dispatch
+from tiergate.embeddings.checks import check_embed_request
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
@@ -237,6 +240,47 @@ class Sidecar:
         finally:
             if parts is not None:
                 report.answer = "".join(parts)
+            self._closed(report, started, ticket)
+
+    async def embed(self, request: EmbedRequest, deadline: float | None = None) -> EmbedAnswer:
+        """Embeds texts over an embedding route (`embeddings/dispatch.py`), under the same limits, budgets,
+        restricted-data rule and reports as a chat request."""
+        started = time.monotonic()
+        as_chat = request.as_request()
+        report = self._opened(as_chat)
+        ticket: Ticket | None = None
+        try:
+            if self._refusing:
+                raise ShuttingDown("the sidecar is shutting down and takes no new requests: retry elsewhere")
+            cap = self.config.limits.max_concurrent_requests
+            if self._everyone.count > cap:
+                raise LimitExceeded(
+                    f"over {cap} requests in flight (limits.max_concurrent_requests): retry shortly",
+                    limit="max_concurrent_requests",
+                )
+            check_embed_request(request, self.config.limits)
+            analysis = self.analyzer.analyze(as_chat)
+            decision = Decision(
+                route="",
+                task=request.task,
+                sensitivity=analysis.sensitivity,
+                matched_rules=analysis.matched_rules,
+            )
+            report.decision = decision
+            plan = embedding_dispatch.plan(self.config, request, analysis, decision)
+            if self.governor.active:
+                ticket = await self.governor.admit(as_chat, plan, decision, analysis.input_tokens)
+            run = embedding_dispatch.EmbedRun(plan, request, decision, self.providers, self.breakers)
+            try:
+                embeddings = await run.execute(deadline)
+            finally:
+                decision.overhead_ms = max(time.monotonic() - started - run.busy_s, 0.0) * 1000
+            report.usage = embeddings.usage
+            return EmbedAnswer(embeddings, decision)
+        except BaseException as exc:
+            report.error = exc
+            raise
+        finally:
             self._closed(report, started, ticket)
 
     # -- around each request: limits, in-flight count, the report ------------------------------------------

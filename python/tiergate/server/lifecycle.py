@@ -29,6 +29,8 @@ from tiergate.reload import ConfigReloader, LiveSidecar
 from tiergate.server.auth import BearerToken, GrpcAuthInterceptor, is_loopback
 from tiergate.server.grpc import TiergateServicer
 from tiergate.server.http import HttpServer, observability_routes
+from tiergate.server.mounted import Mounted
+from tiergate.server.openai_embeddings import OpenAIEmbeddings
 from tiergate.server.openai_facade import OpenAIFacade
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
@@ -127,7 +129,7 @@ async def serve(
         raise
     live = LiveSidecar(sidecar)
     if http is not None:
-        http.mount(OpenAIFacade(live))
+        http.mount(Mounted(OpenAIFacade(live), OpenAIEmbeddings(live)))
     telemetry.watch(lambda: live.current)
     server = _grpc_server(config)
     pb_grpc.add_TiergateServicer_to_server(TiergateServicer(live), server)

@@ -1041,6 +1041,210 @@ func (x *StatusResponse) GetVersion() string {
 	return ""
 }
 
+type EmbedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`                                             // embedding route name; "" means the embedding route named "default"
+	Input         []string               `protobuf:"bytes,2,rep,name=input,proto3" json:"input,omitempty"`                                           // 1 to 2048 non-empty texts
+	Sensitivity   Sensitivity            `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=tiergate.v1.Sensitivity" json:"sensitivity,omitempty"` // UNSPECIFIED: decided by the rules
+	Tenant        string                 `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`                                         // budgets and rate limits are per tenant
+	Metadata      map[string]string      `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Dimensions    uint32                 `protobuf:"varint,6,opt,name=dimensions,proto3" json:"dimensions,omitempty"`                      // 0: the model's own size; else only models that can give that size
+	MaxCostUsd    float64                `protobuf:"fixed64,7,opt,name=max_cost_usd,json=maxCostUsd,proto3" json:"max_cost_usd,omitempty"` // 0: no per-request limit
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedRequest) Reset() {
+	*x = EmbedRequest{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedRequest) ProtoMessage() {}
+
+func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
+func (*EmbedRequest) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EmbedRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *EmbedRequest) GetInput() []string {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetSensitivity() Sensitivity {
+	if x != nil {
+		return x.Sensitivity
+	}
+	return Sensitivity_SENSITIVITY_UNSPECIFIED
+}
+
+func (x *EmbedRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *EmbedRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetDimensions() uint32 {
+	if x != nil {
+		return x.Dimensions
+	}
+	return 0
+}
+
+func (x *EmbedRequest) GetMaxCostUsd() float64 {
+	if x != nil {
+		return x.MaxCostUsd
+	}
+	return 0
+}
+
+type Embedding struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vector        []float32              `protobuf:"fixed32,1,rep,packed,name=vector,proto3" json:"vector,omitempty"` // unit length for the on-device model
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Embedding) Reset() {
+	*x = Embedding{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Embedding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Embedding) ProtoMessage() {}
+
+func (x *Embedding) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
+func (*Embedding) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Embedding) GetVector() []float32 {
+	if x != nil {
+		return x.Vector
+	}
+	return nil
+}
+
+type EmbedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Embeddings    []*Embedding           `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"` // one per input, in order
+	Usage         *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`           // input tokens and cost
+	Decision      *Decision              `protobuf:"bytes,3,opt,name=decision,proto3" json:"decision,omitempty"`
+	Model         string                 `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"` // the upstream model id, or the on-device model's name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedResponse) Reset() {
+	*x = EmbedResponse{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedResponse) ProtoMessage() {}
+
+func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedResponse.ProtoReflect.Descriptor instead.
+func (*EmbedResponse) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EmbedResponse) GetEmbeddings() []*Embedding {
+	if x != nil {
+		return x.Embeddings
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
 var File_tiergate_v1_tiergate_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_tiergate_proto_rawDesc = "" +
@@ -1133,20 +1337,44 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06models\x18\x01 \x03(\v2\x18.tiergate.v1.ModelStatusR\x06models\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\rR\binFlight\x12\x19\n" +
 	"\buptime_s\x18\x03 \x01(\x01R\auptimeS\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion*T\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\"\xd0\x02\n" +
+	"\fEmbedRequest\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x14\n" +
+	"\x05input\x18\x02 \x03(\tR\x05input\x12:\n" +
+	"\vsensitivity\x18\x03 \x01(\x0e2\x18.tiergate.v1.SensitivityR\vsensitivity\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12C\n" +
+	"\bmetadata\x18\x05 \x03(\v2'.tiergate.v1.EmbedRequest.MetadataEntryR\bmetadata\x12\x1e\n" +
+	"\n" +
+	"dimensions\x18\x06 \x01(\rR\n" +
+	"dimensions\x12 \n" +
+	"\fmax_cost_usd\x18\a \x01(\x01R\n" +
+	"maxCostUsd\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\tEmbedding\x12\x16\n" +
+	"\x06vector\x18\x01 \x03(\x02R\x06vector\"\xba\x01\n" +
+	"\rEmbedResponse\x126\n" +
+	"\n" +
+	"embeddings\x18\x01 \x03(\v2\x16.tiergate.v1.EmbeddingR\n" +
+	"embeddings\x12(\n" +
+	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
+	"\bdecision\x18\x03 \x01(\v2\x15.tiergate.v1.DecisionR\bdecision\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model*T\n" +
 	"\vSensitivity\x12\x1b\n" +
 	"\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06PUBLIC\x10\x01\x12\f\n" +
 	"\bINTERNAL\x10\x02\x12\x0e\n" +
 	"\n" +
-	"RESTRICTED\x10\x032\xf6\x02\n" +
+	"RESTRICTED\x10\x032\xb6\x03\n" +
 	"\bTiergate\x12G\n" +
 	"\bComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n" +
 	"\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n" +
 	"\aExplain\x12\x1c.tiergate.v1.CompleteRequest\x1a\x15.tiergate.v1.Decision\x12P\n" +
 	"\vCountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12A\n" +
-	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
+	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12>\n" +
+	"\x05Embed\x12\x19.tiergate.v1.EmbedRequest\x1a\x1a.tiergate.v1.EmbedResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
 
 var (
 	file_tiergate_v1_tiergate_proto_rawDescOnce sync.Once
@@ -1161,7 +1389,7 @@ func file_tiergate_v1_tiergate_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_tiergate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(Sensitivity)(0),            // 0: tiergate.v1.Sensitivity
 	(*Message)(nil),             // 1: tiergate.v1.Message
@@ -1177,12 +1405,16 @@ var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(*StatusRequest)(nil),       // 11: tiergate.v1.StatusRequest
 	(*ModelStatus)(nil),         // 12: tiergate.v1.ModelStatus
 	(*StatusResponse)(nil),      // 13: tiergate.v1.StatusResponse
-	nil,                         // 14: tiergate.v1.CompleteRequest.MetadataEntry
+	(*EmbedRequest)(nil),        // 14: tiergate.v1.EmbedRequest
+	(*Embedding)(nil),           // 15: tiergate.v1.Embedding
+	(*EmbedResponse)(nil),       // 16: tiergate.v1.EmbedResponse
+	nil,                         // 17: tiergate.v1.CompleteRequest.MetadataEntry
+	nil,                         // 18: tiergate.v1.EmbedRequest.MetadataEntry
 }
 var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	1,  // 0: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
 	0,  // 1: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
-	14, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
+	17, // 2: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
 	0,  // 3: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
 	4,  // 4: tiergate.v1.Decision.attempts:type_name -> tiergate.v1.Attempt
 	5,  // 5: tiergate.v1.Decision.skipped:type_name -> tiergate.v1.Skipped
@@ -1191,21 +1423,28 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	3,  // 8: tiergate.v1.CompleteChunk.usage:type_name -> tiergate.v1.Usage
 	6,  // 9: tiergate.v1.CompleteChunk.decision:type_name -> tiergate.v1.Decision
 	12, // 10: tiergate.v1.StatusResponse.models:type_name -> tiergate.v1.ModelStatus
-	2,  // 11: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
-	2,  // 12: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
-	2,  // 13: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
-	9,  // 14: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
-	11, // 15: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
-	7,  // 16: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
-	8,  // 17: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
-	6,  // 18: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
-	10, // 19: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
-	13, // 20: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 11: tiergate.v1.EmbedRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
+	18, // 12: tiergate.v1.EmbedRequest.metadata:type_name -> tiergate.v1.EmbedRequest.MetadataEntry
+	15, // 13: tiergate.v1.EmbedResponse.embeddings:type_name -> tiergate.v1.Embedding
+	3,  // 14: tiergate.v1.EmbedResponse.usage:type_name -> tiergate.v1.Usage
+	6,  // 15: tiergate.v1.EmbedResponse.decision:type_name -> tiergate.v1.Decision
+	2,  // 16: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
+	2,  // 17: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
+	2,  // 18: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
+	9,  // 19: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
+	11, // 20: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
+	14, // 21: tiergate.v1.Tiergate.Embed:input_type -> tiergate.v1.EmbedRequest
+	7,  // 22: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
+	8,  // 23: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
+	6,  // 24: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
+	10, // 25: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
+	13, // 26: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
+	16, // 27: tiergate.v1.Tiergate.Embed:output_type -> tiergate.v1.EmbedResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_tiergate_proto_init() }
@@ -1220,7 +1459,7 @@ func file_tiergate_v1_tiergate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_tiergate_proto_rawDesc), len(file_tiergate_v1_tiergate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

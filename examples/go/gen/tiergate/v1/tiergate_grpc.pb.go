@@ -26,6 +26,7 @@ const (
 	Tiergate_Explain_FullMethodName        = "/tiergate.v1.Tiergate/Explain"
 	Tiergate_CountTokens_FullMethodName    = "/tiergate.v1.Tiergate/CountTokens"
 	Tiergate_Status_FullMethodName         = "/tiergate.v1.Tiergate/Status"
+	Tiergate_Embed_FullMethodName          = "/tiergate.v1.Tiergate/Embed"
 )
 
 // TiergateClient is the client API for Tiergate service.
@@ -44,6 +45,8 @@ type TiergateClient interface {
 	CountTokens(ctx context.Context, in *CountTokensRequest, opts ...grpc.CallOption) (*CountTokensResponse, error)
 	// Live per-model state: circuit breaker, measured TTFT and tokens/s, on-device queue.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Embeds texts over an embedding route; restricted text is embedded on the device only.
+	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
 }
 
 type tiergateClient struct {
@@ -113,6 +116,16 @@ func (c *tiergateClient) Status(ctx context.Context, in *StatusRequest, opts ...
 	return out, nil
 }
 
+func (c *tiergateClient) Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EmbedResponse)
+	err := c.cc.Invoke(ctx, Tiergate_Embed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TiergateServer is the server API for Tiergate service.
 // All implementations must embed UnimplementedTiergateServer
 // for forward compatibility.
@@ -129,6 +142,8 @@ type TiergateServer interface {
 	CountTokens(context.Context, *CountTokensRequest) (*CountTokensResponse, error)
 	// Live per-model state: circuit breaker, measured TTFT and tokens/s, on-device queue.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Embeds texts over an embedding route; restricted text is embedded on the device only.
+	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
 	mustEmbedUnimplementedTiergateServer()
 }
 
@@ -153,6 +168,9 @@ func (UnimplementedTiergateServer) CountTokens(context.Context, *CountTokensRequ
 }
 func (UnimplementedTiergateServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedTiergateServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Embed not implemented")
 }
 func (UnimplementedTiergateServer) mustEmbedUnimplementedTiergateServer() {}
 func (UnimplementedTiergateServer) testEmbeddedByValue()                  {}
@@ -258,6 +276,24 @@ func _Tiergate_Status_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tiergate_Embed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EmbedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TiergateServer).Embed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tiergate_Embed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TiergateServer).Embed(ctx, req.(*EmbedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tiergate_ServiceDesc is the grpc.ServiceDesc for Tiergate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -280,6 +316,10 @@ var Tiergate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Tiergate_Status_Handler,
+		},
+		{
+			MethodName: "Embed",
+			Handler:    _Tiergate_Embed_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
