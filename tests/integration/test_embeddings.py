@@ -4,18 +4,23 @@ on-device one is the embedded all-MiniLM-L6-v2 in its worker process. Restricted
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import openai
 import pytest
+import yaml
 
 from tests.fakes.provider_server import FakeProvider
-from tests.fakes.provider_wire import fake_vector
+from tests.fakes.provider_wire import FAKE_EMBEDDING_DIMENSIONS, fake_vector
 from tests.integration.sidecar_process import SidecarProcess, run_sidecar
+from tests.readme_blocks import block
 from tiergate.v1 import tiergate_pb2 as pb
 
 CARD = "my card is 4111 1111 1111 1111"  # the default rule pack's payment card: restricted
@@ -197,4 +202,21 @@ def test_the_embed_rpc(sidecar: SidecarProcess, fake: FakeProvider) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         sidecar.stub.Embed(pb.EmbedRequest(task="default", input=[]), timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not forwarded(fake, "4111")
+
+
+def test_the_readme_examples(fake: FakeProvider, tmp_path: Path) -> None:
+    config = yaml.safe_load(block("embeddings-config"))
+    for model in config["models"].values():
+        if model["provider"] == "openai":
+            model["base_url"] = fake.url_openai
+    config["models"]["hosted-embed"]["dimensions"] = FAKE_EMBEDDING_DIMENSIONS
+    with run_sidecar(config, tmp_path, env={"OPENAI_API_KEY": "k"}) as proc:
+        code = block("embeddings-sdk").replace("127.0.0.1:8080", proc.http_address)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md#embeddings-sdk", "exec"), {})
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("2 384 ")
+    assert '"served_by":"local-embed"' in second
     assert not forwarded(fake, "4111")
