@@ -21,6 +21,8 @@ from tiergate import wire
 from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_errors import error_from_rpc
 from tiergate.client_sync import SyncAPI, blocking
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
+from tiergate.embeddings.wire import embed_request_to_proto, embed_response_from_proto
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
@@ -128,6 +130,10 @@ class AsyncClient(AsyncAPI):
     async def _status(self, timeout: float | None) -> SidecarStatus:
         reply = await self._unary(self._rpc().Status, pb.StatusRequest(), timeout)
         return wire.status_from_proto(reply)
+
+    async def _embed(self, request: EmbedRequest, timeout: float | None) -> EmbedAnswer:
+        reply = await self._unary(self._rpc().Embed, embed_request_to_proto(request), timeout)
+        return embed_response_from_proto(reply)
 
     async def health(self, *, timeout: float | None = None) -> str:
         """The sidecar's gRPC health status: "SERVING" once it is ready, "NOT_SERVING" while it drains."""

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
 from tiergate.errors import InvalidRequest
 from tiergate.request import Chunk, Decision, Message, Request, Response, Sensitivity, SidecarStatus
 
@@ -206,6 +207,31 @@ class AsyncAPI(abc.ABC):
         )
         return await self._explain(request, self._timeout(timeout))
 
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        task: str = "",
+        sensitivity: SensitivityLike = None,
+        tenant: str = "",
+        metadata: Mapping[str, str] | None = None,
+        dimensions: int = 0,
+        max_cost_usd: float = 0.0,
+        timeout: float | None = None,
+    ) -> EmbedAnswer:
+        """Embeds a text (or several) over the embedding route `task`; restricted text only on the device.
+        `answer.vectors` are the vectors in input order, `answer.decision` says who embedded them."""
+        request = EmbedRequest(
+            task=task,
+            inputs=[inputs] if isinstance(inputs, str) else list(inputs),
+            sensitivity=_sensitivity(sensitivity),
+            tenant=tenant,
+            metadata=dict(metadata or {}),
+            dimensions=dimensions,
+            max_cost_usd=max_cost_usd,
+        )
+        return await self._embed(request, self._timeout(timeout))
+
     async def count_tokens(
         self, text: str, encoding: str = "", model: str = "", *, timeout: float | None = None
     ) -> TokenCount:
@@ -253,3 +279,6 @@ class AsyncAPI(abc.ABC):
 
     @abc.abstractmethod
     async def _status(self, timeout: float | None) -> SidecarStatus: ...
+
+    @abc.abstractmethod
+    async def _embed(self, request: EmbedRequest, timeout: float | None) -> EmbedAnswer: ...

@@ -21,6 +21,7 @@ from tiergate import config as config_mod
 from tiergate.client_api import AsyncAPI, TokenCount
 from tiergate.client_sync import SyncAPI
 from tiergate.config import Config
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
@@ -112,6 +113,9 @@ class AsyncRouter(AsyncAPI):
 
     async def _status(self, timeout: float | None) -> SidecarStatus:
         return (await self._ready()).status()
+
+    async def _embed(self, request: EmbedRequest, timeout: float | None) -> EmbedAnswer:
+        return await (await self._ready()).embed(request, _deadline(timeout))
 
 
 class Router(SyncAPI[AsyncRouter]):

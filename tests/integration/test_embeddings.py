@@ -17,10 +17,14 @@ import openai
 import pytest
 import yaml
 
+import tiergate
+import tiergate.errors
 from tests.fakes.provider_server import FakeProvider
 from tests.fakes.provider_wire import FAKE_EMBEDDING_DIMENSIONS, fake_vector
 from tests.integration.sidecar_process import SidecarProcess, run_sidecar
 from tests.readme_blocks import block
+from tiergate.config import parse, resolve
+from tiergate.request import Sensitivity
 from tiergate.v1 import tiergate_pb2 as pb
 
 CARD = "my card is 4111 1111 1111 1111"  # the default rule pack's payment card: restricted
@@ -220,3 +224,34 @@ def test_the_readme_examples(fake: FakeProvider, tmp_path: Path) -> None:
     assert first.startswith("2 384 ")
     assert '"served_by":"local-embed"' in second
     assert not forwarded(fake, "4111")
+
+
+def test_the_python_client_embeds_over_grpc(sidecar: SidecarProcess, fake: FakeProvider) -> None:
+    with tiergate.Client(sidecar.address) as client:
+        answer = client.embed(["a", "b"], task="hosted-only")
+        assert answer.vectors[1] == pytest.approx(fake_vector("b"), abs=1e-6)
+        assert answer.decision.served_by == "hosted-embed"
+        with pytest.raises(tiergate.errors.SensitiveDataBlocked):
+            client.embed(CARD, task="hosted-only")
+    assert not forwarded(fake, "4111")
+
+
+async def test_the_in_process_router_embeds_on_the_device() -> None:
+    config = resolve(
+        parse(
+            {
+                "models": {
+                    "chat": {"provider": "openai", "model": "m", "api_key": "k"},
+                    "local-embed": {"provider": "onnx", "path": "embedded", "threads": 1},
+                },
+                "routes": {"default": {"chain": ["chat"]}},
+                "embedding_routes": {"default": {"chain": ["local-embed"]}},
+            }
+        ),
+        {},
+    )
+    async with tiergate.AsyncRouter(config) as router:
+        answer = await router.embed([CARD, "hello"])
+    assert answer.decision.served_by == "local-embed"
+    assert answer.decision.sensitivity == Sensitivity.RESTRICTED
+    assert [len(v) for v in answer.vectors] == [384, 384]

@@ -60,8 +60,14 @@ class Embeddings:
 
 @dataclass(slots=True)
 class EmbedAnswer:
+    """What the application gets for an embedding request: the vectors, and the Decision behind them."""
+
     embeddings: Embeddings
     decision: Decision
+
+    @property
+    def vectors(self) -> list[list[float]]:
+        return [self.embeddings.floats(i) for i in range(len(self.embeddings.vectors))]
 
 
 @runtime_checkable
