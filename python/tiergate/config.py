@@ -230,6 +230,15 @@ class LimitsConfig(_Strict):
     max_output_tokens: int = Field(32_768, ge=1)
 
 
+class CacheConfig(_Strict):
+    """The response cache (README: "Response cache"); present = on for every chat route."""
+
+    ttl_s: float = Field(300.0, gt=0)
+    max_entries: int = Field(10_000, ge=1)  # in this process's memory, least recently used out first
+    max_entry_bytes: int = Field(256 * 1024, ge=1)  # larger answers are not cached
+    store: Literal["memory", "redis"] = "memory"  # redis: the `state` URL, shared by the fleet
+
+
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
     models: dict[str, ModelConfig] = Field(min_length=1)
@@ -248,6 +257,13 @@ class Config(_Strict):
     state_failure: Literal["open", "closed"] = "open"  # Redis unreachable: serve without limits, or refuse
     state_timeout_ms: PositiveMs = 250  # per Redis operation, connecting included
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    cache: CacheConfig | None = None  # the response cache; absent: off
+
+    @model_validator(mode="after")
+    def _cache_store(self) -> Config:
+        if self.cache is not None and self.cache.store == "redis" and self.state is None:
+            raise ValueError("cache.store: redis needs `state` (a redis:// URL)")
+        return self
 
     @field_validator("state")
     @classmethod

@@ -100,6 +100,8 @@ class Decision:
     reason: str = ""
     overhead_ms: float = 0.0
     cost_usd: float = 0.0
+    cache: str = ""  # the response cache: "hit", "miss", or "" (off, or the request opted out)
+    cost_saved_usd: float = 0.0  # a hit: what the cached answer cost when it was made
 
 
 @dataclass(slots=True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.analysis import Analysis, Analyzer
+from tiergate.cache.response_cache import Lookup, ResponseCache, replay_pieces
+from tiergate.cache.store import CachedAnswer
 from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
@@ -31,7 +33,17 @@ from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import Provider, ProviderError
 from tiergate.providers.factory import build_provider
-from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request, SidecarStatus
+from tiergate.request import (
+    Attempt,
+    Chunk,
+    Completion,
+    Decision,
+    ModelState,
+    Outcome,
+    Request,
+    SidecarStatus,
+    Usage,
+)
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
@@ -92,6 +104,17 @@ class Sidecar:
         # Since the first config started: a reload keeps it.
         self._started: float = previous._started if previous is not None else time.monotonic()
         self._refusing = False
+        # The response cache: a reload with the same `cache:` and `state` keeps the entries.
+        self.cache: ResponseCache | None = None
+        if config.cache is not None:
+            same = previous is not None and (previous.config.cache, previous.config.state) == (
+                config.cache,
+                config.state,
+            )
+            if same and previous is not None and previous.cache is not None:
+                self.cache, previous.cache = previous.cache, None
+            else:
+                self.cache = ResponseCache(config.cache, config.state, config.state_timeout_ms / 1000)
 
     @classmethod
     async def start(
@@ -129,6 +152,8 @@ class Sidecar:
             if id(provider) not in kept:
                 await provider.aclose()
         await self.governor.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
 
     def refuse_new(self) -> None:
         """From now on new requests fail with ShuttingDown; those in progress go on (a graceful stop)."""
@@ -193,10 +218,17 @@ class Sidecar:
         ticket: Ticket | None = None
         try:
             run, ticket = await self._ready(request, deadline, report)
+            lookup = await self._cache_lookup(run)
+            if lookup is not None and lookup.answer is not None:
+                completion = _from_cache(run.decision, lookup.answer, started)
+                report.usage = completion.usage
+                return Answer(completion, run.decision)
             try:
                 completion = await run.complete()
             finally:
                 _finish(run, started)
+            if lookup is not None:
+                await self._cache_keep(lookup, completion, run.decision)
             report.usage = completion.usage
             if self.telemetry.log_content:
                 report.answer = completion.text
@@ -218,14 +250,31 @@ class Sidecar:
         parts: list[str] | None = [] if self.telemetry.log_content else None
         try:
             run, ticket = await self._ready(request, deadline, report)
+            lookup = await self._cache_lookup(run)
+            if lookup is not None and lookup.answer is not None:
+                cached = _from_cache(run.decision, lookup.answer, started)
+                for piece in replay_pieces(cached.text):
+                    yield Chunk(text=piece), None
+                finished = True
+                report.usage = cached.usage
+                if parts is not None:
+                    parts.append(cached.text)
+                yield Chunk(usage=cached.usage, finish_reason=cached.finish_reason), run.decision
+                return
+            text: list[str] | None = [] if lookup is not None else None
             try:
                 async for chunk in run.stream():
                     if parts is not None:
                         parts.append(chunk.text)
+                    if text is not None:
+                        text.append(chunk.text)
                     if chunk.usage is not None:
                         _finish(run, started)
                         finished = True
                         report.usage = chunk.usage
+                        if lookup is not None and text is not None:
+                            whole = Completion("".join(text), chunk.usage, chunk.finish_reason or "stop")
+                            await self._cache_keep(lookup, whole, run.decision)
                         yield chunk, run.decision
                         return
                     yield chunk, None
@@ -282,6 +331,32 @@ class Sidecar:
             raise
         finally:
             self._closed(report, started, ticket)
+
+    # -- the response cache --------------------------------------------------------------------------------
+
+    async def _cache_lookup(self, run: Run) -> Lookup | None:
+        """The cache's answer for a planned request (None: no cache, or the request opted out)."""
+        if self.cache is None:
+            return None
+        lookup = await self.cache.lookup(run.plan.route_name, run.request, run.decision.sensitivity)
+        if not lookup.key:
+            return None
+        run.decision.cache = "hit" if lookup.answer is not None else "miss"
+        return lookup
+
+    async def _cache_keep(self, lookup: Lookup, completion: Completion, decision: Decision) -> None:
+        if self.cache is None:  # a reload handed the cache to the next config meanwhile
+            return
+        usage = completion.usage
+        answer = CachedAnswer(
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=decision.cost_usd,
+            served_by=decision.served_by,
+        )
+        await self.cache.keep(lookup, answer)
 
     # -- around each request: limits, in-flight count, the report ------------------------------------------
 
@@ -435,6 +510,16 @@ class _InFlight:
         self.count -= 1
         if not self.count:
             self.idle.set()
+
+
+def _from_cache(decision: Decision, answer: CachedAnswer, started: float) -> Completion:
+    """A cached answer as this request's: nothing was paid for it, and the Decision says so."""
+    decision.served_by = answer.served_by
+    decision.cost_saved_usd = answer.cost_usd
+    decision.reason = f"{decision.reason}; response cache hit" if decision.reason else "response cache hit"
+    decision.overhead_ms = (time.monotonic() - started) * 1000
+    usage = Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
+    return Completion(answer.text, usage, answer.finish_reason)
 
 
 def _finish(run: Run, started: float) -> None:

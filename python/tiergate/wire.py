@@ -112,6 +112,8 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         complexity_by=d.complexity_by,
         skipped=[pb.Skipped(model=s.model, reason=s.reason) for s in d.skipped],
         cost_usd=d.cost_usd,
+        cache=d.cache,
+        cost_saved_usd=d.cost_saved_usd,
     )
 
 
@@ -142,6 +144,8 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
         reason=msg.reason,
         overhead_ms=msg.overhead_ms,
         cost_usd=msg.cost_usd,
+        cache=msg.cache,
+        cost_saved_usd=msg.cost_saved_usd,
     )
 
 

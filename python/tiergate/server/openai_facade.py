@@ -91,6 +91,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         ],
         "cost_usd": decision.cost_usd,
         "overhead_ms": round(decision.overhead_ms, 3),
+        "cache": decision.cache,
+        "cost_saved_usd": decision.cost_saved_usd,
         "reason": decision.reason,
     }
 

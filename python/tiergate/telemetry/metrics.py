@@ -215,6 +215,12 @@ class Metrics:
             ("operation", "action"),
         )
         self.reloads = Series("tiergate_config_reloads", "Config reloads by result", ("result",))
+        self.cache = Series(
+            "tiergate_cache_lookups", "Response cache lookups by route and result", ("route", "result")
+        )
+        self.cache_saved = Series(
+            "tiergate_cache_saved_usd", "What the answers served from the response cache had cost", ("route",)
+        )
         self.registry.register(
             _Families(
                 [
@@ -230,6 +236,8 @@ class Metrics:
                     self.limit_rejections,
                     self.state_failures,
                     self.reloads,
+                    self.cache,
+                    self.cache_saved,
                 ]
             )
         )
@@ -269,6 +277,10 @@ class Metrics:
         if decision is None:
             return
         self.overhead.observe((route,), decision.overhead_ms / 1000)
+        if decision.cache:
+            self.cache.inc((route, decision.cache))
+            if decision.cost_saved_usd:
+                self.cache_saved.inc((route,), decision.cost_saved_usd)
         attempts = decision.attempts
         last = len(attempts) - 1
         for i, attempt in enumerate(attempts):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atiergate/v1/tiergate.proto\x12\x0btiergate.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe5\x02\n\x0f\x43ompleteRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.tiergate.v1.Message\x12-\n\x0bsensitivity\x18\x03 \x01(\x0e\x32\x18.tiergate.v1.Sensitivity\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\r\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12<\n\x08metadata\x18\x07 \x03(\x0b\x32*.tiergate.v1.CompleteRequest.MetadataEntry\x12\x13\n\x0bjson_schema\x18\x08 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\t \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"F\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"m\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x03 \x01(\x01\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06hedged\x18\x06 \x01(\x08\"(\n\x07Skipped\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xb1\x02\n\x08\x44\x65\x63ision\x12\r\n\x05route\x18\x01 \x01(\t\x12\x11\n\tserved_by\x18\x02 \x01(\t\x12-\n\x0bsensitivity\x18\x03 \x01(\x0e\x32\x18.tiergate.v1.Sensitivity\x12\x15\n\rmatched_rules\x18\x04 \x03(\t\x12&\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x14.tiergate.v1.Attempt\x12\x13\n\x0boverhead_ms\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x12\n\ncomplexity\x18\t \x01(\t\x12%\n\x07skipped\x18\n \x03(\x0b\x32\x14.tiergate.v1.Skipped\x12\x10\n\x08\x63ost_usd\x18\x0b \x01(\x01\x12\x15\n\rcomplexity_by\x18\x0c \x01(\t\"\x83\x01\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tiergate.v1.Usage\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x15.tiergate.v1.Decision\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\"\x80\x01\n\rCompleteChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tiergate.v1.Usage\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x15.tiergate.v1.Decision\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\"C\n\x12\x43ountTokensRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"7\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\xd7\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x11\n\ton_device\x18\x03 \x01(\x08\x12\x0f\n\x07\x62reaker\x18\x04 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x05 \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\x06 \x01(\x01\x12\x0f\n\x07samples\x18\x07 \x01(\x04\x12\r\n\x05queue\x18\x08 \x01(\r\x12\x0e\n\x06worker\x18\t \x01(\t\x12\x17\n\x0fworker_restarts\x18\n \x01(\r\x12\x14\n\x0cworker_error\x18\x0b \x01(\t\"p\n\x0eStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tiergate.v1.ModelStatus\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x80\x02\n\x0c\x45mbedRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12-\n\x0bsensitivity\x18\x03 \x01(\x0e\x32\x18.tiergate.v1.Sensitivity\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32\'.tiergate.v1.EmbedRequest.MetadataEntry\x12\x12\n\ndimensions\x18\x06 \x01(\r\x12\x14\n\x0cmax_cost_usd\x18\x07 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\x96\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.tiergate.v1.Embedding\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tiergate.v1.Usage\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x15.tiergate.v1.Decision\x12\r\n\x05model\x18\x04 \x01(\t*T\n\x0bSensitivity\x12\x1b\n\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n\n\x06PUBLIC\x10\x01\x12\x0c\n\x08INTERNAL\x10\x02\x12\x0e\n\nRESTRICTED\x10\x03\x32\xb6\x03\n\x08Tiergate\x12G\n\x08\x43omplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n\x07\x45xplain\x12\x1c.tiergate.v1.CompleteRequest\x1a\x15.tiergate.v1.Decision\x12P\n\x0b\x43ountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12\x41\n\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12>\n\x05\x45mbed\x12\x19.tiergate.v1.EmbedRequest\x1a\x1a.tiergate.v1.EmbedResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atiergate/v1/tiergate.proto\x12\x0btiergate.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe5\x02\n\x0f\x43ompleteRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12&\n\x08messages\x18\x02 \x03(\x0b\x32\x14.tiergate.v1.Message\x12-\n\x0bsensitivity\x18\x03 \x01(\x0e\x32\x18.tiergate.v1.Sensitivity\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\r\x12\x18\n\x0btemperature\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12<\n\x08metadata\x18\x07 \x03(\x0b\x32*.tiergate.v1.CompleteRequest.MetadataEntry\x12\x13\n\x0bjson_schema\x18\x08 \x01(\t\x12\x14\n\x0cmax_cost_usd\x18\t \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"F\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"m\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x03 \x01(\x01\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06hedged\x18\x06 \x01(\x08\"(\n\x07Skipped\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xd8\x02\n\x08\x44\x65\x63ision\x12\r\n\x05route\x18\x01 \x01(\t\x12\x11\n\tserved_by\x18\x02 \x01(\t\x12-\n\x0bsensitivity\x18\x03 \x01(\x0e\x32\x18.tiergate.v1.Sensitivity\x12\x15\n\rmatched_rules\x18\x04 \x03(\t\x12&\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x14.tiergate.v1.Attempt\x12\x13\n\x0boverhead_ms\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0c\n\x04task\x18\x08 \x01(\t\x12\x12\n\ncomplexity\x18\t \x01(\t\x12%\n\x07skipped\x18\n \x03(\x0b\x32\x14.tiergate.v1.Skipped\x12\x10\n\x08\x63ost_usd\x18\x0b \x01(\x01\x12\x15\n\rcomplexity_by\x18\x0c \x01(\t\x12\r\n\x05\x63\x61\x63he\x18\r \x01(\t\x12\x16\n\x0e\x63ost_saved_usd\x18\x0e \x01(\x01\"\x83\x01\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tiergate.v1.Usage\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x15.tiergate.v1.Decision\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\"\x80\x01\n\rCompleteChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tiergate.v1.Usage\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x15.tiergate.v1.Decision\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\"C\n\x12\x43ountTokensRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"7\n\x13\x43ountTokensResponse\x12\x0e\n\x06tokens\x18\x01 \x01(\r\x12\x10\n\x08\x65ncoding\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\xd7\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x11\n\ton_device\x18\x03 \x01(\x08\x12\x0f\n\x07\x62reaker\x18\x04 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x05 \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\x06 \x01(\x01\x12\x0f\n\x07samples\x18\x07 \x01(\x04\x12\r\n\x05queue\x18\x08 \x01(\r\x12\x0e\n\x06worker\x18\t \x01(\t\x12\x17\n\x0fworker_restarts\x18\n \x01(\r\x12\x14\n\x0cworker_error\x18\x0b \x01(\t\"p\n\x0eStatusResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tiergate.v1.ModelStatus\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x80\x02\n\x0c\x45mbedRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12-\n\x0bsensitivity\x18\x03 \x01(\x0e\x32\x18.tiergate.v1.Sensitivity\x12\x0e\n\x06tenant\x18\x04 \x01(\t\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32\'.tiergate.v1.EmbedRequest.MetadataEntry\x12\x12\n\ndimensions\x18\x06 \x01(\r\x12\x14\n\x0cmax_cost_usd\x18\x07 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\x96\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.tiergate.v1.Embedding\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.tiergate.v1.Usage\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x15.tiergate.v1.Decision\x12\r\n\x05model\x18\x04 \x01(\t*T\n\x0bSensitivity\x12\x1b\n\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n\n\x06PUBLIC\x10\x01\x12\x0c\n\x08INTERNAL\x10\x02\x12\x0e\n\nRESTRICTED\x10\x03\x32\xb6\x03\n\x08Tiergate\x12G\n\x08\x43omplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n\x07\x45xplain\x12\x1c.tiergate.v1.CompleteRequest\x1a\x15.tiergate.v1.Decision\x12P\n\x0b\x43ountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12\x41\n\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12>\n\x05\x45mbed\x12\x19.tiergate.v1.EmbedRequest\x1a\x1a.tiergate.v1.EmbedResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_EMBEDREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_EMBEDREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SENSITIVITY']._serialized_start=2159
-  _globals['_SENSITIVITY']._serialized_end=2243
+  _globals['_SENSITIVITY']._serialized_start=2198
+  _globals['_SENSITIVITY']._serialized_end=2282
   _globals['_MESSAGE']._serialized_start=43
   _globals['_MESSAGE']._serialized_end=83
   _globals['_COMPLETEREQUEST']._serialized_start=86
@@ -51,29 +51,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SKIPPED']._serialized_start=628
   _globals['_SKIPPED']._serialized_end=668
   _globals['_DECISION']._serialized_start=671
-  _globals['_DECISION']._serialized_end=976
-  _globals['_COMPLETERESPONSE']._serialized_start=979
-  _globals['_COMPLETERESPONSE']._serialized_end=1110
-  _globals['_COMPLETECHUNK']._serialized_start=1113
-  _globals['_COMPLETECHUNK']._serialized_end=1241
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=1243
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=1310
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1312
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1367
-  _globals['_STATUSREQUEST']._serialized_start=1369
-  _globals['_STATUSREQUEST']._serialized_end=1384
-  _globals['_MODELSTATUS']._serialized_start=1387
-  _globals['_MODELSTATUS']._serialized_end=1602
-  _globals['_STATUSRESPONSE']._serialized_start=1604
-  _globals['_STATUSRESPONSE']._serialized_end=1716
-  _globals['_EMBEDREQUEST']._serialized_start=1719
-  _globals['_EMBEDREQUEST']._serialized_end=1975
+  _globals['_DECISION']._serialized_end=1015
+  _globals['_COMPLETERESPONSE']._serialized_start=1018
+  _globals['_COMPLETERESPONSE']._serialized_end=1149
+  _globals['_COMPLETECHUNK']._serialized_start=1152
+  _globals['_COMPLETECHUNK']._serialized_end=1280
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=1282
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=1349
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1351
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1406
+  _globals['_STATUSREQUEST']._serialized_start=1408
+  _globals['_STATUSREQUEST']._serialized_end=1423
+  _globals['_MODELSTATUS']._serialized_start=1426
+  _globals['_MODELSTATUS']._serialized_end=1641
+  _globals['_STATUSRESPONSE']._serialized_start=1643
+  _globals['_STATUSRESPONSE']._serialized_end=1755
+  _globals['_EMBEDREQUEST']._serialized_start=1758
+  _globals['_EMBEDREQUEST']._serialized_end=2014
   _globals['_EMBEDREQUEST_METADATAENTRY']._serialized_start=380
   _globals['_EMBEDREQUEST_METADATAENTRY']._serialized_end=427
-  _globals['_EMBEDDING']._serialized_start=1977
-  _globals['_EMBEDDING']._serialized_end=2004
-  _globals['_EMBEDRESPONSE']._serialized_start=2007
-  _globals['_EMBEDRESPONSE']._serialized_end=2157
-  _globals['_TIERGATE']._serialized_start=2246
-  _globals['_TIERGATE']._serialized_end=2684
+  _globals['_EMBEDDING']._serialized_start=2016
+  _globals['_EMBEDDING']._serialized_end=2043
+  _globals['_EMBEDRESPONSE']._serialized_start=2046
+  _globals['_EMBEDRESPONSE']._serialized_end=2196
+  _globals['_TIERGATE']._serialized_start=2285
+  _globals['_TIERGATE']._serialized_end=2723
 # @@protoc_insertion_point(module_scope)

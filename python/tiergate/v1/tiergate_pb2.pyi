@@ -90,7 +90,7 @@ class Skipped(_message.Message):
     def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by")
+    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by", "cache", "cost_saved_usd")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,8 @@ class Decision(_message.Message):
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     COMPLEXITY_BY_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
     route: str
     served_by: str
     sensitivity: Sensitivity
@@ -115,7 +117,9 @@ class Decision(_message.Message):
     skipped: _containers.RepeatedCompositeFieldContainer[Skipped]
     cost_usd: float
     complexity_by: str
-    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ...) -> None: ...
+    cache: str
+    cost_saved_usd: float
+    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ..., cache: _Optional[str] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("text", "usage", "decision", "finish_reason")

@@ -444,8 +444,10 @@ type Decision struct {
 	Task          string                 `protobuf:"bytes,8,opt,name=task,proto3" json:"task,omitempty"`
 	Complexity    string                 `protobuf:"bytes,9,opt,name=complexity,proto3" json:"complexity,omitempty"` // trivial, moderate, complex or "" when nothing decided
 	Skipped       []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
-	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`              // every answer paid for, a cascade's rejected ones included
-	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"` // who decided the complexity: "rules", "model:NAME", or ""
+	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`                  // every answer paid for, a cascade's rejected ones included
+	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"`     // who decided the complexity: "rules", "model:NAME", or ""
+	Cache         string                 `protobuf:"bytes,13,opt,name=cache,proto3" json:"cache,omitempty"`                                       // the response cache: "hit", "miss", or "" (off, or opted out)
+	CostSavedUsd  float64                `protobuf:"fixed64,14,opt,name=cost_saved_usd,json=costSavedUsd,proto3" json:"cost_saved_usd,omitempty"` // on a hit: what the cached answer cost when it was made
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,6 +564,20 @@ func (x *Decision) GetComplexityBy() string {
 		return x.ComplexityBy
 	}
 	return ""
+}
+
+func (x *Decision) GetCache() string {
+	if x != nil {
+		return x.Cache
+	}
+	return ""
+}
+
+func (x *Decision) GetCostSavedUsd() float64 {
+	if x != nil {
+		return x.CostSavedUsd
+	}
+	return 0
 }
 
 type CompleteResponse struct {
@@ -1283,7 +1299,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xad\x03\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xe9\x03\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -1300,7 +1316,9 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\askipped\x18\n" +
 	" \x03(\v2\x14.tiergate.v1.SkippedR\askipped\x12\x19\n" +
 	"\bcost_usd\x18\v \x01(\x01R\acostUsd\x12#\n" +
-	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\"\xa8\x01\n" +
+	"\rcomplexity_by\x18\f \x01(\tR\fcomplexityBy\x12\x14\n" +
+	"\x05cache\x18\r \x01(\tR\x05cache\x12$\n" +
+	"\x0ecost_saved_usd\x18\x0e \x01(\x01R\fcostSavedUsd\"\xa8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
