@@ -185,6 +185,16 @@ class RuleConfig(_Strict):
         )
 
 
+class ClassifyExamples(_Strict):
+    """The learned router: complexity from the nearest labelled examples (`embeddings/nearest.py`)."""
+
+    model: str  # an on-device embedding model
+    examples: str = "embedded"  # the shipped set, or a JSONL file of {"text", "label"}
+    k: int = Field(7, ge=1, le=100)
+    min_confidence: float = Field(0.5, ge=0, le=1)  # below it the rules and the route's order decide
+    ms: PositiveMs = 200  # the time budget; past it the request goes on unclassified
+
+
 class RouteConfig(_Strict):
     chain: list[str] = Field(min_length=1)
     objective: Literal["chain", "cost", "latency"] = "chain"
@@ -196,6 +206,7 @@ class RouteConfig(_Strict):
     trivial_max_tokens: int | None = Field(None, ge=1)  # short prompts count as trivial
     classify_with: str | None = None  # an on-device model that classifies what no rule decided
     classify_ms: PositiveMs = 500  # its time budget; past it the request goes on unclassified
+    classify_examples: ClassifyExamples | None = None  # the learned router, tried before classify_with
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -350,6 +361,16 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}"
             )
+        examples = route.classify_examples
+        if examples is not None and (
+            examples.model not in models
+            or not models[examples.model].is_embedding
+            or not models[examples.model].is_on_device
+        ):
+            raise ConfigError(
+                f"{source}: routes.{route_name}.classify_examples.model: {examples.model!r} is not an "
+                "on-device embedding model (classifying embeds every request's text)"
+            )
         if route.classify_with is not None and models[route.classify_with].is_embedding:
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is an embedding model"
@@ -362,7 +383,14 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
     for route_name, route in config.embedding_routes.items():
         key = f"{source}: embedding_routes.{route_name}"
         _check_chain(key, route, models, embedding=True)
-        for field in ("ttft_ms", "hedge_after_ms", "validate_", "trivial_max_tokens", "classify_with"):
+        for field in (
+            "ttft_ms",
+            "hedge_after_ms",
+            "validate_",
+            "trivial_max_tokens",
+            "classify_with",
+            "classify_examples",
+        ):
             if getattr(route, field) is not None:
                 raise ConfigError(f"{key}.{field.rstrip('_')}: does not apply to an embedding route")
     return config.model_copy(update={"listen": listen, "models": models, "rules": rules})

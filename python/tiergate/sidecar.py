@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import logging
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.embeddings import dispatch as embedding_dispatch
 from tiergate.embeddings.checks import check_embed_request
-from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
+from tiergate.embeddings.nearest import NearestExamples, classify_by_examples, load_examples
+from tiergate.embeddings.types import EmbedAnswer, EmbeddingProvider, EmbedRequest
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
@@ -48,6 +50,8 @@ from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class Answer:
@@ -65,8 +69,10 @@ class Sidecar:
         *,
         telemetry: Telemetry | None = None,
         previous: Sidecar | None = None,
+        classifiers: dict[str, NearestExamples] | None = None,
     ) -> None:
         self.config = config
+        self.classifiers = classifiers or {}  # route -> its embedded labelled examples
         self.providers = providers
         b = config.breaker
         kept = _unchanged_models(previous, config)
@@ -138,8 +144,9 @@ class Sidecar:
             # would otherwise land on the first request.
             for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
                 await asyncio.to_thread(count_tokens, "warm up", encoding)
+            classifiers = await _example_classifiers(config, providers)
             # Compiles the rules, which may fail too (a pattern the regex engine rejects).
-            return cls(config, providers, telemetry=telemetry, previous=previous)
+            return cls(config, providers, telemetry=telemetry, previous=previous, classifiers=classifiers)
         except BaseException:
             for provider in built:
                 await provider.aclose()
@@ -180,6 +187,25 @@ class Sidecar:
     async def _prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:
         """`prepare`, then, where the route asks for it and no rule decided, the model's classification."""
         run, analysis = self.prepare(request, deadline)
+        by_examples = run.plan.route.classify_examples
+        if by_examples is not None and not analysis.complexity:
+            nearest = self.classifiers.get(run.plan.route_name)
+            if nearest is None:
+                run.decision.complexity_by = "embeddings (the examples could not be embedded at start)"
+            else:
+                provider = self.providers[by_examples.model]
+                assert isinstance(provider, EmbeddingProvider)
+                complexity, by = await classify_by_examples(
+                    provider,
+                    nearest,
+                    request,
+                    min_confidence=by_examples.min_confidence,
+                    budget_ms=by_examples.ms,
+                )
+                if complexity:
+                    analysis = dataclasses.replace(analysis, complexity=complexity, complexity_by=by)
+                    return self._plan(request, analysis, deadline), analysis
+                run.decision.complexity_by = by
         classifier = run.plan.route.classify_with
         if classifier is None or analysis.complexity:
             return run, analysis
@@ -510,6 +536,31 @@ class _InFlight:
         self.count -= 1
         if not self.count:
             self.idle.set()
+
+
+async def _example_classifiers(config: Config, providers: dict[str, Provider]) -> dict[str, NearestExamples]:
+    """Each route's labelled examples, embedded once (shared by routes with the same model and examples).
+
+    Raises ExamplesError for an examples file that cannot be used. A model that cannot embed now (its worker
+    is down) leaves the route without examples, said in its Decisions, rather than stopping the sidecar.
+    """
+    built: dict[tuple[str, str, int], NearestExamples] = {}
+    out: dict[str, NearestExamples] = {}
+    for name, route in config.routes.items():
+        spec = route.classify_examples
+        if spec is None:
+            continue
+        key = (spec.model, spec.examples, spec.k)
+        if key not in built:
+            provider = providers[spec.model]
+            assert isinstance(provider, EmbeddingProvider)
+            try:
+                built[key] = await NearestExamples.build(provider, load_examples(spec.examples), spec.k)
+            except ProviderError as exc:
+                logger.warning("route %r: cannot embed its examples (%s); it classifies nothing", name, exc)
+                continue
+        out[name] = built[key]
+    return out
 
 
 def _from_cache(decision: Decision, answer: CachedAnswer, started: float) -> Completion:
