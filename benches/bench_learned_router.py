@@ -1,6 +1,6 @@
 """The learned router (nearest labelled examples in embedding space) next to the 270M-model classifier.
 
-    .venv/bin/python benches/bench_learned_router.py [--limit N]
+    .venv/bin/python benches/bench_learned_router.py [--limit N] [--model-limit N]
 
 Both classify the 306 labelled requests of `benches/data/complexity_eval.jsonl` (written for this purpose
 from templates; none of them is among the shipped examples) one at a time, as a route would: the learned
@@ -8,7 +8,8 @@ router embeds the request with the on-device all-MiniLM-L6-v2 (its worker proces
 the 120 shipped examples vote; the model classifier asks the embedded Gemma 3 270M (`classify_with`) under a
 grammar that allows only the three levels, with a generous time budget so that its accuracy, not its speed,
 is what is measured. Reports accuracy, how often each was confident enough to decide, per-level recall and
-time per request.
+time per request. `--model-limit N` gives the (slow) model classifier only the first N requests, which are
+in random label order: on a busy shared machine it takes seconds per request.
 """
 
 from __future__ import annotations
@@ -63,17 +64,17 @@ def row(name: str, s: Scores) -> list[str]:
     ]
 
 
-async def main(limit: int, threads: int) -> None:
+async def main(limit: int, model_limit: int, threads: int) -> None:
     head = machine()
     labelled = load_examples(str(EVAL))[: limit or None]
     learned = await measure(labelled, "embedded", k=7, min_confidence=MIN_CONFIDENCE, threads=threads)
-    model = await model_scores(labelled, threads)
+    model = await model_scores(labelled[: model_limit or None], threads)
     lines = report_head("bench_learned_router: nearest labelled examples vs the 270M-model classifier", head)
     lines += [f"{len(labelled)} labelled requests ({EVAL.relative_to(ROOT)}).", ""]
     header = ["classifier", "accuracy", "decided", "accuracy when decided", "trivial", "moderate", "complex"]
     rows = [
-        row(f"embeddings, k=7, confidence >= {MIN_CONFIDENCE}", learned),
-        row("gemma 3 270M (classify_with)", model),
+        row(f"embeddings, k=7, confidence >= {MIN_CONFIDENCE} ({learned.total} requests)", learned),
+        row(f"gemma 3 270M, classify_with ({model.total} requests)", model),
     ]
     lines += table([*header, "p50 ms", "p99 ms"], rows)
     lines += [
@@ -88,6 +89,7 @@ async def main(limit: int, threads: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N labelled requests")
+    parser.add_argument("--model-limit", type=int, default=0, help="the model classifier on the first N only")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    asyncio.run(main(args.limit, args.threads))
+    asyncio.run(main(args.limit, args.model_limit, args.threads))
