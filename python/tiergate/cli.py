@@ -1,4 +1,4 @@
-"""`tiergate serve | check-config | count | ask | explain | health` — the command line."""
+"""`tiergate serve | check-config | count | accuracy | ask | explain | health` — the command line."""
 
 from __future__ import annotations
 
@@ -51,6 +51,19 @@ def _count(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accuracy(args: argparse.Namespace) -> int:
+    from tiergate.embeddings.accuracy import measure
+    from tiergate.embeddings.nearest import load_examples
+
+    labelled = load_examples(args.file)
+    scores = asyncio.run(
+        measure(labelled, args.examples, k=args.k, min_confidence=args.min_confidence, threads=args.threads)
+    )
+    print(f"{args.file}: {len(labelled)} labelled requests; examples: {args.examples}, k={args.k}")
+    print("\n".join(scores.lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiergate", description="An LLM routing sidecar.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("text")
     p.add_argument("--encoding", default="o200k_base")
     p.set_defaults(func=_count)
+
+    p = sub.add_parser("accuracy", help="how well the learned router labels a JSONL file of {text, label}")
+    p.add_argument("file")
+    p.add_argument(
+        "--examples", default="embedded", help="labelled examples (JSONL; default: the shipped set)"
+    )
+    p.add_argument("--k", type=int, default=7, help="nearest examples that vote (default 7)")
+    p.add_argument("--min-confidence", type=float, default=0.5, help="share of the votes to decide (0.5)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: every core)")
+    p.set_defaults(func=_accuracy)
 
     add_client_commands(sub)
 

@@ -102,13 +102,16 @@ class Price(_Strict):
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
+ON_DEVICE_PROVIDERS = ("llama_cpp", "onnx")
+
+
 class ModelConfig(_Strict):
-    provider: Literal["openai", "anthropic", "llama_cpp"]
+    provider: Literal["openai", "anthropic", "llama_cpp", "onnx"]
     model: str | None = None  # the upstream model id (hosted)
     base_url: str | None = None
     api_key: SecretStr | None = None  # "env:NAME" is resolved at load; never logged
     headers: dict[str, str] = Field(default_factory=dict)
-    path: str | None = None  # llama_cpp: "embedded" or a GGUF file
+    path: str | None = None  # llama_cpp: "embedded" or a GGUF file; onnx: "embedded" or a model directory
     on_device: bool | None = None  # default: true for llama_cpp, false otherwise
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int = Field(1024, gt=0)  # used when the request sets none
@@ -129,25 +132,40 @@ class ModelConfig(_Strict):
     queue_size: int = Field(8, ge=1)
     # Labels for residency and approval policy (`policy/residency.py`), e.g. {region: eu, env: experimental}
     tags: dict[str, str] = Field(default_factory=dict)
+    # Embedding models (README: "Embeddings"): `kind: embedding`, the default for `provider: onnx`.
+    kind: Literal["chat", "embedding"] | None = None
+    dimensions: int | None = Field(None, gt=0)  # the vector size (on-device: as the model reports it)
+    adjustable_dimensions: bool = False  # the model returns fewer dimensions on request (text-embedding-3)
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelConfig:
-        if self.provider == "llama_cpp":
+        if self.provider in ON_DEVICE_PROVIDERS:
             if self.path is None:
-                raise ValueError("a llama_cpp model needs `path` (a GGUF file, or `embedded`)")
+                what = "a GGUF file" if self.provider == "llama_cpp" else "a directory with model.onnx"
+                raise ValueError(f"a {self.provider} model needs `path` ({what}, or `embedded`)")
             for key in ("model", "base_url", "api_key", "proxy"):
                 if getattr(self, key) is not None:
-                    raise ValueError(f"`{key}` does not apply to a llama_cpp model")
+                    raise ValueError(f"`{key}` does not apply to a {self.provider} model")
         else:
             if not self.model:
                 raise ValueError(f"a {self.provider} model needs `model` (the provider's model id)")
             if self.path is not None:
-                raise ValueError("`path` applies only to llama_cpp models")
+                raise ValueError("`path` applies only to llama_cpp and onnx models")
+        if self.provider == "onnx" and self.kind == "chat":
+            raise ValueError("an onnx model is an embedding model (`kind: embedding`)")
+        if self.is_embedding and self.provider in ("anthropic", "llama_cpp"):
+            raise ValueError(f"{self.provider} models do not embed: use an openai or onnx model")
+        if not self.is_embedding and (self.dimensions is not None or self.adjustable_dimensions):
+            raise ValueError("`dimensions` and `adjustable_dimensions` apply only to embedding models")
         return self
 
     @property
+    def is_embedding(self) -> bool:
+        return self.kind == "embedding" or (self.kind is None and self.provider == "onnx")
+
+    @property
     def is_on_device(self) -> bool:
-        return self.provider == "llama_cpp" if self.on_device is None else self.on_device
+        return self.provider in ON_DEVICE_PROVIDERS if self.on_device is None else self.on_device
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -161,6 +179,10 @@ class ModelConfig(_Strict):
     def window(self) -> int:
         if self.context_window is not None:
             return self.context_window
+        if self.provider == "onnx":
+            return 256  # all-MiniLM-L6-v2's max_seq_length (its own tokenizer's tokens)
+        if self.is_embedding:
+            return 8192  # OpenAI's embedding models
         return 8192 if self.provider == "llama_cpp" else 128_000
 
 
@@ -234,6 +256,16 @@ class CanaryConfig(_Strict):
         return value
 
 
+class ClassifyExamples(_Strict):
+    """The learned router: complexity from the nearest labelled examples (`embeddings/nearest.py`)."""
+
+    model: str  # an on-device embedding model
+    examples: str = "embedded"  # the shipped set, or a JSONL file of {"text", "label"}
+    k: int = Field(7, ge=1, le=100)
+    min_confidence: float = Field(0.5, ge=0, le=1)  # below it the rules and the route's order decide
+    ms: PositiveMs = 200  # the time budget; past it the request goes on unclassified
+
+
 class RouteConfig(_Strict):
     chain: list[str] = Field(min_length=1)
     objective: Literal["chain", "cost", "latency"] = "chain"
@@ -248,6 +280,7 @@ class RouteConfig(_Strict):
     # Images cannot be scanned by the rules: a request with images is at least this sensitive.
     image_sensitivity: Literal["public", "internal", "restricted"] = "internal"
     canary: CanaryConfig | None = None  # a candidate model tried first by a sticky share of the traffic
+    classify_examples: ClassifyExamples | None = None  # the learned router, tried before classify_with
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -331,6 +364,15 @@ class LimitsConfig(_Strict):
     max_tenants: int = Field(100_000, ge=1)
 
 
+class CacheConfig(_Strict):
+    """The response cache (README: "Response cache"); present = on for every chat route."""
+
+    ttl_s: float = Field(300.0, gt=0)
+    max_entries: int = Field(10_000, ge=1)  # in this process's memory, least recently used out first
+    max_entry_bytes: int = Field(256 * 1024, ge=1)  # larger answers are not cached
+    store: Literal["memory", "redis"] = "memory"  # redis: the `state` URL, shared by the fleet
+
+
 class Config(_Strict):
     listen: Listen = Field(default_factory=Listen)
     models: dict[str, ModelConfig] = Field(min_length=1)
@@ -340,6 +382,8 @@ class Config(_Strict):
     default_rules: bool = True
     disabled_rules: list[str] = Field(default_factory=list)  # pack rule ids to leave out
     routes: dict[str, RouteConfig] = Field(min_length=1)
+    # Routes of embedding requests (the Embed RPC, POST /v1/embeddings): chains of embedding models only.
+    embedding_routes: dict[str, RouteConfig] = Field(default_factory=dict)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     budgets: dict[str, BudgetConfig] = Field(default_factory=dict)
     # Residency and approval policy per tenant; `default` applies to tenants without an entry of their own.
@@ -352,6 +396,13 @@ class Config(_Strict):
     state_failure: Literal["open", "closed"] = "open"  # Redis unreachable: serve without limits, or refuse
     state_timeout_ms: PositiveMs = 250  # per Redis operation, connecting included
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    cache: CacheConfig | None = None  # the response cache; absent: off
+
+    @model_validator(mode="after")
+    def _cache_store(self) -> Config:
+        if self.cache is not None and self.cache.store == "redis" and self.state is None:
+            raise ValueError("cache.store: redis needs `state` (a redis:// URL)")
+        return self
 
     @field_validator("state")
     @classmethod
@@ -367,6 +418,16 @@ class Config(_Strict):
         if name in self.routes:
             return name, self.routes[name]
         return None
+
+
+def embedding_route(config: Config, task: str) -> tuple[str, RouteConfig] | None:
+    """The embedding route for a task: its own, else `default`, else None."""
+    name = task or "default"
+    if name in config.embedding_routes:
+        return name, config.embedding_routes[name]
+    if "default" in config.embedding_routes:
+        return "default", config.embedding_routes["default"]
+    return None
 
 
 def parse(data: Any, *, source: str = "config") -> Config:
@@ -408,7 +469,7 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
         if model.api_key is not None:
             key = _secret(model.api_key.get_secret_value(), env, f"{source}: models.{name}.api_key")
             models[name] = model.model_copy(update={"api_key": SecretStr(key)})
-        elif model.provider != "llama_cpp":
+        elif model.provider not in ON_DEVICE_PROVIDERS:
             raise ConfigError(f"{source}: models.{name}.api_key: missing (use `env:NAME` to read it)")
         if model.proxy is not None:
             proxy = _secret(model.proxy.get_secret_value(), env, f"{source}: models.{name}.proxy")
@@ -427,27 +488,73 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
             raise ConfigError(f"{source}: rules[{i}]: {detail}") from None
     rules = _with_default_rules(config, seen_rules, source)
     for route_name, route in config.routes.items():
-        seen: set[str] = set()
-        for i, step in enumerate(route.chain):
-            key = f"routes.{route_name}.chain[{i}]"
-            if step not in models and step not in config.pools:
-                known = ", ".join(sorted(models))
-                raise ConfigError(f"{source}: {key}: unknown model {step!r} (models: {known})")
-            for model_name in config.pools[step].members if step in config.pools else (step,):
-                if model_name in seen:
-                    raise ConfigError(f"{source}: {key}: model {model_name!r} appears twice in the chain")
-                seen.add(model_name)
+        _check_chain(f"{source}: routes.{route_name}", route, models, config.pools, embedding=False)
         if route.classify_with is not None and route.classify_with not in models:
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}"
+            )
+        examples = route.classify_examples
+        if examples is not None and (
+            examples.model not in models
+            or not models[examples.model].is_embedding
+            or not models[examples.model].is_on_device
+        ):
+            raise ConfigError(
+                f"{source}: routes.{route_name}.classify_examples.model: {examples.model!r} is not an "
+                "on-device embedding model (classifying embeds every request's text)"
+            )
+        if route.classify_with is not None and models[route.classify_with].is_embedding:
+            raise ConfigError(
+                f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is an embedding model"
             )
         if route.classify_with is not None and not models[route.classify_with].is_on_device:
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_with: {route.classify_with!r} is not an on-device "
                 "model (classifying would send every request's text to it)"
             )
+    for route_name, route in config.embedding_routes.items():
+        key = f"{source}: embedding_routes.{route_name}"
+        _check_chain(key, route, models, {}, embedding=True)
+        for field in (
+            "ttft_ms",
+            "hedge_after_ms",
+            "validate_",
+            "trivial_max_tokens",
+            "classify_with",
+            "classify_examples",
+            "canary",
+        ):
+            if getattr(route, field) is not None:
+                raise ConfigError(f"{key}.{field.rstrip('_')}: does not apply to an embedding route")
     _check_traffic(config, source)
     return config.model_copy(update={"listen": listen, "models": models, "rules": rules})
+
+
+def _check_chain(
+    key: str,
+    route: RouteConfig,
+    models: Mapping[str, ModelConfig],
+    pools: Mapping[str, PoolConfig],
+    *,
+    embedding: bool,
+) -> None:
+    """Every step of the chain is a model or a pool; every model appears once and is of the route's kind."""
+    seen: set[str] = set()
+    for i, step in enumerate(route.chain):
+        at = f"{key}.chain[{i}]"
+        if step not in models and step not in pools:
+            known = ", ".join(sorted(models))
+            raise ConfigError(f"{at}: unknown model {step!r} (models: {known})")
+        for model_name in pools[step].members if step in pools else (step,):
+            if model_name in seen:
+                raise ConfigError(f"{at}: model {model_name!r} appears twice in the chain")
+            if model_name in models and models[model_name].is_embedding != embedding:
+                raise ConfigError(
+                    f"{at}: {model_name!r} is an embedding model (list it in `embedding_routes`)"
+                    if not embedding
+                    else f"{at}: {model_name!r} is a chat model, not an embedding model"
+                )
+            seen.add(model_name)
 
 
 def _check_traffic(config: Config, source: str) -> None:

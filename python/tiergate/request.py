@@ -152,6 +152,8 @@ class Decision:
     arm: str = ""  # canary rollouts: "baseline" or "canary"; "" when no rollout applied
     trace_id: str = ""  # W3C trace id (32 hex digits) when tracing is on: the caller's trace, or a new one
     span_id: str = ""  # tiergate's request span in that trace (16 hex digits); "" when it is not sampled
+    cache: str = ""  # the response cache: "hit", "miss", or "" (off, or the request opted out)
+    cost_saved_usd: float = 0.0  # a hit: what the cached answer cost when it was made
 
 
 @dataclass(slots=True)

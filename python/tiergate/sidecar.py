@@ -23,9 +23,15 @@ from typing import TYPE_CHECKING
 
 from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.analysis import Analysis, Analyzer
+from tiergate.cache.response_cache import Lookup, ResponseCache, replay_pieces
+from tiergate.cache.store import CachedAnswer
 from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
+from tiergate.embeddings import dispatch as embedding_dispatch
+from tiergate.embeddings.checks import check_embed_request
+from tiergate.embeddings.nearest import NearestExamples, classify_by_examples, load_examples
+from tiergate.embeddings.types import EmbedAnswer, EmbeddingProvider, EmbedRequest
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
@@ -36,7 +42,17 @@ from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider, ProviderError
 from tiergate.providers.factory import build_provider
-from tiergate.request import Attempt, Chunk, Completion, Decision, ModelState, Outcome, Request, SidecarStatus
+from tiergate.request import (
+    Attempt,
+    Chunk,
+    Completion,
+    Decision,
+    ModelState,
+    Outcome,
+    Request,
+    SidecarStatus,
+    Usage,
+)
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
@@ -63,8 +79,10 @@ class Sidecar:
         *,
         telemetry: Telemetry | None = None,
         previous: Sidecar | None = None,
+        classifiers: dict[str, NearestExamples] | None = None,
     ) -> None:
         self.config = config
+        self.classifiers = classifiers or {}  # route -> its embedded labelled examples
         self.providers = providers
         b = config.breaker
         kept = _unchanged_models(previous, config)
@@ -124,6 +142,17 @@ class Sidecar:
             self.feedback = FeedbackStore(
                 config.feedback, on_feedback=_feedback_hook(self.telemetry, self.canaries)
             )
+        # The response cache: a reload with the same `cache:` and `state` keeps the entries.
+        self.cache: ResponseCache | None = None
+        if config.cache is not None:
+            same = previous is not None and (previous.config.cache, previous.config.state) == (
+                config.cache,
+                config.state,
+            )
+            if same and previous is not None and previous.cache is not None:
+                self.cache, previous.cache = previous.cache, None
+            else:
+                self.cache = ResponseCache(config.cache, config.state, config.state_timeout_ms / 1000)
 
     @classmethod
     async def start(
@@ -147,8 +176,9 @@ class Sidecar:
             # would otherwise land on the first request.
             for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
                 await asyncio.to_thread(count_tokens, "warm up", encoding)
+            classifiers = await _example_classifiers(config, providers)
             # Compiles the rules, which may fail too (a pattern the regex engine rejects).
-            sidecar = cls(config, providers, telemetry=telemetry, previous=previous)
+            sidecar = cls(config, providers, telemetry=telemetry, previous=previous, classifiers=classifiers)
             await sidecar.canaries.drain()  # with a fleet store: its canary state, before the first request
             return sidecar
         except BaseException:
@@ -166,6 +196,8 @@ class Sidecar:
         await self.governor.aclose()
         if successor is None or successor.canaries is not self.canaries:
             await self.canaries.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
 
     def refuse_new(self) -> None:
         """From now on new requests fail with ShuttingDown; those in progress go on (a graceful stop)."""
@@ -193,6 +225,25 @@ class Sidecar:
     async def _prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:
         """`prepare`, then, where the route asks for it and no rule decided, the model's classification."""
         run, analysis = self.prepare(request, deadline)
+        by_examples = run.plan.route.classify_examples
+        if by_examples is not None and not analysis.complexity:
+            nearest = self.classifiers.get(run.plan.route_name)
+            if nearest is None:
+                run.decision.complexity_by = "embeddings (the examples could not be embedded at start)"
+            else:
+                provider = self.providers[by_examples.model]
+                assert isinstance(provider, EmbeddingProvider)
+                complexity, by = await classify_by_examples(
+                    provider,
+                    nearest,
+                    request,
+                    min_confidence=by_examples.min_confidence,
+                    budget_ms=by_examples.ms,
+                )
+                if complexity:
+                    analysis = dataclasses.replace(analysis, complexity=complexity, complexity_by=by)
+                    return self._plan(request, analysis, deadline), analysis
+                run.decision.complexity_by = by
         classifier = run.plan.route.classify_with
         if classifier is None or analysis.complexity:
             return run, analysis
@@ -241,10 +292,17 @@ class Sidecar:
         ticket: Ticket | None = None
         try:
             run, ticket = await self._ready(request, deadline, report)
+            lookup = await self._cache_lookup(run)
+            if lookup is not None and lookup.answer is not None:
+                completion = _from_cache(run.decision, lookup.answer, started)
+                report.usage = completion.usage
+                return Answer(completion, run.decision)
             try:
                 completion = await run.complete()
             finally:
                 _finish(run, started)
+            if lookup is not None:
+                await self._cache_keep(lookup, completion, run.decision)
             report.usage = completion.usage
             report.finish_reason = completion.finish_reason
             if self.telemetry.log_content:
@@ -267,15 +325,32 @@ class Sidecar:
         parts: list[str] | None = [] if self.telemetry.log_content else None
         try:
             run, ticket = await self._ready(request, deadline, report)
+            lookup = await self._cache_lookup(run)
+            if lookup is not None and lookup.answer is not None:
+                cached = _from_cache(run.decision, lookup.answer, started)
+                for piece in replay_pieces(cached.text):
+                    yield Chunk(text=piece), None
+                finished = True
+                report.usage = cached.usage
+                if parts is not None:
+                    parts.append(cached.text)
+                yield Chunk(usage=cached.usage, finish_reason=cached.finish_reason), run.decision
+                return
+            text: list[str] | None = [] if lookup is not None else None
             try:
                 async for chunk in run.stream():
                     if parts is not None:
                         parts.append(chunk.text)
+                    if text is not None:
+                        text.append(chunk.text)
                     if chunk.usage is not None:
                         _finish(run, started)
                         finished = True
                         report.usage = chunk.usage
                         report.finish_reason = chunk.finish_reason or "stop"
+                        if lookup is not None and text is not None:
+                            whole = Completion("".join(text), chunk.usage, chunk.finish_reason or "stop")
+                            await self._cache_keep(lookup, whole, run.decision)
                         yield chunk, run.decision
                         return
                     yield chunk, None
@@ -291,6 +366,73 @@ class Sidecar:
             if parts is not None:
                 report.answer = "".join(parts)
             self._closed(report, started, ticket)
+
+    async def embed(self, request: EmbedRequest, deadline: float | None = None) -> EmbedAnswer:
+        """Embeds texts over an embedding route (`embeddings/dispatch.py`), under the same limits, budgets,
+        restricted-data rule and reports as a chat request."""
+        started = time.monotonic()
+        as_chat = request.as_request()
+        report = self._opened(as_chat, started, None)  # embeddings join no caller trace yet
+        ticket: Ticket | None = None
+        try:
+            if self._refusing:
+                raise ShuttingDown("the sidecar is shutting down and takes no new requests: retry elsewhere")
+            cap = self.config.limits.max_concurrent_requests
+            if self._everyone.count > cap:
+                raise LimitExceeded(
+                    f"over {cap} requests in flight (limits.max_concurrent_requests): retry shortly",
+                    limit="max_concurrent_requests",
+                )
+            check_embed_request(request, self.config.limits)
+            analysis = self.analyzer.analyze(as_chat)
+            decision = Decision(
+                route="",
+                task=request.task,
+                sensitivity=analysis.sensitivity,
+                matched_rules=analysis.matched_rules,
+            )
+            report.decision = decision
+            plan = embedding_dispatch.plan(self.config, request, analysis, decision)
+            if self.governor.active:
+                ticket = await self.governor.admit(as_chat, plan, decision, analysis.input_tokens)
+            run = embedding_dispatch.EmbedRun(plan, request, decision, self.providers, self.breakers)
+            try:
+                embeddings = await run.execute(deadline)
+            finally:
+                decision.overhead_ms = max(time.monotonic() - started - run.busy_s, 0.0) * 1000
+            report.usage = embeddings.usage
+            return EmbedAnswer(embeddings, decision)
+        except BaseException as exc:
+            report.error = exc
+            raise
+        finally:
+            self._closed(report, started, ticket)
+
+    # -- the response cache --------------------------------------------------------------------------------
+
+    async def _cache_lookup(self, run: Run) -> Lookup | None:
+        """The cache's answer for a planned request (None: no cache, or the request opted out)."""
+        if self.cache is None:
+            return None
+        lookup = await self.cache.lookup(run.plan.route_name, run.request, run.decision.sensitivity)
+        if not lookup.key:
+            return None
+        run.decision.cache = "hit" if lookup.answer is not None else "miss"
+        return lookup
+
+    async def _cache_keep(self, lookup: Lookup, completion: Completion, decision: Decision) -> None:
+        if self.cache is None:  # a reload handed the cache to the next config meanwhile
+            return
+        usage = completion.usage
+        answer = CachedAnswer(
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=decision.cost_usd,
+            served_by=decision.served_by,
+        )
+        await self.cache.keep(lookup, answer)
 
     # -- around each request: limits, in-flight count, the report ------------------------------------------
 
@@ -495,6 +637,41 @@ class _InFlight:
         self.count -= 1
         if not self.count:
             self.idle.set()
+
+
+async def _example_classifiers(config: Config, providers: dict[str, Provider]) -> dict[str, NearestExamples]:
+    """Each route's labelled examples, embedded once (shared by routes with the same model and examples).
+
+    Raises ExamplesError for an examples file that cannot be used. A model that cannot embed now (its worker
+    is down) leaves the route without examples, said in its Decisions, rather than stopping the sidecar.
+    """
+    built: dict[tuple[str, str, int], NearestExamples] = {}
+    out: dict[str, NearestExamples] = {}
+    for name, route in config.routes.items():
+        spec = route.classify_examples
+        if spec is None:
+            continue
+        key = (spec.model, spec.examples, spec.k)
+        if key not in built:
+            provider = providers[spec.model]
+            assert isinstance(provider, EmbeddingProvider)
+            try:
+                built[key] = await NearestExamples.build(provider, load_examples(spec.examples), spec.k)
+            except ProviderError as exc:
+                logger.warning("route %r: cannot embed its examples (%s); it classifies nothing", name, exc)
+                continue
+        out[name] = built[key]
+    return out
+
+
+def _from_cache(decision: Decision, answer: CachedAnswer, started: float) -> Completion:
+    """A cached answer as this request's: nothing was paid for it, and the Decision says so."""
+    decision.served_by = answer.served_by
+    decision.cost_saved_usd = answer.cost_usd
+    decision.reason = f"{decision.reason}; response cache hit" if decision.reason else "response cache hit"
+    decision.overhead_ms = (time.monotonic() - started) * 1000
+    usage = Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
+    return Completion(answer.text, usage, answer.finish_reason)
 
 
 def _finish(run: Run, started: float) -> None:

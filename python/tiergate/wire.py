@@ -233,6 +233,8 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         arm=d.arm,
         trace_id=d.trace_id,
         span_id=d.span_id,
+        cache=d.cache,
+        cost_saved_usd=d.cost_saved_usd,
     )
 
 
@@ -267,6 +269,8 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
         arm=msg.arm,
         trace_id=msg.trace_id,
         span_id=msg.span_id,
+        cache=msg.cache,
+        cost_saved_usd=msg.cost_saved_usd,
     )
 
 

@@ -3,6 +3,7 @@
     with FakeProvider() as fake:
         fake.url_openai          # http://127.0.0.1:PORT/v1   (POST /v1/chat/completions)
         fake.url_anthropic       # http://127.0.0.1:PORT      (POST /v1/messages)
+                                 # and POST /v1/embeddings (deterministic vectors)
         fake.script("status:503", "ok")       # the next two requests: a 503, then a normal answer
         ...
         fake.requests            # what it received, and when each client went away
@@ -42,7 +43,7 @@ import orjson
 from tests.fakes.provider_faults import Fault
 from tests.fakes.provider_http import chunk, json_response, stream_headers
 from tests.fakes.provider_tools import answer_plan, tool_response
-from tests.fakes.provider_wire import AnthropicWire, OpenAIWire, Wire, count_words
+from tests.fakes.provider_wire import AnthropicWire, OpenAIWire, Wire, count_words, embeddings_response
 
 FAULT_PREFIX = "fault:"
 DEFAULT_REPLY = ("Hello", ",", " world", "!")
@@ -52,6 +53,9 @@ ROUTES: dict[str, Wire] = {
     "/chat/completions": OpenAIWire,
     "/v1/messages": AnthropicWire,
 }
+# POST /v1/embeddings (OpenAI): deterministic vectors (`provider_wire.fake_vector`); faults of kind `status`
+# and `reset` apply as to chat requests.
+EMBEDDING_PATHS = frozenset({"/v1/embeddings", "/embeddings"})
 
 
 @dataclass(slots=True)
@@ -250,7 +254,14 @@ class FakeServer:
             conn.last = record
             self._notify()
 
-        wire = ROUTES.get(path)
+        if path in EMBEDDING_PATHS and method == "POST" and isinstance(body, dict) and fault.kind == "ok":
+            if fault.latency_ms:
+                await asyncio.sleep(fault.latency_ms / 1000)
+            status, payload = embeddings_response(body)
+            await self._write(writer, record, json_response(status, payload, keep_alive))
+            record.finished_at = time.monotonic()
+            return keep_alive
+        wire = ROUTES.get(path) or (OpenAIWire if path in EMBEDDING_PATHS else None)
         if method != "POST" or wire is None or not isinstance(body, dict) or bad_spec:
             status = 404 if wire is None else 400
             message = bad_spec or f"fake provider: cannot serve {method} {path} with this body"

@@ -236,3 +236,45 @@ def _anthropic_usage(prompt: int, output: int, cached: int) -> dict[str, int]:
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
+
+
+FAKE_EMBEDDING_DIMENSIONS = 8
+
+
+def fake_vector(text: str, dimensions: int = FAKE_EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector for `text` (from its sha256): equal texts, equal vectors."""
+    import hashlib
+    import math
+
+    seed = hashlib.sha256(text.encode()).digest()
+    values = [(seed[i % len(seed)] - 127.5) / 127.5 + i * 1e-3 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+def embeddings_response(body: dict[str, Any]) -> tuple[int, bytes]:
+    """(status, body) of `POST /v1/embeddings`: the OpenAI shape, floats or base64 as asked."""
+    import base64
+    import struct
+
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        return 400, OpenAIWire.error_body(400, "fake: input must be a string or a list of strings")
+    dimensions = body.get("dimensions") or FAKE_EMBEDDING_DIMENSIONS
+    data = []
+    for i, text in enumerate(inputs):
+        vector = fake_vector(text, dimensions)
+        embedding: Any = vector
+        if body.get("encoding_format") == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    tokens = sum(len(t.split()) for t in inputs)
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": body.get("model", ""),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return 200, orjson.dumps(payload)

@@ -4,7 +4,8 @@ A frame is a 4-byte big-endian length, then that many bytes of JSON (one object 
 speaks first (`load`); the worker answers `ready` or `load_failed`, then serves jobs until its socket closes.
 
     sidecar -> worker                              worker -> sidecar
-    load   {path, n_ctx, threads}                  ready        {format, n_ctx, system_info}
+    load   {kind, path, n_ctx, threads,            ready        {format, n_ctx, system_info,
+            tokenizer, sha256}                                   dimensions}
                                                    load_failed  {message}
     job    {id, messages, max_tokens,              start        {id}                 the job left the queue
             temperature, json_schema, seed,        text         {id, text}           one piece of the answer
@@ -16,8 +17,13 @@ speaks first (`load`); the worker answers `ready` or `load_failed`, then serves 
                                                     next token and ends with an error nobody reads)
     count  {id, text}                              counted      {id, tokens}
 
+`kind` is "chat" (the default: a GGUF model, llama.cpp) or "embedding" (an ONNX sentence-embedding model,
+onnxruntime; `tokenizer` and `sha256` apply to it only). An embedding worker serves the same frames, but its
+`job` is {id, inputs} (a list of texts) and its `done` carries, instead of text frames before it, `vectors`
+(base64 of float32 little-endian values, `dimensions` per input, in order) and `input_tokens`.
+
 Both sides import this module; it imports nothing of llama.cpp. No frame ever carries a key, and only `job`
-and `text` carry request or answer text (never logged).
+and `text` carry request or answer text, and `done` an embedding's vectors (never logged).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +112,30 @@ class WorkerProcess:
         n_ctx: the context window to load it with.
         threads: llama.cpp's threads.
         queue_size: jobs that may wait besides the running one.
+        kind: what the worker serves: "chat" (llama.cpp) or "embedding" (onnxruntime; `worker/embedding.py`).
+        load: more fields of the `load` frame the kind needs (an embedding model's tokenizer, its sha256).
     """
 
-    def __init__(self, name: str, path: Path, *, n_ctx: int, threads: int, queue_size: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        n_ctx: int,
+        threads: int,
+        queue_size: int,
+        kind: str = "chat",
+        load: Mapping[str, str | int] | None = None,
+    ) -> None:
         self.name = name
-        self._load: Frame = {"op": "load", "path": str(path), "n_ctx": n_ctx, "threads": threads}
+        self._load: Frame = {
+            **(load or {}),
+            "op": "load",
+            "kind": kind,
+            "path": str(path),
+            "n_ctx": n_ctx,
+            "threads": threads,
+        }
         self._queue_size = queue_size
         self._status = WorkerStatus.STARTING
         self._process: asyncio.subprocess.Process | None = None
@@ -135,6 +154,7 @@ class WorkerProcess:
         self._next_start_at = 0.0
         self.prompt_format = ""  # what the worker reported: "chat_template" or "instruction"
         self.system_info = ""
+        self.dimensions = 0  # an embedding worker's vector size, as it reported it
         # statistics
         self._tokens_per_s = 0.0
         self._ttft_ms = 0.0
@@ -328,6 +348,7 @@ class WorkerProcess:
             return f"the worker answered {frame['op']!r} instead of ready"
         self.prompt_format = str(frame["format"])
         self.system_info = str(frame["system_info"])
+        self.dimensions = int(frame.get("dimensions", 0))
         if "AMX" in self.system_info and "AMX_INT8 = 1" in self.system_info:
             logger.warning(
                 "local model %r: this llama.cpp build uses Intel AMX, which has crashed on Q4_K models; "

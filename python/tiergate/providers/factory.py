@@ -8,6 +8,14 @@ from tiergate.providers.base import Provider
 
 
 async def build_provider(name: str, config: ModelConfig) -> Provider:
+    if config.provider == "onnx":
+        from tiergate.providers.onnx_embedding import OnnxEmbeddingProvider
+
+        return await OnnxEmbeddingProvider.start(name, config)
+    if config.provider == "openai" and config.is_embedding:
+        from tiergate.providers.openai_embeddings import OpenAIEmbeddingProvider
+
+        return OpenAIEmbeddingProvider(name, config)
     if config.provider == "openai":
         from tiergate.providers.openai import OpenAIProvider
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 from tiergate.content import Tool, ToolCall, ToolChoice, ToolMode
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
 from tiergate.errors import InvalidRequest
 from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Message, Request, Response, Sensitivity, SidecarStatus
@@ -282,6 +283,31 @@ class AsyncAPI(abc.ABC):
         )
         return await self._explain(request, self._timeout(timeout))
 
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        task: str = "",
+        sensitivity: SensitivityLike = None,
+        tenant: str = "",
+        metadata: Mapping[str, str] | None = None,
+        dimensions: int = 0,
+        max_cost_usd: float = 0.0,
+        timeout: float | None = None,
+    ) -> EmbedAnswer:
+        """Embeds a text (or several) over the embedding route `task`; restricted text only on the device.
+        `answer.vectors` are the vectors in input order, `answer.decision` says who embedded them."""
+        request = EmbedRequest(
+            task=task,
+            inputs=[inputs] if isinstance(inputs, str) else list(inputs),
+            sensitivity=_sensitivity(sensitivity),
+            tenant=tenant,
+            metadata=dict(metadata or {}),
+            dimensions=dimensions,
+            max_cost_usd=max_cost_usd,
+        )
+        return await self._embed(request, self._timeout(timeout))
+
     async def count_tokens(
         self, text: str, encoding: str = "", model: str = "", *, timeout: float | None = None
     ) -> TokenCount:
@@ -351,3 +377,6 @@ class AsyncAPI(abc.ABC):
 
     @abc.abstractmethod
     async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState: ...
+
+    @abc.abstractmethod
+    async def _embed(self, request: EmbedRequest, timeout: float | None) -> EmbedAnswer: ...

@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 
 from tiergate import wire
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
+from tiergate.embeddings.wire import embed_request_to_proto, embed_response_from_proto
 from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sdk.api import AsyncAPI, TokenCount
@@ -141,6 +143,10 @@ class AsyncClient(AsyncAPI):
     async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
         reply = await self._unary(self._rpc().Canary, pb.CanaryRequest(route=route, percent=percent), timeout)
         return wire.canary_from_proto(reply)
+
+    async def _embed(self, request: EmbedRequest, timeout: float | None) -> EmbedAnswer:
+        reply = await self._unary(self._rpc().Embed, embed_request_to_proto(request), timeout)
+        return embed_response_from_proto(reply)
 
     async def health(self, *, timeout: float | None = None) -> str:
         """The sidecar's gRPC health status: "SERVING" once it is ready, "NOT_SERVING" while it drains."""

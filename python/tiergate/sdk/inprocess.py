@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 
 from tiergate import config as config_mod
 from tiergate.config import Config
+from tiergate.embeddings.types import EmbedAnswer, EmbedRequest
 from tiergate.policy.canary import CanaryState
 from tiergate.request import Chunk, Decision, Request, Response, SidecarStatus
 from tiergate.sdk.api import AsyncAPI, TokenCount
@@ -129,6 +130,9 @@ class AsyncRouter(AsyncAPI):
 
     async def _canary(self, route: str, percent: float | None, timeout: float | None) -> CanaryState:
         return await (await self._ready()).canary(route, percent)
+
+    async def _embed(self, request: EmbedRequest, timeout: float | None) -> EmbedAnswer:
+        return await (await self._ready()).embed(request, _deadline(timeout))
 
 
 class Router(SyncAPI[AsyncRouter]):

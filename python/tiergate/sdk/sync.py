@@ -151,6 +151,7 @@ class SyncAPI(Generic[A]):
     stream = blocking_iter(AsyncAPI.stream)
     explain = blocking(AsyncAPI.explain)
     count_tokens = blocking(AsyncAPI.count_tokens)
+    embed = blocking(AsyncAPI.embed)
     status = blocking(AsyncAPI.status)
     feedback = blocking(AsyncAPI.feedback)
     canary = blocking(AsyncAPI.canary)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from tiergate.embeddings.wire import embed_request_from_proto, embed_response_to_proto
 from tiergate.errors import TiergateError
 from tiergate.reload import LiveSidecar
 from tiergate.server.status import status_of
@@ -126,6 +127,14 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         except TiergateError as exc:
             await _abort(context, exc)
             raise
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        try:
+            answer = await self._sidecar.embed(embed_request_from_proto(request), _deadline(context))
+        except TiergateError as exc:
+            await _abort(context, exc)
+            raise
+        return embed_response_to_proto(answer)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         return status_to_proto(self._sidecar.status())

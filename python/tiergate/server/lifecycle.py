@@ -29,6 +29,7 @@ from tiergate.reload import ConfigReloader, LiveSidecar
 from tiergate.server.auth import BearerToken, GrpcAuthInterceptor, is_loopback
 from tiergate.server.grpc import TiergateServicer
 from tiergate.server.http import HttpServer, observability_routes
+from tiergate.server.openai_embeddings import OpenAIEmbeddings
 from tiergate.server.openai_facade import OpenAIFacade
 from tiergate.server.ui import ControlPanel
 from tiergate.sidecar import Sidecar
@@ -129,6 +130,7 @@ async def serve(
     live = LiveSidecar(sidecar)
     if http is not None:
         http.mount(OpenAIFacade(live))
+        http.mount(OpenAIEmbeddings(live))
         panel = ControlPanel(
             live, telemetry, token=_token(config), config_path=config_path, tls=config.listen.tls is not None
         )

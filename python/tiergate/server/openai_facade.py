@@ -93,6 +93,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "overhead_ms": round(decision.overhead_ms, 3),
         "request_id": decision.request_id,
         "arm": decision.arm,
+        "cache": decision.cache,
+        "cost_saved_usd": decision.cost_saved_usd,
         "reason": decision.reason,
         **({"trace_id": decision.trace_id, "span_id": decision.span_id} if decision.trace_id else {}),
     }

@@ -260,6 +260,12 @@ class Metrics:
             ("route", "model", "arm"),
             SCORE_BUCKETS,
         )
+        self.cache = Series(
+            "tiergate_cache_lookups", "Response cache lookups by route and result", ("route", "result")
+        )
+        self.cache_saved = Series(
+            "tiergate_cache_saved_usd", "What the answers served from the response cache had cost", ("route",)
+        )
         self.registry.register(
             _Families(
                 [
@@ -278,6 +284,8 @@ class Metrics:
                     self.reloads,
                     self.feedback_ratings,
                     self.feedback_scores,
+                    self.cache,
+                    self.cache_saved,
                 ]
             )
         )
@@ -326,6 +334,10 @@ class Metrics:
         if decision is None:
             return
         self.overhead.observe((route,), decision.overhead_ms / 1000, exemplar)
+        if decision.cache:
+            self.cache.inc((route, decision.cache))
+            if decision.cost_saved_usd:
+                self.cache_saved.inc((route,), decision.cost_saved_usd)
         attempts = decision.attempts
         last = len(attempts) - 1
         for i, attempt in enumerate(attempts):

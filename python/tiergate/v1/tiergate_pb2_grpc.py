@@ -70,6 +70,11 @@ class TiergateStub:
                 request_serializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryRequest.SerializeToString,
                 response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/tiergate.v1.Tiergate/Embed',
+                request_serializer=tiergate_dot_v1_dot_tiergate__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=tiergate_dot_v1_dot_tiergate__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class TiergateServicer:
@@ -127,6 +132,13 @@ class TiergateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeds texts over an embedding route; restricted text is embedded on the device only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TiergateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +176,11 @@ def add_TiergateServicer_to_server(servicer, server):
                     servicer.Canary,
                     request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryRequest.FromString,
                     response_serializer=tiergate_dot_v1_dot_tiergate__pb2.CanaryResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=tiergate_dot_v1_dot_tiergate__pb2.EmbedRequest.FromString,
+                    response_serializer=tiergate_dot_v1_dot_tiergate__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +373,33 @@ class Tiergate:
             '/tiergate.v1.Tiergate/Canary',
             tiergate_dot_v1_dot_tiergate__pb2.CanaryRequest.SerializeToString,
             tiergate_dot_v1_dot_tiergate__pb2.CanaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiergate.v1.Tiergate/Embed',
+            tiergate_dot_v1_dot_tiergate__pb2.EmbedRequest.SerializeToString,
+            tiergate_dot_v1_dot_tiergate__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -319,7 +319,11 @@ fn matching_stays_linear_on_adversarial_text() {
     for text in &texts {
         let ids = set.matched(text);
         for found in set.scan(text) {
-            assert!(ids.contains(&found.rule), "{:?}…", &text[..20.min(text.len())]);
+            assert!(
+                ids.contains(&found.rule),
+                "{:?}…",
+                &text[..20.min(text.len())]
+            );
             assert!(found.end <= text.len() && found.start <= found.end);
         }
     }

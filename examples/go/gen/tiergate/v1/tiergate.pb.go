@@ -961,12 +961,14 @@ type Decision struct {
 	Task          string                 `protobuf:"bytes,8,opt,name=task,proto3" json:"task,omitempty"`
 	Complexity    string                 `protobuf:"bytes,9,opt,name=complexity,proto3" json:"complexity,omitempty"` // trivial, moderate, complex or "" when nothing decided
 	Skipped       []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
-	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`              // every answer paid for, a cascade's rejected ones included
-	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"` // who decided the complexity: "rules", "model:NAME", or ""
-	RequestId     string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`          // names this request in Feedback
-	Arm           string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                       // canary rollouts: "baseline" or "canary"; "" when no rollout applied
-	TraceId       string                 `protobuf:"bytes,15,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                // W3C trace id (32 hex digits) when tracing is on: the caller's, or new
-	SpanId        string                 `protobuf:"bytes,16,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`                   // tiergate's request span (16 hex digits); "" when not sampled
+	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`                  // every answer paid for, a cascade's rejected ones included
+	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"`     // who decided the complexity: "rules", "model:NAME", or ""
+	RequestId     string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`              // names this request in Feedback
+	Arm           string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                           // canary rollouts: "baseline" or "canary"; "" when no rollout applied
+	TraceId       string                 `protobuf:"bytes,15,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                    // W3C trace id (32 hex digits) when tracing is on: the caller's, or new
+	SpanId        string                 `protobuf:"bytes,16,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`                       // tiergate's request span (16 hex digits); "" when not sampled
+	Cache         string                 `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`                                       // the response cache: "hit", "miss", or "" (off, or opted out)
+	CostSavedUsd  float64                `protobuf:"fixed64,18,opt,name=cost_saved_usd,json=costSavedUsd,proto3" json:"cost_saved_usd,omitempty"` // on a hit: what the cached answer cost when it was made
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1111,6 +1113,20 @@ func (x *Decision) GetSpanId() string {
 		return x.SpanId
 	}
 	return ""
+}
+
+func (x *Decision) GetCache() string {
+	if x != nil {
+		return x.Cache
+	}
+	return ""
+}
+
+func (x *Decision) GetCostSavedUsd() float64 {
+	if x != nil {
+		return x.CostSavedUsd
+	}
+	return 0
 }
 
 type CompleteResponse struct {
@@ -1970,6 +1986,210 @@ func (x *CanaryResponse) GetArms() []*CanaryArm {
 	return nil
 }
 
+type EmbedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`                                             // embedding route name; "" means the embedding route named "default"
+	Input         []string               `protobuf:"bytes,2,rep,name=input,proto3" json:"input,omitempty"`                                           // 1 to 2048 non-empty texts
+	Sensitivity   Sensitivity            `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=tiergate.v1.Sensitivity" json:"sensitivity,omitempty"` // UNSPECIFIED: decided by the rules
+	Tenant        string                 `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`                                         // budgets and rate limits are per tenant
+	Metadata      map[string]string      `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Dimensions    uint32                 `protobuf:"varint,6,opt,name=dimensions,proto3" json:"dimensions,omitempty"`                      // 0: the model's own size; else only models that can give that size
+	MaxCostUsd    float64                `protobuf:"fixed64,7,opt,name=max_cost_usd,json=maxCostUsd,proto3" json:"max_cost_usd,omitempty"` // 0: no per-request limit
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedRequest) Reset() {
+	*x = EmbedRequest{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedRequest) ProtoMessage() {}
+
+func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
+func (*EmbedRequest) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EmbedRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *EmbedRequest) GetInput() []string {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetSensitivity() Sensitivity {
+	if x != nil {
+		return x.Sensitivity
+	}
+	return Sensitivity_SENSITIVITY_UNSPECIFIED
+}
+
+func (x *EmbedRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *EmbedRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetDimensions() uint32 {
+	if x != nil {
+		return x.Dimensions
+	}
+	return 0
+}
+
+func (x *EmbedRequest) GetMaxCostUsd() float64 {
+	if x != nil {
+		return x.MaxCostUsd
+	}
+	return 0
+}
+
+type Embedding struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vector        []float32              `protobuf:"fixed32,1,rep,packed,name=vector,proto3" json:"vector,omitempty"` // unit length for the on-device model
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Embedding) Reset() {
+	*x = Embedding{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Embedding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Embedding) ProtoMessage() {}
+
+func (x *Embedding) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
+func (*Embedding) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Embedding) GetVector() []float32 {
+	if x != nil {
+		return x.Vector
+	}
+	return nil
+}
+
+type EmbedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Embeddings    []*Embedding           `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"` // one per input, in order
+	Usage         *Usage                 `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`           // input tokens and cost
+	Decision      *Decision              `protobuf:"bytes,3,opt,name=decision,proto3" json:"decision,omitempty"`
+	Model         string                 `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"` // the upstream model id, or the on-device model's name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedResponse) Reset() {
+	*x = EmbedResponse{}
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedResponse) ProtoMessage() {}
+
+func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_tiergate_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedResponse.ProtoReflect.Descriptor instead.
+func (*EmbedResponse) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_tiergate_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EmbedResponse) GetEmbeddings() []*Embedding {
+	if x != nil {
+		return x.Embeddings
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
 var File_tiergate_v1_tiergate_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_tiergate_proto_rawDesc = "" +
@@ -2061,7 +2281,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x92\x04\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xce\x04\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -2083,7 +2303,9 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"request_id\x18\r \x01(\tR\trequestId\x12\x10\n" +
 	"\x03arm\x18\x0e \x01(\tR\x03arm\x12\x19\n" +
 	"\btrace_id\x18\x0f \x01(\tR\atraceId\x12\x17\n" +
-	"\aspan_id\x18\x10 \x01(\tR\x06spanId\"\xf8\x01\n" +
+	"\aspan_id\x18\x10 \x01(\tR\x06spanId\x12\x14\n" +
+	"\x05cache\x18\x11 \x01(\tR\x05cache\x12$\n" +
+	"\x0ecost_saved_usd\x18\x12 \x01(\x01R\fcostSavedUsd\"\xf8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
@@ -2159,14 +2381,37 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x12configured_percent\x18\x04 \x01(\x01R\x11configuredPercent\x12\x1f\n" +
 	"\vrolled_back\x18\x05 \x01(\tR\n" +
 	"rolledBack\x12*\n" +
-	"\x04arms\x18\x06 \x03(\v2\x16.tiergate.v1.CanaryArmR\x04arms*T\n" +
+	"\x04arms\x18\x06 \x03(\v2\x16.tiergate.v1.CanaryArmR\x04arms\"\xd0\x02\n" +
+	"\fEmbedRequest\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x14\n" +
+	"\x05input\x18\x02 \x03(\tR\x05input\x12:\n" +
+	"\vsensitivity\x18\x03 \x01(\x0e2\x18.tiergate.v1.SensitivityR\vsensitivity\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12C\n" +
+	"\bmetadata\x18\x05 \x03(\v2'.tiergate.v1.EmbedRequest.MetadataEntryR\bmetadata\x12\x1e\n" +
+	"\n" +
+	"dimensions\x18\x06 \x01(\rR\n" +
+	"dimensions\x12 \n" +
+	"\fmax_cost_usd\x18\a \x01(\x01R\n" +
+	"maxCostUsd\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\tEmbedding\x12\x16\n" +
+	"\x06vector\x18\x01 \x03(\x02R\x06vector\"\xba\x01\n" +
+	"\rEmbedResponse\x126\n" +
+	"\n" +
+	"embeddings\x18\x01 \x03(\v2\x16.tiergate.v1.EmbeddingR\n" +
+	"embeddings\x12(\n" +
+	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
+	"\bdecision\x18\x03 \x01(\v2\x15.tiergate.v1.DecisionR\bdecision\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model*T\n" +
 	"\vSensitivity\x12\x1b\n" +
 	"\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06PUBLIC\x10\x01\x12\f\n" +
 	"\bINTERNAL\x10\x02\x12\x0e\n" +
 	"\n" +
-	"RESTRICTED\x10\x032\x82\x04\n" +
+	"RESTRICTED\x10\x032\xc2\x04\n" +
 	"\bTiergate\x12G\n" +
 	"\bComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1d.tiergate.v1.CompleteResponse\x12L\n" +
 	"\x0eStreamComplete\x12\x1c.tiergate.v1.CompleteRequest\x1a\x1a.tiergate.v1.CompleteChunk0\x01\x12>\n" +
@@ -2174,7 +2419,8 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\vCountTokens\x12\x1f.tiergate.v1.CountTokensRequest\x1a .tiergate.v1.CountTokensResponse\x12A\n" +
 	"\x06Status\x12\x1a.tiergate.v1.StatusRequest\x1a\x1b.tiergate.v1.StatusResponse\x12G\n" +
 	"\bFeedback\x12\x1c.tiergate.v1.FeedbackRequest\x1a\x1d.tiergate.v1.FeedbackResponse\x12A\n" +
-	"\x06Canary\x12\x1a.tiergate.v1.CanaryRequest\x1a\x1b.tiergate.v1.CanaryResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
+	"\x06Canary\x12\x1a.tiergate.v1.CanaryRequest\x1a\x1b.tiergate.v1.CanaryResponse\x12>\n" +
+	"\x05Embed\x12\x19.tiergate.v1.EmbedRequest\x1a\x1a.tiergate.v1.EmbedResponseB<Z:github.com/tiergate/tiergate/gen/go/tiergate/v1;tiergatev1b\x06proto3"
 
 var (
 	file_tiergate_v1_tiergate_proto_rawDescOnce sync.Once
@@ -2189,7 +2435,7 @@ func file_tiergate_v1_tiergate_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_tiergate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tiergate_v1_tiergate_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(Sensitivity)(0),            // 0: tiergate.v1.Sensitivity
 	(*Message)(nil),             // 1: tiergate.v1.Message
@@ -2216,7 +2462,11 @@ var file_tiergate_v1_tiergate_proto_goTypes = []any{
 	(*CanaryRequest)(nil),       // 22: tiergate.v1.CanaryRequest
 	(*CanaryArm)(nil),           // 23: tiergate.v1.CanaryArm
 	(*CanaryResponse)(nil),      // 24: tiergate.v1.CanaryResponse
-	nil,                         // 25: tiergate.v1.CompleteRequest.MetadataEntry
+	(*EmbedRequest)(nil),        // 25: tiergate.v1.EmbedRequest
+	(*Embedding)(nil),           // 26: tiergate.v1.Embedding
+	(*EmbedResponse)(nil),       // 27: tiergate.v1.EmbedResponse
+	nil,                         // 28: tiergate.v1.CompleteRequest.MetadataEntry
+	nil,                         // 29: tiergate.v1.EmbedRequest.MetadataEntry
 }
 var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	2,  // 0: tiergate.v1.Message.parts:type_name -> tiergate.v1.ContentPart
@@ -2224,7 +2474,7 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	3,  // 2: tiergate.v1.ContentPart.image:type_name -> tiergate.v1.Image
 	1,  // 3: tiergate.v1.CompleteRequest.messages:type_name -> tiergate.v1.Message
 	0,  // 4: tiergate.v1.CompleteRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
-	25, // 5: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
+	28, // 5: tiergate.v1.CompleteRequest.metadata:type_name -> tiergate.v1.CompleteRequest.MetadataEntry
 	4,  // 6: tiergate.v1.CompleteRequest.tools:type_name -> tiergate.v1.Tool
 	5,  // 7: tiergate.v1.CompleteRequest.tool_choice:type_name -> tiergate.v1.ToolChoice
 	0,  // 8: tiergate.v1.Decision.sensitivity:type_name -> tiergate.v1.Sensitivity
@@ -2238,25 +2488,32 @@ var file_tiergate_v1_tiergate_proto_depIdxs = []int32{
 	7,  // 16: tiergate.v1.CompleteChunk.tool_calls:type_name -> tiergate.v1.ToolCallDelta
 	18, // 17: tiergate.v1.StatusResponse.models:type_name -> tiergate.v1.ModelStatus
 	23, // 18: tiergate.v1.CanaryResponse.arms:type_name -> tiergate.v1.CanaryArm
-	8,  // 19: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
-	8,  // 20: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
-	8,  // 21: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
-	15, // 22: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
-	17, // 23: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
-	20, // 24: tiergate.v1.Tiergate.Feedback:input_type -> tiergate.v1.FeedbackRequest
-	22, // 25: tiergate.v1.Tiergate.Canary:input_type -> tiergate.v1.CanaryRequest
-	13, // 26: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
-	14, // 27: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
-	12, // 28: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
-	16, // 29: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
-	19, // 30: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
-	21, // 31: tiergate.v1.Tiergate.Feedback:output_type -> tiergate.v1.FeedbackResponse
-	24, // 32: tiergate.v1.Tiergate.Canary:output_type -> tiergate.v1.CanaryResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	0,  // 19: tiergate.v1.EmbedRequest.sensitivity:type_name -> tiergate.v1.Sensitivity
+	29, // 20: tiergate.v1.EmbedRequest.metadata:type_name -> tiergate.v1.EmbedRequest.MetadataEntry
+	26, // 21: tiergate.v1.EmbedResponse.embeddings:type_name -> tiergate.v1.Embedding
+	9,  // 22: tiergate.v1.EmbedResponse.usage:type_name -> tiergate.v1.Usage
+	12, // 23: tiergate.v1.EmbedResponse.decision:type_name -> tiergate.v1.Decision
+	8,  // 24: tiergate.v1.Tiergate.Complete:input_type -> tiergate.v1.CompleteRequest
+	8,  // 25: tiergate.v1.Tiergate.StreamComplete:input_type -> tiergate.v1.CompleteRequest
+	8,  // 26: tiergate.v1.Tiergate.Explain:input_type -> tiergate.v1.CompleteRequest
+	15, // 27: tiergate.v1.Tiergate.CountTokens:input_type -> tiergate.v1.CountTokensRequest
+	17, // 28: tiergate.v1.Tiergate.Status:input_type -> tiergate.v1.StatusRequest
+	20, // 29: tiergate.v1.Tiergate.Feedback:input_type -> tiergate.v1.FeedbackRequest
+	22, // 30: tiergate.v1.Tiergate.Canary:input_type -> tiergate.v1.CanaryRequest
+	25, // 31: tiergate.v1.Tiergate.Embed:input_type -> tiergate.v1.EmbedRequest
+	13, // 32: tiergate.v1.Tiergate.Complete:output_type -> tiergate.v1.CompleteResponse
+	14, // 33: tiergate.v1.Tiergate.StreamComplete:output_type -> tiergate.v1.CompleteChunk
+	12, // 34: tiergate.v1.Tiergate.Explain:output_type -> tiergate.v1.Decision
+	16, // 35: tiergate.v1.Tiergate.CountTokens:output_type -> tiergate.v1.CountTokensResponse
+	19, // 36: tiergate.v1.Tiergate.Status:output_type -> tiergate.v1.StatusResponse
+	21, // 37: tiergate.v1.Tiergate.Feedback:output_type -> tiergate.v1.FeedbackResponse
+	24, // 38: tiergate.v1.Tiergate.Canary:output_type -> tiergate.v1.CanaryResponse
+	27, // 39: tiergate.v1.Tiergate.Embed:output_type -> tiergate.v1.EmbedResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_tiergate_proto_init() }
@@ -2277,7 +2534,7 @@ func file_tiergate_v1_tiergate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_tiergate_proto_rawDesc), len(file_tiergate_v1_tiergate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Tiergate_Status_FullMethodName         = "/tiergate.v1.Tiergate/Status"
 	Tiergate_Feedback_FullMethodName       = "/tiergate.v1.Tiergate/Feedback"
 	Tiergate_Canary_FullMethodName         = "/tiergate.v1.Tiergate/Canary"
+	Tiergate_Embed_FullMethodName          = "/tiergate.v1.Tiergate/Embed"
 )
 
 // TiergateClient is the client API for Tiergate service.
@@ -52,6 +53,8 @@ type TiergateClient interface {
 	// A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
 	// rolled-back canary). NOT_FOUND for a route without a canary.
 	Canary(ctx context.Context, in *CanaryRequest, opts ...grpc.CallOption) (*CanaryResponse, error)
+	// Embeds texts over an embedding route; restricted text is embedded on the device only.
+	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
 }
 
 type tiergateClient struct {
@@ -141,6 +144,16 @@ func (c *tiergateClient) Canary(ctx context.Context, in *CanaryRequest, opts ...
 	return out, nil
 }
 
+func (c *tiergateClient) Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EmbedResponse)
+	err := c.cc.Invoke(ctx, Tiergate_Embed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TiergateServer is the server API for Tiergate service.
 // All implementations must embed UnimplementedTiergateServer
 // for forward compatibility.
@@ -163,6 +176,8 @@ type TiergateServer interface {
 	// A route's canary rollout: its state, and with `percent` set, a new percentage (which also re-arms a
 	// rolled-back canary). NOT_FOUND for a route without a canary.
 	Canary(context.Context, *CanaryRequest) (*CanaryResponse, error)
+	// Embeds texts over an embedding route; restricted text is embedded on the device only.
+	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
 	mustEmbedUnimplementedTiergateServer()
 }
 
@@ -193,6 +208,9 @@ func (UnimplementedTiergateServer) Feedback(context.Context, *FeedbackRequest) (
 }
 func (UnimplementedTiergateServer) Canary(context.Context, *CanaryRequest) (*CanaryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Canary not implemented")
+}
+func (UnimplementedTiergateServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Embed not implemented")
 }
 func (UnimplementedTiergateServer) mustEmbedUnimplementedTiergateServer() {}
 func (UnimplementedTiergateServer) testEmbeddedByValue()                  {}
@@ -334,6 +352,24 @@ func _Tiergate_Canary_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tiergate_Embed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EmbedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TiergateServer).Embed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tiergate_Embed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TiergateServer).Embed(ctx, req.(*EmbedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tiergate_ServiceDesc is the grpc.ServiceDesc for Tiergate service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +400,10 @@ var Tiergate_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Canary",
 			Handler:    _Tiergate_Canary_Handler,
+		},
+		{
+			MethodName: "Embed",
+			Handler:    _Tiergate_Embed_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
