@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 
 from tiergate.local import protocol
 from tiergate.local.protocol import Frame
@@ -29,6 +30,16 @@ class Worker:
         self._engine = Engine(model.llm, connection.write)
         self._grammars: dict[str, str] = {}
         self._seeds = random.Random()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def read_frames(self) -> None:
+        """Handles frames until end of file, then stops the engine (the sidecar closed or died)."""
+        while (frame := self._connection.read()) is not None:
+            self.handle(frame)
+        self._engine.close()
 
     def handle(self, frame: Frame) -> None:
         op = frame["op"]
@@ -90,6 +101,8 @@ def serve(first: Frame, connection: Connection) -> int:
     connection.write(
         {"op": "ready", "format": model.format.name, "n_ctx": model.llm.n_ctx(), "system_info": system_info()}
     )
-    while (frame := connection.read()) is not None:
-        worker.handle(frame)
+    # Frames are read on a thread of their own; the engine runs here, on the main thread (see `Engine`).
+    reader = threading.Thread(target=worker.read_frames, name="tiergate-worker-reader", daemon=True)
+    reader.start()
+    worker.engine.serve()
     return 0
