@@ -23,21 +23,21 @@ from typing import TYPE_CHECKING
 
 from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.analysis import Analysis, Analyzer
-from tiergate.cache.response_cache import Lookup, ResponseCache, replay_pieces
+from tiergate.cache.response_cache import Lookup, ResponseCache, replay_pieces, served_from_cache
 from tiergate.cache.store import CachedAnswer
 from tiergate.classify import classify
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Run
 from tiergate.embeddings import dispatch as embedding_dispatch
 from tiergate.embeddings.checks import check_embed_request
-from tiergate.embeddings.nearest import NearestExamples, classify_by_examples, load_examples
+from tiergate.embeddings.nearest import NearestExamples, classify_by_examples, route_classifiers
 from tiergate.embeddings.types import EmbedAnswer, EmbeddingProvider, EmbedRequest
 from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
 from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
 from tiergate.model_stats import ModelStats
 from tiergate.policy.canary import CanaryController, CanaryState
-from tiergate.policy.canary_redis import RedisCanaryStore
+from tiergate.policy.canary_redis import canary_store_for, canary_store_url
 from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider, ProviderError
@@ -51,7 +51,6 @@ from tiergate.request import (
     Outcome,
     Request,
     SidecarStatus,
-    Usage,
 )
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
@@ -115,11 +114,13 @@ class Sidecar:
         if previous is not None:
             self.canaries: CanaryController = previous.canaries
             self.canaries.reconfigure(config.routes)
-            if _canary_store_url(config) != getattr(self.canaries.store, "url", None):
-                self.canaries.set_store(self._canary_store(config))
+            if canary_store_url(config) != getattr(self.canaries.store, "url", None):
+                self.canaries.set_store(canary_store_for(config, self.telemetry.metrics.state_failure))
         else:
             self.canaries = CanaryController(
-                config.routes, on_rollback=_log_rollback, store=self._canary_store(config)
+                config.routes,
+                on_rollback=_log_rollback,
+                store=canary_store_for(config, self.telemetry.metrics.state_failure),
             )
         self.planner = Planner(config, self.stats, self.jobs_ahead, self.pools, self.canaries)
         self.dispatcher = Dispatcher(providers, self.breakers, self.stats)
@@ -176,7 +177,7 @@ class Sidecar:
             # would otherwise land on the first request.
             for encoding in {"o200k_base", *(m.encoding for m in config.models.values())}:
                 await asyncio.to_thread(count_tokens, "warm up", encoding)
-            classifiers = await _example_classifiers(config, providers)
+            classifiers = await route_classifiers(config, providers)
             # Compiles the rules, which may fail too (a pattern the regex engine rejects).
             sidecar = cls(config, providers, telemetry=telemetry, previous=previous, classifiers=classifiers)
             await sidecar.canaries.drain()  # with a fleet store: its canary state, before the first request
@@ -294,7 +295,7 @@ class Sidecar:
             run, ticket = await self._ready(request, deadline, report)
             lookup = await self._cache_lookup(run)
             if lookup is not None and lookup.answer is not None:
-                completion = _from_cache(run.decision, lookup.answer, started)
+                completion = served_from_cache(run.decision, lookup.answer, started)
                 report.usage = completion.usage
                 return Answer(completion, run.decision)
             try:
@@ -327,7 +328,7 @@ class Sidecar:
             run, ticket = await self._ready(request, deadline, report)
             lookup = await self._cache_lookup(run)
             if lookup is not None and lookup.answer is not None:
-                cached = _from_cache(run.decision, lookup.answer, started)
+                cached = served_from_cache(run.decision, lookup.answer, started)
                 for piece in replay_pieces(cached.text):
                     yield Chunk(text=piece), None
                 finished = True
@@ -375,14 +376,7 @@ class Sidecar:
         report = self._opened(as_chat, started, None)  # embeddings join no caller trace yet
         ticket: Ticket | None = None
         try:
-            if self._refusing:
-                raise ShuttingDown("the sidecar is shutting down and takes no new requests: retry elsewhere")
-            cap = self.config.limits.max_concurrent_requests
-            if self._everyone.count > cap:
-                raise LimitExceeded(
-                    f"over {cap} requests in flight (limits.max_concurrent_requests): retry shortly",
-                    limit="max_concurrent_requests",
-                )
+            self._take_new()
             check_embed_request(request, self.config.limits)
             analysis = self.analyzer.analyze(as_chat)
             decision = Decision(
@@ -423,16 +417,7 @@ class Sidecar:
     async def _cache_keep(self, lookup: Lookup, completion: Completion, decision: Decision) -> None:
         if self.cache is None:  # a reload handed the cache to the next config meanwhile
             return
-        usage = completion.usage
-        answer = CachedAnswer(
-            text=completion.text,
-            finish_reason=completion.finish_reason,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=decision.cost_usd,
-            served_by=decision.served_by,
-        )
-        await self.cache.keep(lookup, answer)
+        await self.cache.keep(lookup, CachedAnswer.of(completion, decision))
 
     # -- around each request: limits, in-flight count, the report ------------------------------------------
 
@@ -444,18 +429,23 @@ class Sidecar:
         report.trace = self.telemetry.start_trace(parent)
         return report
 
-    async def _ready(
-        self, request: Request, deadline: float | None, report: Report
-    ) -> tuple[Run, Ticket | None]:
-        """Prepares the request and, where limits apply, takes them: the Run to dispatch and its ticket."""
+    def _take_new(self) -> None:
+        """Refuses a new request (already counted in flight) while shutting down or over the concurrency cap:
+        before any work, so that overload stays cheap."""
         if self._refusing:
             raise ShuttingDown("the sidecar is shutting down and takes no new requests: retry elsewhere")
         cap = self.config.limits.max_concurrent_requests
-        if self._everyone.count > cap:  # this one included: refused before any work, overload stays cheap
+        if self._everyone.count > cap:
             raise LimitExceeded(
                 f"over {cap} requests in flight (limits.max_concurrent_requests): retry shortly",
                 limit="max_concurrent_requests",
             )
+
+    async def _ready(
+        self, request: Request, deadline: float | None, report: Report
+    ) -> tuple[Run, Ticket | None]:
+        """Prepares the request and, where limits apply, takes them: the Run to dispatch and its ticket."""
+        self._take_new()
         run, analysis = await self._prepare(request, deadline)
         report.decision = run.decision
         if report.trace is not None:
@@ -499,16 +489,6 @@ class Sidecar:
         if percent is not None:
             return await self.canaries.set_percent(route, percent)
         return await self.canaries.refresh(route)
-
-    def _canary_store(self, config: Config) -> RedisCanaryStore | None:
-        url = _canary_store_url(config)
-        if url is None:
-            return None
-        return RedisCanaryStore(
-            url,
-            timeout_s=config.state_timeout_ms / 1000,
-            on_state_failure=self.telemetry.metrics.state_failure,
-        )
 
     def rate(self, request_id: str, score: float | None, label: str) -> Served:
         """Feedback on a served request (see `feedback.FeedbackStore.rate`)."""
@@ -590,13 +570,6 @@ def _feedback_hook(telemetry: Telemetry, canaries: CanaryController) -> Feedback
     return hook
 
 
-def _canary_store_url(config: Config) -> str | None:
-    """The fleet's store for canary state: only when some route has a canary."""
-    if config.state is None or not any(r.canary is not None for r in config.routes.values()):
-        return None
-    return config.state
-
-
 def _log_rollback(state: CanaryState) -> None:
     logger.warning(
         "canary of route %r rolled back: %s is now at 0%% (%s)", state.route, state.model, state.rolled_back
@@ -637,41 +610,6 @@ class _InFlight:
         self.count -= 1
         if not self.count:
             self.idle.set()
-
-
-async def _example_classifiers(config: Config, providers: dict[str, Provider]) -> dict[str, NearestExamples]:
-    """Each route's labelled examples, embedded once (shared by routes with the same model and examples).
-
-    Raises ExamplesError for an examples file that cannot be used. A model that cannot embed now (its worker
-    is down) leaves the route without examples, said in its Decisions, rather than stopping the sidecar.
-    """
-    built: dict[tuple[str, str, int], NearestExamples] = {}
-    out: dict[str, NearestExamples] = {}
-    for name, route in config.routes.items():
-        spec = route.classify_examples
-        if spec is None:
-            continue
-        key = (spec.model, spec.examples, spec.k)
-        if key not in built:
-            provider = providers[spec.model]
-            assert isinstance(provider, EmbeddingProvider)
-            try:
-                built[key] = await NearestExamples.build(provider, load_examples(spec.examples), spec.k)
-            except ProviderError as exc:
-                logger.warning("route %r: cannot embed its examples (%s); it classifies nothing", name, exc)
-                continue
-        out[name] = built[key]
-    return out
-
-
-def _from_cache(decision: Decision, answer: CachedAnswer, started: float) -> Completion:
-    """A cached answer as this request's: nothing was paid for it, and the Decision says so."""
-    decision.served_by = answer.served_by
-    decision.cost_saved_usd = answer.cost_usd
-    decision.reason = f"{decision.reason}; response cache hit" if decision.reason else "response cache hit"
-    decision.overhead_ms = (time.monotonic() - started) * 1000
-    usage = Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
-    return Completion(answer.text, usage, answer.finish_reason)
 
 
 def _finish(run: Run, started: float) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from tiergate.cache.key import cache_key, tenant_scope
 from tiergate.cache.store import CachedAnswer, MemoryStore, RedisStore, Store, StoreError
 from tiergate.config import CacheConfig
-from tiergate.request import Request, Sensitivity
+from tiergate.request import Completion, Decision, Request, Sensitivity, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +80,13 @@ class ResponseCache:
 def replay_pieces(text: str) -> list[str]:
     """A cached answer cut into word-sized pieces, replayed as a stream."""
     return re.findall(r"\s*\S+|\s+$", text) or [text]
+
+
+def served_from_cache(decision: Decision, answer: CachedAnswer, started: float) -> Completion:
+    """A cached answer as this request's: nothing was paid for it, and the Decision says so."""
+    decision.served_by = answer.served_by
+    decision.cost_saved_usd = answer.cost_usd
+    decision.reason = f"{decision.reason}; response cache hit" if decision.reason else "response cache hit"
+    decision.overhead_ms = (time.monotonic() - started) * 1000
+    usage = Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
+    return Completion(answer.text, usage, answer.finish_reason)

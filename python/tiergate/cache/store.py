@@ -12,6 +12,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from tiergate.request import Completion, Decision
+
 REDIS_PREFIX = "tiergate:cache:"
 
 
@@ -23,6 +25,19 @@ class CachedAnswer:
     output_tokens: int
     cost_usd: float  # what the answer cost when it was made: saved by each hit
     served_by: str
+
+    @classmethod
+    def of(cls, completion: Completion, decision: Decision) -> CachedAnswer:
+        """What to keep of a served answer: its text and usage, what it cost, who served it."""
+        usage = completion.usage
+        return cls(
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=decision.cost_usd,
+            served_by=decision.served_by,
+        )
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -15,8 +15,10 @@ the device only: a classified request's text never leaves it). `embedded` is the
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,9 +26,12 @@ from pathlib import Path
 import orjson
 
 from tiergate.classify import LEVELS
+from tiergate.config import Config
 from tiergate.embeddings.types import EmbeddingProvider
 from tiergate.providers.base import ProviderError
 from tiergate.request import Request
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 MAX_EXAMPLES = 10_000
@@ -133,3 +138,28 @@ async def classify_by_examples(
     if confidence < min_confidence:
         return "", f"embeddings (confidence {confidence:.2f} below {min_confidence:g}: not used)"
     return label, "embeddings"
+
+
+async def route_classifiers(config: Config, providers: Mapping[str, object]) -> dict[str, NearestExamples]:
+    """Each route's labelled examples, embedded once (shared by routes with the same model and examples).
+
+    Raises ExamplesError for an examples file that cannot be used. A model that cannot embed now (its worker
+    is down) leaves the route without examples, said in its Decisions, rather than stopping the sidecar.
+    """
+    built: dict[tuple[str, str, int], NearestExamples] = {}
+    out: dict[str, NearestExamples] = {}
+    for name, route in config.routes.items():
+        spec = route.classify_examples
+        if spec is None:
+            continue
+        key = (spec.model, spec.examples, spec.k)
+        if key not in built:
+            provider = providers[spec.model]
+            assert isinstance(provider, EmbeddingProvider)
+            try:
+                built[key] = await NearestExamples.build(provider, load_examples(spec.examples), spec.k)
+            except ProviderError as exc:
+                logger.warning("route %r: cannot embed its examples (%s); it classifies nothing", name, exc)
+                continue
+        out[name] = built[key]
+    return out

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from tiergate.config import Config
+
 logger = logging.getLogger(__name__)
 TTL_S = 30 * 86_400
 POOL_SIZE = 8
@@ -68,6 +70,21 @@ return redis.call('HGETALL', KEYS[1])
 
 Reply = dict[str, str]
 StateFailureHook = Callable[[str, str], None]
+
+
+def canary_store_url(config: Config) -> str | None:
+    """The fleet's store for canary state: only when some route has a canary."""
+    if config.state is None or not any(r.canary is not None for r in config.routes.values()):
+        return None
+    return config.state
+
+
+def canary_store_for(config: Config, on_state_failure: StateFailureHook | None) -> RedisCanaryStore | None:
+    """The Redis store a config's canaries share with the fleet, or None (no `state:`, or no canary)."""
+    url = canary_store_url(config)
+    if url is None:
+        return None
+    return RedisCanaryStore(url, timeout_s=config.state_timeout_ms / 1000, on_state_failure=on_state_failure)
 
 
 class RedisCanaryStore:
