@@ -137,3 +137,13 @@ def test_neither_the_sidecar_nor_the_worker_imports_onnx() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_the_worker_stays_small_through_the_largest_batch(provider: OnnxEmbeddingProvider) -> None:
+    # The bench records the figure against the 150 MiB aimed for (144 on its machine); this bound leaves
+    # room for allocator noise and still fails if the weights went back to float32 (+90 MiB) or a batch's
+    # activations were unbounded again (16 texts of 256 tokens: +285 MiB).
+    await provider.embed([" ".join(["word"] * 254)] * 16, 0)
+    status = Path(f"/proc/{provider.live_state().worker_pid}/status").read_text()
+    peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    assert peak_kib / 1024 <= 180
