@@ -9,8 +9,8 @@ graph on other texts (cosine >= `MIN_COSINE`, or nothing is written). Then the f
 NOTICE, and last a `model.onnx.sha256` marker go to `model_files.build_dir()`, keyed by the weights' sha256
 and `model_files.BUILD_VERSION`: a second run finds the marker and the file agreeing and does nothing.
 
-Needs the `onnx` package (setup time only: the sidecar and the worker never import this module) and
-onnxruntime. No network.
+Needs the `onnx` package (`tiergate[embedding-build]`; setup time only: the sidecar and the worker never
+import this module) and onnxruntime. No network.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ def _check_shapes(w: dict[str, Array]) -> None:
 def _session(model: bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # One thread: the calibration's float sums, and so the built file, are the same on any number of cores.
+    options.intra_op_num_threads = 1
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -192,7 +194,7 @@ def ensure(directory: Path | None = None) -> Path:
 def main() -> int:
     try:
         print(ensure())
-    except (BuildFailed, model_files.EmbeddingModelError) as exc:
+    except (BuildFailed, model_files.EmbeddingModelError, OSError) as exc:
         print(f"tiergate: cannot build the embedding model: {exc}", file=sys.stderr)
         return 1
     return 0
