@@ -12,6 +12,10 @@ The integer form keeps every weight int8 in onnxruntime's memory:
   channel; `MatMulIntegerToFloat` (onnxruntime's) multiplies them, then the row scales and the bias apply.
   One scale per row, not one per call as `quantize_dynamic`'s `DynamicQuantizeLinear` uses: with one per
   call, a token with large activations coarsens every other token's codes (cosine 0.983 against fp32).
+  uint8 x int8 is onnxruntime's fast pair with VNNI or AMX; on an AVX2 CPU without VNNI its kernel can
+  saturate 16-bit sums. uint8 x uint8 never does, agrees as well, but took ~1.5x as long on the Xeon the
+  bench ran on; the build's own check against the float32 graph (`model_build.py`) runs on the machine
+  that builds, so a CPU where saturation hurt would fail `make setup` rather than serve worse vectors.
 - SmoothQuant: a MatMul's input channels are divided by factors `s` and its weight rows multiplied by them
   (the same product), moving the activations' outlier channels into the weights, where per-channel int8
   absorbs them. `model_build.calibrate` measures the channels; for the attention output the division is
