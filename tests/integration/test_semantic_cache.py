@@ -19,13 +19,15 @@ import openai
 import pytest
 import pytest_asyncio
 import redis
+import yaml
 
 import tiergate
 from tests.fakes.provider_server import FakeProvider
 from tests.integration.sidecar_process import SidecarProcess, run_sidecar
+from tests.readme_blocks import block
 from tiergate.cache.response_cache import ResponseCache
 from tiergate.cache.store import REDIS_PREFIX, CachedAnswer
-from tiergate.config import CacheConfig, ModelConfig, SemanticCacheConfig, parse, resolve
+from tiergate.config import CacheConfig, ConfigError, ModelConfig, SemanticCacheConfig, parse, resolve
 from tiergate.embeddings import model_files
 from tiergate.providers.onnx_embedding import OnnxEmbeddingProvider
 from tiergate.request import Message, Request, Sensitivity
@@ -267,3 +269,19 @@ async def test_an_embedding_worker_that_cannot_load_is_a_miss_and_the_request_is
     assert first.text == second.text == fake_provider.reply_text
     assert (first.decision.cache, second.decision.cache) == ("miss", "miss")
     assert second.decision.served_by == "hosted"
+
+
+def test_the_readme_semantic_config_loads() -> None:
+    config = yaml.safe_load(block("semantic-cache-config"))
+    hosted = {"provider": "openai", "model": "m", "api_key": "k"}
+    full = {
+        **config,
+        "models": {**config["models"], "hosted": hosted},
+        "routes": {"default": {"chain": ["hosted"]}},
+    }
+    loaded = resolve(parse(full), {})
+    assert loaded.cache is not None and loaded.cache.semantic is not None
+    assert (loaded.cache.semantic.model, loaded.cache.semantic.threshold) == ("local-embed", 0.95)
+    full["cache"]["semantic"]["model"] = "hosted"
+    with pytest.raises(ConfigError, match="is not an on-device embedding model"):
+        resolve(parse(full), {})
