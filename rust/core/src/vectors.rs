@@ -20,11 +20,11 @@ pub enum VectorError {
 /// tie), or `None` when there are no rows. Both are float32 little-endian bytes; `rows` holds whole rows
 /// of the query's width.
 pub fn nearest(query: &[u8], rows: &[u8]) -> Result<Option<(usize, f32)>, VectorError> {
-    if query.is_empty() || query.len() % 4 != 0 {
+    if query.is_empty() || !query.len().is_multiple_of(4) {
         return Err(VectorError::Query(query.len()));
     }
     let width = query.len();
-    if rows.len() % width != 0 {
+    if !rows.len().is_multiple_of(width) {
         return Err(VectorError::Rows {
             rows: rows.len(),
             width,
