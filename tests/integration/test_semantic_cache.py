@@ -10,8 +10,9 @@ import dataclasses
 import json
 import os
 import signal
+import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,12 +83,24 @@ def calls(fake: FakeProvider, text: str) -> int:
     return sum(text in json.dumps(r.body) for r in fake.requests if r.path.endswith("/chat/completions"))
 
 
+def records_of(sidecar: SidecarProcess, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The decision records that `match`, once there is one (records reach stdout after the answer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [r for r in map(json.loads, list(sidecar.records)) if match(r)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def metrics(sidecar: SidecarProcess) -> str:
     with urllib.request.urlopen(f"http://{sidecar.http_address}/metrics", timeout=10) as response:
         return str(response.read().decode())
 
 
-def test_a_paraphrase_is_served_from_the_cache(client: openai.OpenAI, fake: FakeProvider) -> None:
+def test_a_paraphrase_is_served_from_the_cache(
+    client: openai.OpenAI, fake: FakeProvider, sidecar: SidecarProcess
+) -> None:
     _, first = ask(client, "How do I reset my password?")
     text, second = ask(client, "How can I reset my password?")
     assert text == fake.reply_text
@@ -98,6 +111,9 @@ def test_a_paraphrase_is_served_from_the_cache(client: openai.OpenAI, fake: Fake
     assert calls(fake, "How can I reset my password?") == 0
     _, exact = ask(client, "How do I reset my password?")
     assert (exact["cache"], exact["cache_match"]) == ("hit", "exact")
+    semantic = records_of(sidecar, lambda r: r.get("cache_match") == "semantic")
+    assert len(semantic) == 1 and semantic[0]["cache_similarity"] == pytest.approx(second["cache_similarity"])
+    assert not [line for line in sidecar.records if "reset my password" in line]  # never the prompt text
 
 
 def test_an_unrelated_question_misses(client: openai.OpenAI, fake: FakeProvider) -> None:
