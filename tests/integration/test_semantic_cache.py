@@ -301,3 +301,23 @@ def test_the_readme_semantic_config_loads() -> None:
     full["cache"]["semantic"]["model"] = "hosted"
     with pytest.raises(ConfigError, match="is not an on-device embedding model"):
         resolve(parse(full), {})
+
+
+async def test_a_reload_keeps_the_entries_unless_the_embedding_model_changes(
+    fake_provider: FakeProvider,
+) -> None:
+    config = resolve(parse(semantic_config(fake_provider, EMBED, timeout_ms=30_000)), {})
+    other_model = resolve(
+        parse(semantic_config(fake_provider, {**EMBED, "threads": 2}, timeout_ms=30_000)), {}
+    )
+    first = await Sidecar.start(config)
+    await tiergate.AsyncRouter.from_sidecar(first).complete("How do I reset my password?")
+    second = await Sidecar.start(config, previous=first)
+    await first.retire(second)
+    kept = await tiergate.AsyncRouter.from_sidecar(second).complete("How can I reset my password?")
+    third = await Sidecar.start(other_model, previous=second)
+    await second.retire(third)
+    dropped = await tiergate.AsyncRouter.from_sidecar(third).complete("How can I reset my password?")
+    await third.aclose()
+    assert kept.decision.cache_match == "semantic"
+    assert dropped.decision.cache == "miss"  # another model's vectors would not compare
