@@ -163,6 +163,9 @@ class Sidecar:
                     config.state_timeout_ms / 1000,
                     on_semantic=self.telemetry.metrics.cache_semantic_lookup,
                 )
+        semantic = config.cache.semantic if config.cache is not None else None
+        embedder = providers.get(semantic.model) if semantic is not None else None
+        self._cache_embedder = embedder if isinstance(embedder, EmbeddingProvider) else None
 
     @classmethod
     async def start(
@@ -417,13 +420,8 @@ class Sidecar:
         """The cache's answer for a planned request (None: no cache, or the request opted out)."""
         if self.cache is None:
             return None
-        semantic = self.cache.config.semantic
-        embedder = self.providers.get(semantic.model) if semantic is not None else None
         lookup = await self.cache.lookup(
-            run.plan.route_name,
-            run.request,
-            run.decision.sensitivity,
-            embedder if isinstance(embedder, EmbeddingProvider) else None,
+            run.plan.route_name, run.request, run.decision.sensitivity, self._cache_embedder
         )
         if not lookup.key:
             return None
