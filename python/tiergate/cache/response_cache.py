@@ -91,31 +91,37 @@ class ResponseCache:
             return Lookup("", None, restricted)
         tenant = tenant_scope(request.tenant)
         key = f"{tenant}:{cache_key(route, request)}"
-        try:
-            answer = await self._where(restricted).get(key)
-        except StoreError as exc:
-            self.store_failures += 1
-            logger.warning("response cache: %s (answered without the cache)", exc)
-            answer = None
+        _, answer = await self._get(restricted, key)
         if answer is not None:
             return Lookup(key, answer, restricted, "exact")
-        if self._index is None or embedder is None:
+        semantic = self.config.semantic
+        if self._index is None or semantic is None or embedder is None:
             return Lookup(key, None, restricted)
         parts = semantic_parts(route, request)
         if parts is None:
             self._semantic_result(route, "not_applicable")
             return Lookup(key, None, restricted)
         scope = f"{tenant}:{'restricted' if restricted else 'shared'}:{parts.scope}"
-        vector = await self._embed(route, embedder, parts.text)
+        vector = await self._embed(route, embedder, parts.text, semantic.timeout_ms / 1000)
         if vector is None:
             return Lookup(key, None, restricted)
         miss = Lookup(key, None, restricted, scope=scope, vector=vector)
-        return await self._nearest(route, miss, self._index)
+        return await self._nearest(route, miss, self._index, semantic.threshold)
 
-    async def _embed(self, route: str, embedder: EmbeddingProvider, text: str) -> bytes | None:
-        assert self.config.semantic is not None
+    async def _get(self, restricted: bool, key: str) -> tuple[bool, CachedAnswer | None]:
+        """(whether the store answered, the answer it has): a store that fails is a miss, counted."""
         try:
-            async with asyncio.timeout(self.config.semantic.timeout_ms / 1000):
+            return True, await self._where(restricted).get(key)
+        except StoreError as exc:
+            self.store_failures += 1
+            logger.warning("response cache: %s (answered without the cache)", exc)
+            return False, None
+
+    async def _embed(
+        self, route: str, embedder: EmbeddingProvider, text: str, timeout_s: float
+    ) -> bytes | None:
+        try:
+            async with asyncio.timeout(timeout_s):
                 embedded = await embedder.embed([text], 0)
         except TimeoutError:
             self._semantic_result(route, "timeout")
@@ -128,21 +134,16 @@ class ResponseCache:
             return None
         return embedded.vectors[0]
 
-    async def _nearest(self, route: str, miss: Lookup, index: SemanticIndex) -> Lookup:
-        assert self.config.semantic is not None
-        found = index.nearest(miss.scope, miss.vector)
-        if found is None or found[1] < self.config.semantic.threshold:
+    async def _nearest(self, route: str, miss: Lookup, index: SemanticIndex, threshold: float) -> Lookup:
+        nearest = index.nearest(miss.scope, miss.vector)
+        if nearest is None or nearest[1] < threshold:
             self._semantic_result(route, "miss")
             return miss
-        key, similarity = found
-        try:
-            answer = await self._where(miss.restricted).get(key)
-        except StoreError as exc:
-            self.store_failures += 1
-            logger.warning("response cache: %s (answered without the cache)", exc)
-            answer = None
-        if answer is None:  # expired or evicted from the store meanwhile
-            index.forget(miss.scope, key)
+        key, similarity = nearest
+        answered, answer = await self._get(miss.restricted, key)
+        if answer is None:
+            if answered:  # the store expired or evicted it meanwhile (not when the store is down)
+                index.forget(miss.scope, key)
             self._semantic_result(route, "miss")
             return miss
         self._semantic_result(route, "hit")
