@@ -3,7 +3,7 @@
 //! ```text
 //! ValueError
 //!  ├── RuleError        a rule does not compile or is malformed (the message names the rule id)
-//!  └── (plain)          unknown encoding (the message names the known ones)
+//!  └── (plain)          unknown encoding (the message names the known ones); vectors of the wrong size
 //! RuntimeError          an encoding failed to initialise (a bug in tiergate, never the caller's input)
 //! ```
 
@@ -30,4 +30,9 @@ pub(crate) fn token_error(err: TokenError) -> PyErr {
 /// Every rule-set error -> `RuleError`; its message names the rule.
 pub(crate) fn rule_error(err: tiergate_core::rules::RuleError) -> PyErr {
     RuleError::new_err(err.to_string())
+}
+
+/// Vectors that are not whole float32 rows of the query's width -> `ValueError`.
+pub(crate) fn vector_error(err: tiergate_core::vectors::VectorError) -> PyErr {
+    PyValueError::new_err(err.to_string())
 }

@@ -9,6 +9,7 @@ mod errors;
 mod limits;
 mod rules;
 mod tokens;
+mod vectors;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -18,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rules::register(m)?;
     breaker::register(m)?;
     limits::register(m)?;
+    vectors::register(m)?;
     Ok(())
 }
