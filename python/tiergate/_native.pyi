@@ -251,6 +251,7 @@ class GrpcFront:
         stream_capacity: int = 64,
         tls: tuple[bytes, bytes] | None = None,
         token: str | None = None,
+        max_streams_per_connection: int = 1024,
     ) -> Self: ...
     @property
     def port(self) -> int | None:

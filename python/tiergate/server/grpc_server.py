@@ -86,8 +86,10 @@ class GrpcServer:
         token: str | None = None,
         tls: tuple[str, str] | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        max_streams_per_connection: int = 1024,
     ) -> None:
         self._token = token
+        self._max_streams = max_streams_per_connection
         self._tls = tls
         self._max_message_bytes = max_message_bytes
         self._methods = {
@@ -122,6 +124,7 @@ class GrpcServer:
             stream_capacity=STREAM_CAPACITY,
             tls=tls,
             token=self._token,
+            max_streams_per_connection=self._max_streams,
         )
         self._front = front
         asyncio.get_running_loop().add_reader(front.fileno(), self._on_wake)

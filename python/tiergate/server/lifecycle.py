@@ -34,6 +34,7 @@ from tiergate.telemetry import Telemetry
 
 # Room for the protobuf framing around a request whose text is at the size limit.
 _MESSAGE_OVERHEAD_BYTES = 64 * 1024
+_MIN_STREAMS = 1024
 
 
 def _say(line: str) -> None:
@@ -71,7 +72,13 @@ def _grpc_server(config: Config, live: LiveSidecar) -> GrpcServer | UnixGrpcServ
             TiergateServicer(live), token=token, tls=config.listen.tls, max_message_bytes=max_message_bytes
         )
     return GrpcServer(
-        TiergateServicer(live), token=token, tls=config.listen.tls, max_message_bytes=max_message_bytes
+        TiergateServicer(live),
+        token=token,
+        tls=config.listen.tls,
+        max_message_bytes=max_message_bytes,
+        # A bound on what one connection may hold open, well past the admission cap (calls beyond the cap
+        # are answered RESOURCE_EXHAUSTED at once, not queued by the client's HTTP/2 stack).
+        max_streams_per_connection=max(2 * config.limits.max_concurrent_requests + 64, _MIN_STREAMS),
     )
 
 

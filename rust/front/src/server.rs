@@ -47,6 +47,8 @@ pub struct FrontConfig {
     pub stream_capacity: usize,
     /// When set, every service but health needs `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Streams one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
 }
 
 enum Listener {
@@ -111,7 +113,8 @@ impl Front {
             stream_capacity: config.stream_capacity,
             wakes: Arc::clone(&wakes),
         });
-        let mut builder = Server::builder();
+        let mut builder =
+            Server::builder().max_concurrent_streams(config.max_streams_per_connection);
         if let Some(tls) = config.tls {
             let identity = Identity::from_pem(tls.cert_pem, tls.key_pem);
             builder = builder

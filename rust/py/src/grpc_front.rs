@@ -31,10 +31,10 @@ const EVENT_WRITABLE: u8 = 2;
 #[pymethods]
 impl PyGrpcFront {
     /// `methods`: (path, streams) pairs; `tls`: (cert PEM, key PEM); `token`: the bearer token every
-    /// service but health requires.
+    /// service but health requires; `max_streams_per_connection`: HTTP/2's concurrent-stream limit.
     #[new]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keyword arguments, one each
-    #[pyo3(signature = (address, methods, descriptor_set, max_message_bytes, stream_capacity = 64, tls = None, token = None))]
+    #[pyo3(signature = (address, methods, descriptor_set, max_message_bytes, stream_capacity = 64, tls = None, token = None, max_streams_per_connection = 1024))]
     fn new(
         py: Python<'_>,
         address: String,
@@ -44,6 +44,7 @@ impl PyGrpcFront {
         stream_capacity: usize,
         tls: Option<(Vec<u8>, Vec<u8>)>,
         token: Option<String>,
+        max_streams_per_connection: u32,
     ) -> PyResult<Self> {
         let config = FrontConfig {
             address,
@@ -65,6 +66,7 @@ impl PyGrpcFront {
             max_message_bytes,
             stream_capacity,
             token,
+            max_streams_per_connection,
         };
         let inner = py.detach(|| Front::start(config)).map_err(front_error)?;
         Ok(Self { inner })
