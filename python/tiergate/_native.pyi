@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "count_tokens",
     "default_rules",
+    "nearest_vector",
 ]
 
 __version__: str
@@ -227,6 +228,17 @@ class BudgetCounter:
     def settle(self, reserved: float, actual: float) -> None: ...
     def spent(self) -> float: ...
     def remaining(self) -> float: ...
+
+# --- vectors ----------------------------------------------------------------------------------------------
+
+def nearest_vector(query: bytes, rows: bytes) -> tuple[int, float] | None:
+    """The index and dot product of the row of `rows` nearest to `query` (the largest dot product, the first
+    row winning a tie); None when `rows` is empty. Both are float32 little-endian bytes, `rows` whole
+    vectors of the query's width.
+
+    Raises:
+        ValueError: the query is empty or not whole float32 values, or `rows` is not whole rows.
+    """
 
 # --- the gRPC front door ----------------------------------------------------------------------------------
 

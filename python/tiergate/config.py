@@ -364,6 +364,23 @@ class LimitsConfig(_Strict):
     max_tenants: int = Field(100_000, ge=1)
 
 
+class SemanticCacheConfig(_Strict):
+    """Semantic matching (`cache/semantic.py`): on an exact miss, the answer to a paraphrase of the last user
+    message, in the same scope (tenant, route, every other field of the request)."""
+
+    model: str  # an on-device embedding model: looking a request up embeds its last user message
+    threshold: float = Field(0.95, gt=0, le=1)  # the cosine similarity a hit needs
+    max_entries: int = Field(10_000, ge=1)  # vectors held in this process, all scopes together
+    max_per_scope: int = Field(1_000, ge=1)  # ... and in one scope (the oldest out first)
+    timeout_ms: PositiveMs = 100  # embedding the lookup's text; past it the lookup is a miss
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SemanticCacheConfig:
+        if self.max_per_scope > self.max_entries:
+            raise ValueError("`max_per_scope` cannot exceed `max_entries`")
+        return self
+
+
 class CacheConfig(_Strict):
     """The response cache (README: "Response cache"); present = on for every chat route."""
 
@@ -371,6 +388,7 @@ class CacheConfig(_Strict):
     max_entries: int = Field(10_000, ge=1)  # in this process's memory, least recently used out first
     max_entry_bytes: int = Field(256 * 1024, ge=1)  # larger answers are not cached
     store: Literal["memory", "redis"] = "memory"  # redis: the `state` URL, shared by the fleet
+    semantic: SemanticCacheConfig | None = None  # absent: exact matches only
 
 
 class Config(_Strict):
@@ -526,6 +544,16 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
         ):
             if getattr(route, field) is not None:
                 raise ConfigError(f"{key}.{field.rstrip('_')}: does not apply to an embedding route")
+    semantic = config.cache.semantic if config.cache is not None else None
+    if semantic is not None and (
+        semantic.model not in models
+        or not models[semantic.model].is_embedding
+        or not models[semantic.model].is_on_device
+    ):
+        raise ConfigError(
+            f"{source}: cache.semantic.model: {semantic.model!r} is not an on-device embedding model (a "
+            "semantic lookup embeds the request's text, which must not leave the device to find an answer)"
+        )
     _check_traffic(config, source)
     return config.model_copy(update={"listen": listen, "models": models, "rules": rules})
 

@@ -154,6 +154,8 @@ class Decision:
     span_id: str = ""  # tiergate's request span in that trace (16 hex digits); "" when it is not sampled
     cache: str = ""  # the response cache: "hit", "miss", or "" (off, or the request opted out)
     cost_saved_usd: float = 0.0  # a hit: what the cached answer cost when it was made
+    cache_match: str = ""  # a hit: "exact", or "semantic" (the answer to a paraphrase, `cache.semantic`)
+    cache_similarity: float = 0.0  # a semantic hit: the cosine similarity of the two last user messages
 
 
 @dataclass(slots=True)

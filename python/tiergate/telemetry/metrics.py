@@ -25,6 +25,12 @@ Families (prefix `tiergate_`):
     local_crashes_total{model}                 worker processes that died on their own (at scrape)
     budget_spent_usd{tenant,period}, budget_limit_usd{tenant,period}   in-process budgets (at scrape;
                                                `telemetry/budgets.py`)
+    cache_lookups_total{route,result}          response cache lookups: hit or miss
+    cache_hits_total{route,match}              response cache hits by kind: exact or semantic
+    cache_semantic_lookups_total{route,result} semantic lookups after an exact miss: hit, miss, timeout or
+                                               unavailable (the embedding model did not answer in time, or
+                                               failed: a miss), not_applicable (the last message is not text)
+    cache_saved_usd_total{route}               what the answers served from the cache had cost
     asyncio_tasks                              tasks alive on the event loop (at scrape): leaks show as growth
 
 Every update happens on the event loop's thread, so the series are plain dicts updated without locks
@@ -266,6 +272,16 @@ class Metrics:
         self.cache_saved = Series(
             "tiergate_cache_saved_usd", "What the answers served from the response cache had cost", ("route",)
         )
+        self.cache_hits = Series(
+            "tiergate_cache_hits",
+            "Response cache hits by route and kind (exact, semantic)",
+            ("route", "match"),
+        )
+        self.cache_semantic = Series(
+            "tiergate_cache_semantic_lookups",
+            "Semantic response cache lookups (after an exact miss) by route and result",
+            ("route", "result"),
+        )
         self.registry.register(
             _Families(
                 [
@@ -286,6 +302,8 @@ class Metrics:
                     self.feedback_scores,
                     self.cache,
                     self.cache_saved,
+                    self.cache_hits,
+                    self.cache_semantic,
                 ]
             )
         )
@@ -316,6 +334,10 @@ class Metrics:
                     )
         return down
 
+    def cache_semantic_lookup(self, route: str, result: str) -> None:
+        """What became of a semantic response cache lookup (`cache/response_cache.py`)."""
+        self.cache_semantic.inc((route, result))
+
     def observe(self, report: Report) -> None:
         decision = report.decision
         route = decision.route if decision is not None else ""
@@ -336,6 +358,8 @@ class Metrics:
         self.overhead.observe((route,), decision.overhead_ms / 1000, exemplar)
         if decision.cache:
             self.cache.inc((route, decision.cache))
+            if decision.cache_match:
+                self.cache_hits.inc((route, decision.cache_match))
             if decision.cost_saved_usd:
                 self.cache_saved.inc((route,), decision.cost_saved_usd)
         attempts = decision.attempts

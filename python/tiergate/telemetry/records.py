@@ -3,7 +3,9 @@
 A record says what tiergate decided and did: route, task, tenant, sensitivity, the rule ids that matched
 (never the matched text), each attempt with its outcome and timings, the candidates skipped and why, the
 model that served, tokens, cost, tiergate's own overhead, and the outcome (`ok` or the error kind and
-message); with tracing on, the request's `trace_id` and `span_id` (the span only when sampled). Prompt and
+message); with tracing on, the request's `trace_id` and `span_id` (the span only when sampled); with the
+response cache on, `cache` (`hit`, `miss`) and on a hit `cache_match` (`exact`, `semantic`), `cost_saved_usd`
+and a semantic hit's `cache_similarity`. Prompt and
 answer text appear only with `telemetry.log_content: true`. Configured API keys and credential headers never
 appear: any that an upstream error message echoes is replaced by `[redacted]`.
 
@@ -123,6 +125,13 @@ class DecisionLog:
             out["attempts"] = [_attempt(a) for a in decision.attempts]
             out["skipped"] = [{"model": s.model, "reason": s.reason} for s in decision.skipped]
             out["served_by"] = decision.served_by
+            if decision.cache:  # the response cache was looked up: "hit" ("exact" or "semantic") or "miss"
+                out["cache"] = decision.cache
+                if decision.cache_match:
+                    out["cache_match"] = decision.cache_match
+                    out["cost_saved_usd"] = decision.cost_saved_usd
+                if decision.cache_match == "semantic":
+                    out["cache_similarity"] = round(decision.cache_similarity, 4)
             if decision.trace_id:  # tracing is on: the trace, and the request's span when it was sampled
                 out["trace_id"] = decision.trace_id
                 if decision.span_id:

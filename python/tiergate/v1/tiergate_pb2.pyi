@@ -180,7 +180,7 @@ class Skipped(_message.Message):
     def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by", "request_id", "arm", "trace_id", "span_id", "cache", "cost_saved_usd")
+    __slots__ = ("route", "served_by", "sensitivity", "matched_rules", "attempts", "overhead_ms", "reason", "task", "complexity", "skipped", "cost_usd", "complexity_by", "request_id", "arm", "trace_id", "span_id", "cache", "cost_saved_usd", "cache_match", "cache_similarity")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,8 @@ class Decision(_message.Message):
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MATCH_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     route: str
     served_by: str
     sensitivity: Sensitivity
@@ -217,7 +219,9 @@ class Decision(_message.Message):
     span_id: str
     cache: str
     cost_saved_usd: float
-    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., cache: _Optional[str] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...
+    cache_match: str
+    cache_similarity: float
+    def __init__(self, route: _Optional[str] = ..., served_by: _Optional[str] = ..., sensitivity: _Optional[_Union[Sensitivity, str]] = ..., matched_rules: _Optional[_Iterable[str]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., overhead_ms: _Optional[float] = ..., reason: _Optional[str] = ..., task: _Optional[str] = ..., complexity: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[Skipped, _Mapping]]] = ..., cost_usd: _Optional[float] = ..., complexity_by: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., cache: _Optional[str] = ..., cost_saved_usd: _Optional[float] = ..., cache_match: _Optional[str] = ..., cache_similarity: _Optional[float] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("text", "usage", "decision", "finish_reason", "tool_calls", "refusal")

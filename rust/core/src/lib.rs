@@ -4,6 +4,7 @@
 //! - [`rules`]: a compiled rule set (regex patterns and keyword lists) matched in one pass.
 //! - [`breaker`]: per-model circuit breakers with resilience4j semantics.
 //! - [`limits`]: token-bucket rate limits and budget counters.
+//! - [`vectors`]: the nearest of a set of embedding vectors to a query (the response cache's semantic match).
 //! - [`clock`]: the injectable time source the breaker and limits read.
 
 pub mod breaker;
@@ -11,3 +12,4 @@ pub mod clock;
 pub mod limits;
 pub mod rules;
 pub mod tokens;
+pub mod vectors;

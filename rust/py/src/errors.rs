@@ -3,7 +3,7 @@
 //! ```text
 //! ValueError
 //!  ├── RuleError        a rule does not compile or is malformed (the message names the rule id)
-//!  └── (plain)          unknown encoding (the message names the known ones)
+//!  └── (plain)          unknown encoding (the message names the known ones); vectors of the wrong size
 //! RuntimeError          an encoding failed to initialise (a bug in tiergate, never the caller's input)
 //!  └── CallFinished     a gRPC call was answered twice (its client already has an answer)
 //! OSError               the gRPC listener cannot bind its address
@@ -59,4 +59,9 @@ pub(crate) fn front_error(err: tiergate_front::FrontError) -> PyErr {
             PyRuntimeError::new_err(err.to_string())
         }
     }
+}
+
+/// Vectors that are not whole float32 rows of the query's width -> `ValueError`.
+pub(crate) fn vector_error(err: tiergate_core::vectors::VectorError) -> PyErr {
+    PyValueError::new_err(err.to_string())
 }

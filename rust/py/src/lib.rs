@@ -10,6 +10,7 @@ mod grpc_front;
 mod limits;
 mod rules;
 mod tokens;
+mod vectors;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,5 +21,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     breaker::register(m)?;
     limits::register(m)?;
     grpc_front::register(m)?;
+    vectors::register(m)?;
     Ok(())
 }

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         raise protocol.ProtocolError(f"expected load, got {first['op']!r}")
     kind = first.get("kind", "chat")
     if kind == "embedding":
+        # onnxruntime's official Linux builds send usage events to Microsoft, and keep a device id and an
+        # event cache under ~/.cache/Microsoft, unless this is set before it initialises: an on-device model
+        # sends nothing, and writes nothing (a read-only root file system works).
+        os.environ["ORT_DISABLE_TELEMETRY"] = "1"
         from tiergate.local.worker import embedding
 
         status = embedding.serve(first, connection)

