@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tonic::body::Body;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::KeyAndValueRef;
 use tonic::server::{Grpc, NamedService};
 use tonic::Status;
@@ -67,7 +68,11 @@ impl tower_service::Service<http::Request<Body>> for TiergateService {
         let state = Arc::clone(&self.state);
         Box::pin(async move {
             let path = request.uri().path().to_owned();
-            let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(state.max_message_bytes);
+            // Compressed requests are read (as gRPC's own servers do); answers go out uncompressed.
+            let mut grpc = Grpc::new(RawCodec)
+                .max_decoding_message_size(state.max_message_bytes)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Deflate);
             let reached = Arc::new(AtomicBool::new(false));
             let handler = Handler {
                 state: Arc::clone(&state),
