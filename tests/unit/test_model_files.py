@@ -24,6 +24,17 @@ def test_an_unbuilt_model_is_an_error_naming_make_setup(cache: Path) -> None:
         model_files.embedded()
 
 
+def test_an_unbuilt_model_without_its_fp32_weights_says_where_to_build_it(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a container image: the package is there without its weights, and the cache lacks the build.
+    source = model_files.upstream()
+    without_weights = Upstream(cache / "absent", source.weights_sha256, source.tokenizer)
+    monkeypatch.setattr(model_files, "upstream", lambda: without_weights)
+    with pytest.raises(EmbeddingModelError, match=r"not built .*fp32 weights are not installed.*make image"):
+        model_files.embedded()
+
+
 def test_a_model_file_without_its_marker_counts_as_not_built(cache: Path) -> None:
     directory = model_files.build_dir()
     directory.mkdir(parents=True)

