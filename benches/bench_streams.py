@@ -55,11 +55,6 @@ from benches.harness import (
 BENCHES = Path(__file__).resolve().parent
 LOADGEN_SRC = BENCHES / "loadgen"
 UPSTREAM_SRC = BENCHES / "upstream"
-# `tiergate serve` on uvloop's event loop, for --uvloop (an experiment: the product runs asyncio's own loop).
-UVLOOP_SERVE = (
-    "import sys, asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "from tiergate.cli import main; sys.exit(main(sys.argv[1:]))"
-)
 
 
 HEADER = ["system", "interface", "streams", "sidecar µs CPU/chunk", "upstream µs CPU/chunk",
@@ -259,7 +254,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds before the window")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--before-ref", help="also run the sidecar from this commit's Python sources")
-    parser.add_argument("--uvloop", action="store_true", help="also run this tree's sidecar on uvloop's loop")
+    parser.add_argument(
+        "--asyncio-loop",
+        action="store_true",
+        help="also run this tree's sidecar on asyncio's own event loop (TIERGATE_EVENT_LOOP=asyncio)",
+    )
     parser.add_argument(
         "--litellm",
         action="store_true",
@@ -297,9 +296,9 @@ def main() -> None:
             systems = {"before": {**os.environ, "PYTHONPATH": str(pythonpath)}, **systems}
         serve = [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(config_path)]
         commands = {name: serve for name in systems}
-        if args.uvloop:
-            systems["after, uvloop"] = dict(os.environ)
-            commands["after, uvloop"] = [PYTHON, "-c", UVLOOP_SERVE, "serve", "--config", str(config_path)]
+        if args.asyncio_loop:
+            systems["after, asyncio loop"] = {**os.environ, "TIERGATE_EVENT_LOOP": "asyncio"}
+            commands["after, asyncio loop"] = serve
         litellm_target = start_litellm(stack, tmp, upstream_v1) if args.litellm and "http" in modes else None
         for mode in modes:
             for streams in unary_levels if mode == "unary" else levels:
