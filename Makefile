@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMPS := $(VENV)/.stamps
-RUST_SOURCES := $(shell find rust -path rust/fuzz -prune -o -name '*.rs' -print 2>/dev/null) Cargo.toml Cargo.lock rust/core/Cargo.toml rust/py/Cargo.toml
+RUST_SOURCES := $(shell find rust -path rust/fuzz -prune -o -name '*.rs' -print 2>/dev/null) Cargo.toml Cargo.lock rust/core/Cargo.toml rust/front/Cargo.toml rust/py/Cargo.toml
 CONFIG ?=
 FUZZ_SECONDS ?= 20
 # No sanitizer: the fuzzed crates forbid `unsafe`, so a finding is a panic (overflow checks on: -a) or a broken

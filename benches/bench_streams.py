@@ -4,15 +4,18 @@
     .venv/bin/python benches/bench_streams.py --streams 100,1000 --before-ref 5ba62b7   # before/after
     .venv/bin/python benches/bench_streams.py --quick            # fewer streams, shorter windows
 
-One cheap upstream (benches/stream_upstream.py: an OpenAI-wire SSE stream per request, one chunk every
-1/rate s) and a cheap load generator (benches/loadgen, Go, built here: gRPC StreamComplete or the HTTP
-facade's SSE) drive each sidecar in turn: `tiergate serve` from this tree ("after") and, with
-`--before-ref REF`, the same command from the Python sources of commit REF ("before", with this tree's
-built extension). For each level (streams x interface) every system gets one window, in the same run.
+One cheap upstream (an OpenAI-wire SSE stream per request, one chunk every 1/rate s: benches/upstream, Go,
+built here, or with `--upstream python` benches/stream_upstream.py, the same bytes from asyncio) and a cheap
+load generator (benches/loadgen, Go, built here: gRPC StreamComplete or the HTTP facade's SSE) drive each
+sidecar in turn: `tiergate serve` from this tree ("after") and, with `--before-ref REF`, the same command
+from the Python sources of commit REF ("before", with this tree's built extension). For each level
+(streams x interface) every system gets one window, in the same run.
 
 Figures, inside the measured window only (after a warm-up during which every stream has started):
-sidecar CPU (user + system, from /proc) per relayed chunk; chunks/s delivered; p99 of the gaps between
-consecutive chunks of a stream as the clients see them, minus the upstream's interval ("gap added"); the
+sidecar CPU (user + system, from /proc) per relayed chunk, and the upstream's and the load generator's (so
+the table shows whether either was the bottleneck); the machine's idle share (from /proc/stat: near 0, the
+2 cores were saturated, by whatever ran); chunks/s delivered; p99 of the gaps between consecutive chunks
+of a stream as the clients see them, minus the upstream's interval ("gap added"); the
 sidecar's RSS at the window's end; errors (any failed stream, whole run). With `--modes unary`, each
 "stream" is a client calling gRPC Complete in a loop: a "chunk" is then a request, and its gap the
 request's latency (the upstream answers a non-streamed request at once).
@@ -40,8 +43,9 @@ from benches.harness import (
     PYTHON,
     ROOT,
     machine,
+    machine_cpu_ticks,
     memory_mb,
-    process_tree_cpu_s,
+    process_trees_cpu_s,
     report_head,
     run_server,
     table,
@@ -50,15 +54,12 @@ from benches.harness import (
 
 BENCHES = Path(__file__).resolve().parent
 LOADGEN_SRC = BENCHES / "loadgen"
-# `tiergate serve` on uvloop's event loop, for --uvloop (an experiment: the product runs asyncio's own loop).
-UVLOOP_SERVE = (
-    "import sys, asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "from tiergate.cli import main; sys.exit(main(sys.argv[1:]))"
-)
+UPSTREAM_SRC = BENCHES / "upstream"
 
 
-HEADER = ["system", "interface", "streams", "sidecar µs CPU/chunk", "chunks/s", "gap p50 ms", "gap p99 ms",
-          "p99 gap added ms", "RSS MB", "errors"]  # fmt: skip
+HEADER = ["system", "interface", "streams", "sidecar µs CPU/chunk", "upstream µs CPU/chunk",
+          "loadgen µs CPU/chunk", "idle %", "chunks/s", "gap p50 ms", "gap p99 ms", "p99 gap added ms",
+          "RSS MB", "errors"]  # fmt: skip
 
 
 @dataclass
@@ -67,6 +68,9 @@ class Window:
     mode: str
     streams: int
     cpu_us_per_chunk: float
+    upstream_us_per_chunk: float
+    loadgen_us_per_chunk: float
+    idle_share: float
     chunks_per_s: float
     gap_p50_ms: float
     gap_p99_ms: float
@@ -82,6 +86,17 @@ def build_loadgen(out_dir: Path) -> Path:
     exe = out_dir / "loadgen"
     env = {**os.environ, "GOFLAGS": "-mod=mod"}
     subprocess.run(["go", "build", "-o", str(exe), "."], cwd=LOADGEN_SRC, check=True, env=env)
+    return exe
+
+
+def build_upstream(out_dir: Path) -> Path:
+    if shutil.which("go") is None:
+        raise SystemExit(
+            "bench_streams needs Go to build its upstream (benches/upstream); "
+            "`--upstream python` uses benches/stream_upstream.py instead"
+        )
+    exe = out_dir / "upstream"
+    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=UPSTREAM_SRC, check=True)
     return exe
 
 
@@ -113,29 +128,53 @@ def sidecar_config(upstream_v1: str, max_streams: int) -> dict[str, object]:
     }
 
 
+@dataclass
+class Measured:
+    """What run_window saw in the window, besides the load generator's own result."""
+
+    sidecar_cpu_s: float
+    upstream_cpu_s: float
+    loadgen_cpu_s: float
+    idle_share: float  # of the whole machine's CPU time in the window
+    rss_mb: float  # the sidecar's, at the window's end
+
+
 def run_window(
-    loadgen: Path, mode: str, target: str, pid: int, streams: int, warmup_s: float, window_s: float
-) -> tuple[dict[str, object], float, float]:
-    """Runs the load generator; returns its result, the sidecar's CPU seconds in the window, and its RSS."""
+    loadgen: Path,
+    mode: str,
+    target: str,
+    pid: int,
+    upstream_pid: int,
+    streams: int,
+    warmup_s: float,
+    window_s: float,
+) -> tuple[dict[str, object], Measured]:
+    """Runs the load generator; returns its result and the CPU seconds that the sidecar (`pid`), the upstream
+    and the load generator used in the window, the machine's idle share then, and the sidecar's RSS."""
     ramp = f"{max(1.0, warmup_s - 2)}s"
     args = [str(loadgen), "-mode", mode, "-target", target, "-streams", str(streams),
             "-ramp", ramp, "-warmup", f"{warmup_s}s", "-window", f"{window_s}s"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    cpu_start = cpu_end = 0.0
+    pids = [pid, upstream_pid, proc.pid]
+    cpu_start = cpu_end = [0.0] * len(pids)
+    ticks_start = ticks_end = (0, 0)
     rss = 0.0
     result: dict[str, object] = {}
     for line in proc.stdout:
         if line.startswith("mark start"):
-            cpu_start = process_tree_cpu_s(pid)
+            ticks_start, cpu_start = machine_cpu_ticks(), process_trees_cpu_s(pids)
         elif line.startswith("mark end"):
-            cpu_end = process_tree_cpu_s(pid)
+            ticks_end, cpu_end = machine_cpu_ticks(), process_trees_cpu_s(pids)
             rss = memory_mb(pid)[0]
         elif line.startswith("{"):
             result = json.loads(line)
     if proc.wait() != 0 or not result:
         raise RuntimeError(f"loadgen failed ({proc.returncode})")
-    return result, cpu_end - cpu_start, rss
+    sidecar, upstream, own = (end - start for start, end in zip(cpu_start, cpu_end, strict=True))
+    ticks = ticks_end[1] - ticks_start[1]
+    idle = (ticks_end[0] - ticks_start[0]) / ticks if ticks > 0 else float("nan")
+    return result, Measured(sidecar, upstream, own, idle, rss)
 
 
 def window(
@@ -143,22 +182,28 @@ def window(
     mode: str,
     streams: int,
     result: dict[str, object],
-    cpu_s: float,
-    rss: float,
+    measured: Measured,
     interval_ms: float,
 ) -> Window:
     chunks = int(result["chunks"])  # type: ignore[call-overload]
     gap_p99 = float(result["gap_p99_ms"])  # type: ignore[arg-type]
+
+    def per_chunk_us(cpu_s: float) -> float:
+        return cpu_s / chunks * 1e6 if chunks else float("nan")
+
     return Window(
         system=system,
         mode=mode,
         streams=streams,
-        cpu_us_per_chunk=cpu_s / chunks * 1e6 if chunks else float("nan"),
+        cpu_us_per_chunk=per_chunk_us(measured.sidecar_cpu_s),
+        upstream_us_per_chunk=per_chunk_us(measured.upstream_cpu_s),
+        loadgen_us_per_chunk=per_chunk_us(measured.loadgen_cpu_s),
+        idle_share=measured.idle_share,
         chunks_per_s=float(result["chunks_per_s"]),  # type: ignore[arg-type]
         gap_p50_ms=float(result["gap_p50_ms"]),  # type: ignore[arg-type]
         gap_p99_ms=gap_p99,
         gap_added_p99_ms=gap_p99 - interval_ms if mode != "unary" else float("nan"),
-        rss_mb=rss,
+        rss_mb=measured.rss_mb,
         errors=int(result["errors"]),  # type: ignore[call-overload]
         first_error=str(result["first_error"] or ""),
     )
@@ -199,11 +244,21 @@ def main() -> None:
     parser.add_argument("--streams", default="100,1000", help="comma-separated stream counts")
     parser.add_argument("--modes", default="grpc,http", help="grpc, http, unary (comma-separated)")
     parser.add_argument("--unary-clients", default="1,16", help="comma-separated client counts for unary")
+    parser.add_argument(
+        "--upstream",
+        choices=["go", "python"],
+        default="go",
+        help="the streaming upstream: benches/upstream (Go, built here) or benches/stream_upstream.py",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="chunks per second per stream")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds before the window")
     parser.add_argument("--window", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--before-ref", help="also run the sidecar from this commit's Python sources")
-    parser.add_argument("--uvloop", action="store_true", help="also run this tree's sidecar on uvloop's loop")
+    parser.add_argument(
+        "--asyncio-loop",
+        action="store_true",
+        help="also run this tree's sidecar on asyncio's own event loop (TIERGATE_EVENT_LOOP=asyncio)",
+    )
     parser.add_argument(
         "--litellm",
         action="store_true",
@@ -224,14 +279,14 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tiergate-bench-streams-") as tmp_dir:
         tmp = Path(tmp_dir)
         loadgen = build_loadgen(tmp)
-        upstream = stack.enter_context(
-            run_server(
-                "upstream",
-                [PYTHON, str(BENCHES / "stream_upstream.py"), "--chunks", str(chunks_per_stream),
-                 "--interval-ms", str(interval_ms)],
-                r"listening on (http://\S+)",
-            )
-        )  # fmt: skip
+        upstream_argv = (
+            [str(build_upstream(tmp))]
+            if args.upstream == "go"
+            else [PYTHON, str(BENCHES / "stream_upstream.py")]
+        )
+        upstream_argv += ["--chunks", str(chunks_per_stream), "--interval-ms", str(interval_ms)]
+        upstream = stack.enter_context(run_server("upstream", upstream_argv, r"listening on (http://\S+)"))
+        upstream_pid = upstream.proc.pid
         upstream_v1 = upstream.found.group(1) + "/v1"
         config_path = tmp / "tiergate.yaml"
         config_path.write_text(yaml.safe_dump(sidecar_config(upstream_v1, max(levels))))
@@ -241,60 +296,58 @@ def main() -> None:
             systems = {"before": {**os.environ, "PYTHONPATH": str(pythonpath)}, **systems}
         serve = [PYTHON, "-m", "tiergate.cli", "serve", "--config", str(config_path)]
         commands = {name: serve for name in systems}
-        if args.uvloop:
-            systems["after, uvloop"] = dict(os.environ)
-            commands["after, uvloop"] = [PYTHON, "-c", UVLOOP_SERVE, "serve", "--config", str(config_path)]
+        if args.asyncio_loop:
+            systems["after, asyncio loop"] = {**os.environ, "TIERGATE_EVENT_LOOP": "asyncio"}
+            commands["after, asyncio loop"] = serve
         litellm_target = start_litellm(stack, tmp, upstream_v1) if args.litellm and "http" in modes else None
         for mode in modes:
             for streams in unary_levels if mode == "unary" else levels:
                 if mode == "http" and litellm_target is not None:
                     base, pid = litellm_target
-                    result, cpu_s, rss = run_window(
-                        loadgen, mode, base, pid, streams, args.warmup, args.window
+                    result, measured = run_window(
+                        loadgen, mode, base, pid, upstream_pid, streams, args.warmup, args.window
                     )
-                    windows.append(window("litellm", mode, streams, result, cpu_s, rss, interval_ms))
+                    windows.append(window("litellm", mode, streams, result, measured, interval_ms))
                     print(windows[-1], file=sys.stderr, flush=True)
                 for name, env in systems.items():
                     with run_server(name, commands[name], r"serving gRPC on (\S+)", env=env) as sidecar:
                         http = sidecar.log.read_text()
                         http_address = http.split("serving HTTP on ", 1)[1].split(" ", 1)[0]
                         target = f"http://{http_address}" if mode == "http" else sidecar.found.group(1)
-                        result, cpu_s, rss = run_window(
-                            loadgen, mode, target, sidecar.proc.pid, streams, args.warmup, args.window
+                        result, measured = run_window(
+                            loadgen,
+                            mode,
+                            target,
+                            sidecar.proc.pid,
+                            upstream_pid,
+                            streams,
+                            args.warmup,
+                            args.window,
                         )
-                    windows.append(window(name, mode, streams, result, cpu_s, rss, interval_ms))
+                    windows.append(window(name, mode, streams, result, measured, interval_ms))
                     print(windows[-1], file=sys.stderr, flush=True)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rows = [
-        (w.system, w.mode, str(w.streams), f"{w.cpu_us_per_chunk:.1f}", f"{w.chunks_per_s:.0f}",
+        (w.system, w.mode, str(w.streams), f"{w.cpu_us_per_chunk:.1f}", f"{w.upstream_us_per_chunk:.1f}",
+         f"{w.loadgen_us_per_chunk:.1f}", f"{w.idle_share * 100:.0f}", f"{w.chunks_per_s:.0f}",
          f"{w.gap_p50_ms:.1f}", f"{w.gap_p99_ms:.1f}", f"{w.gap_added_p99_ms:.1f}", f"{w.rss_mb:.0f}",
          str(w.errors) + (f" ({w.first_error[:60]})" if w.first_error else ""))
         for w in windows
     ]  # fmt: skip
     report = report_head("Streaming at scale: sidecar CPU per relayed chunk", start_machine,
                          f"- load average at the end {load}")  # fmt: skip
+    upstream_name = (
+        "benches/upstream (Go)" if args.upstream == "go" else "benches/stream_upstream.py (Python asyncio)"
+    )
     report += [
-        f"Upstream: benches/stream_upstream.py, one chunk every {interval_ms:g} ms per stream "
-        f"({args.rate:g}/s). "
+        f"Upstream: {upstream_name}, one chunk every {interval_ms:g} ms per stream ({args.rate:g}/s). "
         f"Load generator: benches/loadgen (Go). Warm-up {args.warmup:g} s (streams start during it), then a "
         f"{args.window:g} s window. `before` = the sidecar from commit {args.before_ref or '-'}'s Python "
-        "sources; `after` = this tree. Sidecar CPU is user + system time from /proc over the window.",
+        "sources; `after` = this tree. CPU is user + system time from /proc over the window, per chunk "
+        "delivered, of the sidecar, the upstream and the load generator (each with its children); idle % is "
+        "the whole machine's idle share of the window (/proc/stat), whatever else ran.",
         "",
-        *table(
-            [
-                "system",
-                "interface",
-                "streams",
-                "sidecar µs CPU/chunk",
-                "chunks/s",
-                "gap p50 ms",
-                "gap p99 ms",
-                "p99 gap added ms",
-                "RSS MB",
-                "errors",
-            ],
-            rows,
-        ),
+        *table(HEADER, rows),
         "",
     ]
     write_result(args.out, report)

@@ -98,6 +98,11 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
 
 def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its live descendants, from /proc."""
+    return process_trees_cpu_s([pid])[0]
+
+
+def process_trees_cpu_s(pids: Sequence[int]) -> list[float]:
+    """`process_tree_cpu_s` of each of `pids`, from one pass over /proc, so the samples are taken together."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     cpu: dict[int, float] = {}
@@ -112,12 +117,24 @@ def process_tree_cpu_s(pid: int) -> float:
         ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
         children.setdefault(ppid, []).append(int(entry))
         cpu[int(entry)] = (utime + stime) / tick
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += cpu.get(p, 0.0)
-        todo.extend(children.get(p, []))
-    return total
+    totals = []
+    for pid in pids:
+        total, todo = 0.0, [pid]
+        while todo:
+            p = todo.pop()
+            total += cpu.get(p, 0.0)
+            todo.extend(children.get(p, []))
+        totals.append(total)
+    return totals
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(idle, total) clock ticks of all the machine's CPUs so far, from /proc/stat's `cpu` line; idle counts
+    iowait too. The idle share of an interval is the difference of idle over the difference of total."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user and nice
+    busy_and_idle = fields[:8]
+    return fields[3] + fields[4], sum(busy_and_idle)
 
 
 def worker_pids(pid: int) -> list[int]:

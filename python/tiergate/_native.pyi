@@ -11,8 +11,11 @@ __all__ = [
     "ENCODINGS",
     "BreakerState",
     "BudgetCounter",
+    "CallFinished",
     "CircuitBreaker",
     "DefaultRule",
+    "GrpcCall",
+    "GrpcFront",
     "ManualClock",
     "Rule",
     "RuleError",
@@ -236,3 +239,70 @@ def nearest_vector(query: bytes, rows: bytes) -> tuple[int, float] | None:
     Raises:
         ValueError: the query is empty or not whole float32 values, or `rows` is not whole rows.
     """
+
+# --- the gRPC front door ----------------------------------------------------------------------------------
+
+class CallFinished(RuntimeError):
+    """A gRPC call was already finished: its client has its answer."""
+
+@final
+class GrpcFront:
+    """The gRPC listener: HTTP/2, framing, health and reflection in Rust; calls handed to Python as events.
+
+    Raises:
+        OSError: the address cannot be bound.
+        ValueError: a malformed address, or TLS files that are not a PEM certificate and key.
+    """
+
+    def __new__(
+        cls,
+        address: str,
+        methods: list[tuple[str, bool]],
+        descriptor_set: bytes,
+        max_message_bytes: int,
+        stream_capacity: int = 64,
+        tls: tuple[bytes, bytes] | None = None,
+        token: str | None = None,
+        max_streams_per_connection: int = 1024,
+    ) -> Self: ...
+    @property
+    def port(self) -> int | None:
+        """The TCP port bound (None for a unix socket)."""
+    def fileno(self) -> int:
+        """The socket that becomes readable when events wait."""
+    def take_events(self) -> list[tuple[int, int, GrpcCall | None]]:
+        """Every event queued: (kind, call id, call) with kind 0 a new call, 1 cancelled, 2 writable again."""
+    def flush(self) -> None:
+        """Sends on what streaming calls queued (and their ends) since the last flush: once per batch."""
+    def set_health(self, service: str, serving: bool) -> None: ...
+    def stop(self, grace_s: float) -> None:
+        """Stops accepting, gives answered calls `grace_s` to flush, then closes every connection."""
+
+@final
+class GrpcCall:
+    """One call: what arrived, and how to answer it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def streaming(self) -> bool: ...
+    @property
+    def timeout(self) -> float | None:
+        """The client's deadline in seconds from the call's arrival, or None."""
+    @property
+    def peer(self) -> str | None: ...
+    @property
+    def request(self) -> bytes: ...
+    @property
+    def metadata(self) -> list[tuple[str, str | bytes]]:
+        """(key, value) pairs: str values, bytes for keys ending in `-bin`."""
+    def send(self, message: bytes) -> int:
+        """Queues a message of a streaming call: 0 sent, 1 full (call `want_writable`), 2 the call is over."""
+    def want_writable(self) -> bool:
+        """After a full `send`: True if there is room now; else a "writable" event will come."""
+    def finish_ok(self, message: bytes | None = None) -> None:
+        """Status OK: a unary call with its answer, a streaming call with None."""
+    def finish_error(self, code: int, message: str, trailers: list[tuple[str, str | bytes]]) -> None:
+        """An error status with its message and trailers ((key, str) or (key ending in -bin, bytes))."""

@@ -46,6 +46,7 @@ from tiergate.providers.base import (
 )
 from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request, Skip, Usage
 from tiergate.routing import Candidate, Plan, estimate_cost
+from tiergate.stream_deadline import StreamDeadline
 from tiergate.validation import AnswerValidator, answer_validator
 
 BACKOFF_BASE_S = 0.1
@@ -401,18 +402,22 @@ class Run:
             yield live.first
             if live.first.usage is not None or live.first.finish_reason is not None:
                 return
-            while True:
-                try:
-                    if self.deadline is None:
-                        chunk = await anext(stream)
-                    else:
-                        async with asyncio.timeout_at(self._loop_deadline()):
-                            chunk = await anext(stream)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise DeadlineExceeded(self._deadline_message(), self.decision) from None
-                yield chunk
+            if self.deadline is None:
+                async for chunk in stream:
+                    yield chunk
+                return
+            deadline = StreamDeadline(self._loop_deadline())  # one timer for the stream, not one per chunk
+            try:
+                while True:
+                    try:
+                        chunk = await deadline.next(stream)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        raise DeadlineExceeded(self._deadline_message(), self.decision) from None
+                    yield chunk
+            finally:
+                deadline.cancel()
         finally:
             await stream.aclose()
 

@@ -1,4 +1,4 @@
-"""An in-process gRPC sidecar (real grpc.aio server on a loopback port) for async integration tests."""
+"""An in-process gRPC sidecar (the real gRPC listener on a loopback port) for async integration tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import grpc
 
 from tiergate.config import parse, resolve
 from tiergate.server.grpc import TiergateServicer
+from tiergate.server.grpc_server import GrpcServer
 from tiergate.sidecar import Sidecar
 from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
@@ -25,15 +26,13 @@ class InProcess:
 @asynccontextmanager
 async def serve(config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> AsyncIterator[InProcess]:
     sidecar = await Sidecar.start(resolve(parse(dict(config)), env or {}))
-    server = grpc.aio.server()
-    pb_grpc.add_TiergateServicer_to_server(TiergateServicer(sidecar), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server = GrpcServer(TiergateServicer(sidecar))
+    port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)
     try:
         yield InProcess(sidecar, pb_grpc.TiergateStub(channel), address)
     finally:
         await channel.close()
-        await server.stop(None)
+        await server.stop()
         await sidecar.aclose()

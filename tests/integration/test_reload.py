@@ -21,6 +21,7 @@ from tests.integration.sidecar_process import SidecarProcess, run_sidecar
 from tiergate.config import load
 from tiergate.reload import ConfigReloader, LiveSidecar
 from tiergate.server.grpc import TiergateServicer
+from tiergate.server.grpc_server import GrpcServer
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
 from tiergate.v1 import tiergate_pb2 as pb
@@ -74,16 +75,14 @@ async def running(config: dict[str, Any], tmp_path: Path, monkeypatch: Any) -> A
     telemetry = Telemetry()
     live = LiveSidecar(await Sidecar.start(load(path), telemetry=telemetry))
     reloader = ConfigReloader(live, path, telemetry, interval_s=0.05)
-    server = grpc.aio.server()
-    pb_grpc.add_TiergateServicer_to_server(TiergateServicer(live), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server = GrpcServer(TiergateServicer(live))
+    port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield Running(live, reloader, telemetry, pb_grpc.TiergateStub(channel), path)
     finally:
         await channel.close()
-        await server.stop(None)
+        await server.stop()
         await reloader.aclose()
         await live.current.aclose()
 

@@ -181,3 +181,11 @@ def test_bad_config_fails_at_start_naming_the_key(tmp_path: Path, fake: FakeProv
     ):
         pass
     assert "routes.default.ttft: unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_compressed_requests_are_read(sidecar: SidecarProcess, compression: grpc.Compression) -> None:
+    answer = sidecar.stub.Complete(ask("hello " * 200), timeout=10, compression=compression)
+    assert answer.text and answer.decision.served_by == "primary"
+    chunks = list(sidecar.stub.StreamComplete(ask("hello " * 200), timeout=10, compression=compression))
+    assert chunks[-1].decision.served_by == "primary"

@@ -369,16 +369,15 @@ async def test_the_grpc_server_and_the_http_facade_read_the_callers_context(
     import orjson
 
     from tiergate.server.grpc import TiergateServicer
+    from tiergate.server.grpc_server import GrpcServer
     from tiergate.server.http import HttpRequest, Response
     from tiergate.server.openai_facade import DECISION_HEADER, OpenAIFacade
     from tiergate.v1 import tiergate_pb2 as pb
     from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
     async with traced(config(fake_provider)) as (sidecar, exporter):
-        server = grpc.aio.server()
-        pb_grpc.add_TiergateServicer_to_server(TiergateServicer(sidecar), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server = GrpcServer(TiergateServicer(sidecar))
+        port = await server.start("127.0.0.1:0")
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.TiergateStub(channel)
@@ -391,7 +390,7 @@ async def test_the_grpc_server_and_the_http_facade_read_the_callers_context(
                     )
                 ]
         finally:
-            await server.stop(None)
+            await server.stop()
         body = orjson.dumps({"model": "default", "messages": [{"role": "user", "content": PROMPT}]})
         reply = await OpenAIFacade(sidecar)(
             HttpRequest("POST", "/v1/chat/completions", {"traceparent": TRACEPARENT}, body)

@@ -17,13 +17,8 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-import grpc
-from grpc_health.v1 import health
-
-OPEN_GRPC_SERVICES = (f"/{health.SERVICE_NAME}/",)
 OPEN_HTTP_PATHS = frozenset({"/healthz", "/readyz"})
 UI_PREFIX = "/ui"
 UI_LOGIN_PATH = "/ui/login"
@@ -82,51 +77,6 @@ class BearerToken:
 
 def is_ui_path(path: str) -> bool:
     return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
-
-
-class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no stubs
-    """Rejects calls without the bearer token, before the request message is even read."""
-
-    def __init__(self, token: BearerToken) -> None:
-        self._token = token
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(OPEN_GRPC_SERVICES):
-            return handler
-        metadata: tuple[tuple[str, Any], ...] = handler_call_details.invocation_metadata or ()
-        offered = next((v for k, v in metadata if k == "authorization" and isinstance(v, str)), None)
-        if self._token.accepts(offered):
-            return handler
-        return _denied(handler, "missing or wrong bearer token (metadata `authorization: Bearer <token>`)")
-
-
-def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
-
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - abort raises
-
-    codecs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(deny, **codecs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, **codecs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(deny, **codecs)
-    return grpc.stream_stream_rpc_method_handler(deny_stream, **codecs)
 
 
 def is_loopback(address: str) -> bool:

@@ -6,15 +6,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import grpc
-
 from tiergate.embeddings.wire import embed_request_from_proto, embed_response_to_proto
 from tiergate.errors import TiergateError
 from tiergate.reload import LiveSidecar
+from tiergate.server.grpc_call import CallContext
 from tiergate.server.status import status_of
 from tiergate.sidecar import Sidecar
 from tiergate.v1 import tiergate_pb2 as pb
-from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 from tiergate.wire import (
     DECISION_TRAILER,
     canary_to_proto,
@@ -37,7 +35,7 @@ DEADLINE_MARGIN_S = 0.005
 DEADLINE_MARGIN_SHARE = 0.012
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+def _deadline(context: CallContext) -> float | None:
     remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
@@ -45,18 +43,20 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + max(remaining - margin, 0.0)
 
 
-def _parent(sidecar: Sidecar, context: grpc.aio.ServicerContext) -> Context | None:
+def _parent(sidecar: Sidecar, context: CallContext) -> Context | None:
     """The caller's trace context (`traceparent`, `tracestate`, `baggage` metadata), when tracing is on."""
     if sidecar.telemetry.tracing is None:
         return None
     return sidecar.telemetry.parent_from_metadata(context.invocation_metadata())
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: TiergateError) -> None:
+async def _abort(context: CallContext, exc: TiergateError) -> None:
     await context.abort(status_of(exc), str(exc), trailing_metadata=error_trailers(exc))
 
 
-class TiergateServicer(pb_grpc.TiergateServicer):
+class TiergateServicer:
+    """The `tiergate.v1.Tiergate` methods, served by `server/grpc_server.py`."""
+
     def __init__(self, sidecar: Sidecar | LiveSidecar) -> None:
         self._live = sidecar if isinstance(sidecar, LiveSidecar) else LiveSidecar(sidecar)
 
@@ -65,9 +65,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         # Read once per request: a config reload swaps it, and a request keeps the one it started on.
         return self._live.current
 
-    async def Complete(
-        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CompleteResponse:
+    async def Complete(self, request: pb.CompleteRequest, context: CallContext) -> pb.CompleteResponse:
         sidecar = self._sidecar
         try:
             answer = await sidecar.complete(
@@ -81,7 +79,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         return response_to_proto(answer.completion, answer.decision)
 
     async def StreamComplete(
-        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CompleteRequest, context: CallContext
     ) -> AsyncIterator[pb.CompleteChunk]:
         sidecar = self._sidecar
         try:
@@ -92,7 +90,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
         except TiergateError as exc:
             await _abort(context, exc)
 
-    async def Explain(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.Decision:
+    async def Explain(self, request: pb.CompleteRequest, context: CallContext) -> pb.Decision:
         try:
             return decision_to_proto(self._sidecar.explain(request_from_proto(request, stream=False)))
         except TiergateError as exc:
@@ -100,7 +98,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             raise
 
     async def CountTokens(
-        self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CountTokensRequest, context: CallContext
     ) -> pb.CountTokensResponse:
         try:
             tokens, encoding = await self._sidecar.count_tokens(request.text, request.encoding, request.model)
@@ -109,9 +107,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             raise
         return pb.CountTokensResponse(tokens=tokens, encoding=encoding)
 
-    async def Feedback(
-        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
-    ) -> pb.FeedbackResponse:
+    async def Feedback(self, request: pb.FeedbackRequest, context: CallContext) -> pb.FeedbackResponse:
         score = request.score if request.HasField("score") else None
         try:
             served = self._sidecar.rate(request.request_id, score, request.label)
@@ -120,7 +116,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             raise
         return pb.FeedbackResponse(route=served.route, model=served.model, arm=served.arm)
 
-    async def Canary(self, request: pb.CanaryRequest, context: grpc.aio.ServicerContext) -> pb.CanaryResponse:
+    async def Canary(self, request: pb.CanaryRequest, context: CallContext) -> pb.CanaryResponse:
         percent = request.percent if request.HasField("percent") else None
         try:
             return canary_to_proto(await self._sidecar.canary(request.route, percent))
@@ -128,7 +124,7 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             await _abort(context, exc)
             raise
 
-    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+    async def Embed(self, request: pb.EmbedRequest, context: CallContext) -> pb.EmbedResponse:
         try:
             answer = await self._sidecar.embed(embed_request_from_proto(request), _deadline(context))
         except TiergateError as exc:
@@ -136,5 +132,5 @@ class TiergateServicer(pb_grpc.TiergateServicer):
             raise
         return embed_response_to_proto(answer)
 
-    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+    async def Status(self, request: pb.StatusRequest, context: CallContext) -> pb.StatusResponse:
         return status_to_proto(self._sidecar.status())

@@ -17,29 +17,24 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
-
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from tiergate.config import Config
 from tiergate.reload import ConfigReloader, LiveSidecar
-from tiergate.server.auth import BearerToken, GrpcAuthInterceptor, is_loopback
+from tiergate.server.auth import BearerToken, is_loopback
 from tiergate.server.grpc import TiergateServicer
+from tiergate.server.grpc_server import GrpcServer
+from tiergate.server.grpc_unix import UnixGrpcServer
 from tiergate.server.http import HttpServer, observability_routes
 from tiergate.server.openai_embeddings import OpenAIEmbeddings
 from tiergate.server.openai_facade import OpenAIFacade
 from tiergate.server.ui import ControlPanel
 from tiergate.sidecar import Sidecar
 from tiergate.telemetry import Telemetry
-from tiergate.v1 import tiergate_pb2 as pb
-from tiergate.v1 import tiergate_pb2_grpc as pb_grpc
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Tiergate"].full_name
 # Room for the protobuf framing around a request whose text is at the size limit.
 _MESSAGE_OVERHEAD_BYTES = 64 * 1024
+_MIN_STREAMS = 1024
 
 
 def _say(line: str) -> None:
@@ -68,30 +63,29 @@ def _http_tls(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _grpc_server(config: Config) -> grpc.aio.Server:
-    token = _token(config)
-    return grpc.aio.server(
-        interceptors=[GrpcAuthInterceptor(token)] if token is not None else None,
-        options=[
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", config.limits.max_request_bytes + _MESSAGE_OVERHEAD_BYTES),
-        ],
+def _grpc_server(config: Config, live: LiveSidecar) -> GrpcServer | UnixGrpcServer:
+    """The Rust listener; grpc.aio on a unix socket, where gRPC-core clients cannot reach the Rust one."""
+    token = config.listen.auth_token.get_secret_value() if config.listen.auth_token is not None else None
+    max_message_bytes = config.limits.max_request_bytes + _MESSAGE_OVERHEAD_BYTES
+    if config.listen.grpc.startswith("unix:"):
+        return UnixGrpcServer(
+            TiergateServicer(live), token=token, tls=config.listen.tls, max_message_bytes=max_message_bytes
+        )
+    return GrpcServer(
+        TiergateServicer(live),
+        token=token,
+        tls=config.listen.tls,
+        max_message_bytes=max_message_bytes,
+        # A bound on what one connection may hold open, well past the admission cap (calls beyond the cap
+        # are answered RESOURCE_EXHAUSTED at once, not queued by the client's HTTP/2 stack).
+        max_streams_per_connection=max(2 * config.limits.max_concurrent_requests + 64, _MIN_STREAMS),
     )
 
 
-def _listen_grpc(server: grpc.aio.Server, config: Config) -> str:
-    """Adds the gRPC port (TLS when configured); returns the address bound, for the log line."""
-    address = config.listen.grpc
-    try:
-        if config.listen.tls is not None:
-            cert, key = config.listen.tls
-            credentials = grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
-            port = server.add_secure_port(address, credentials)
-        else:
-            port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from None
-    if address.startswith("unix:"):
+async def _listen_grpc(server: GrpcServer | UnixGrpcServer, address: str) -> str:
+    """Starts the gRPC listener; returns the address bound, for the log line."""
+    port = await server.start(address)
+    if port is None:
         return address
     return f"{address.rsplit(':', 1)[0]}:{port}"
 
@@ -136,21 +130,15 @@ async def serve(
         )
         http.mount(panel)
     telemetry.watch(lambda: live.current)
-    server = _grpc_server(config)
-    pb_grpc.add_TiergateServicer_to_server(TiergateServicer(live), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    server = _grpc_server(config, live)
     try:
-        bound = _listen_grpc(server, config)
-    except OSError:
+        bound = await _listen_grpc(server, config.listen.grpc)
+    except (OSError, ValueError):
         await sidecar.aclose()
         if http is not None:
             await http.stop()
         raise
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await server.set_serving(True)
     tls = ", TLS" if config.listen.tls is not None else ""
     auth = ", bearer token required" if config.listen.auth_token is not None else ""
     _say(f"serving gRPC on {bound} (models: {', '.join(config.models)}{tls}{auth})")
@@ -182,7 +170,7 @@ async def serve(
         current = live.current
         current.refuse_new()
         telemetry.ready = False
-        await health_servicer.enter_graceful_shutdown()
+        await server.set_serving(False)
         grace_s = current.config.listen.shutdown_grace_ms / 1000
         _say(f"stopping: {current.in_flight} requests in flight, {grace_s:g} s to finish")
         if not await _drain(current, http, grace_s, hurry):
@@ -193,7 +181,7 @@ async def serve(
         telemetry.ready = False
         if watcher is not None and not watcher.done():
             watcher.cancel()
-        await server.stop(0)  # cancels the calls still running
+        await server.stop()  # cancels the calls still running
         if reloader is not None:
             await reloader.aclose()
         await live.current.aclose()

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod breaker;
 mod clock;
 mod errors;
+mod grpc_front;
 mod limits;
 mod rules;
 mod tokens;
@@ -19,6 +20,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rules::register(m)?;
     breaker::register(m)?;
     limits::register(m)?;
+    grpc_front::register(m)?;
     vectors::register(m)?;
     Ok(())
 }

@@ -1,0 +1,3 @@
+module github.com/tiergate/tiergate/benches/upstream
+
+go 1.26.0
