@@ -45,7 +45,8 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     environment's `TIERGATE_EVENT_LOOP=asyncio` asks for asyncio's.
 
     Measured side by side (benches/results/bench_streams_uvloop.md): 4-9% less CPU per relayed chunk, over
-    gRPC and the HTTP facade alike, and 5% per unary request at concurrency 1. The in-process Router runs on whatever loop its caller has.
+    gRPC and the HTTP facade alike, and 5% per unary request at concurrency 1. The in-process Router runs on
+    whatever loop its caller has.
     """
     choice = os.environ.get(EVENT_LOOP_ENV, "uvloop")
     if choice not in ("uvloop", "asyncio"):
