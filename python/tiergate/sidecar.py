@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import importlib.metadata
 import logging
 import secrets
 import time
@@ -38,22 +36,22 @@ from tiergate.embeddings import dispatch as embedding_dispatch
 from tiergate.embeddings.checks import check_embed_request
 from tiergate.embeddings.nearest import NearestExamples, classify_by_examples, route_classifiers
 from tiergate.embeddings.types import EmbedAnswer, EmbeddingProvider, EmbedRequest
-from tiergate.errors import AllAttemptsFailed, InvalidRequest, LimitExceeded, ShuttingDown, TiergateError
+from tiergate.errors import LimitExceeded, ShuttingDown, TiergateError
 from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
+from tiergate.live_status import live_status
 from tiergate.model_stats import ModelStats
 from tiergate.policy.canary import CanaryController, CanaryState
 from tiergate.policy.canary_redis import canary_store_for, canary_store_url
 from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
-from tiergate.providers.base import Provider, ProviderError
+from tiergate.providers.base import Provider
 from tiergate.providers.factory import build_provider
 from tiergate.request import (
     Attempt,
     Chunk,
     Completion,
     Decision,
-    ModelState,
     Outcome,
     Request,
     SidecarStatus,
@@ -61,6 +59,7 @@ from tiergate.request import (
 from tiergate.request_checks import check_request
 from tiergate.routing import Plan, Planner
 from tiergate.telemetry import Report, Telemetry
+from tiergate.token_count import count_text_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -520,25 +519,17 @@ class Sidecar:
         return self._everyone.count
 
     def status(self) -> SidecarStatus:
-        """Every model's live state (breaker, measured TTFT and speed, on-device queue), the requests in
-        flight, the time since the first config started."""
-        models = [
-            _with_worker(
-                ModelState(
-                    name=name,
-                    provider=model.provider,
-                    on_device=model.is_on_device,
-                    breaker=self.breakers[name].state,
-                    ttft_ms=self.stats[name].ttft_ms,
-                    tokens_per_s=self.stats[name].tokens_per_s,
-                    samples=self.stats[name].samples,
-                    queue=self.jobs_ahead(name),
-                ),
-                self.providers.get(name),
-            )
-            for name, model in self.config.models.items()
-        ]
-        return SidecarStatus(models, self.in_flight, time.monotonic() - self._started, _version())
+        """Every model's live state (breaker, measured TTFT and speed, on-device queue and worker), the
+        requests in flight, the time since the first config started (`live_status.py`)."""
+        return live_status(
+            self.config,
+            self.providers,
+            self.breakers,
+            self.stats,
+            self.in_flight,
+            self._started,
+            self.jobs_ahead,
+        )
 
     def explain(self, request: Request) -> Decision:
         """The plan as a Decision, without calling any model."""
@@ -556,25 +547,8 @@ class Sidecar:
         return run.decision
 
     async def count_tokens(self, text: str, encoding: str = "", model: str = "") -> tuple[int, str]:
-        if model:
-            config = self.config.models.get(model)
-            if config is None:
-                raise InvalidRequest(
-                    f"unknown model {model!r} (models: {', '.join(sorted(self.config.models))})"
-                )
-            provider = self.providers[model]
-            own = getattr(provider, "count_tokens", None)
-            if config.provider == "llama_cpp" and callable(own):
-                try:
-                    return int(await own(text)), f"model:{model}"
-                except ProviderError as exc:
-                    raise AllAttemptsFailed(f"cannot count tokens on {model!r}: {exc}") from None
-            encoding = encoding or config.encoding
-        encoding = encoding or "o200k_base"
-        try:
-            return count_tokens(text, encoding), encoding
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        """Tokens in `text`: by an encoding, a hosted model's encoding, or an on-device model's own count."""
+        return await count_text_tokens(self.config, self.providers, text, encoding, model)
 
 
 def _feedback_hook(telemetry: Telemetry, canaries: CanaryController) -> FeedbackHook:
@@ -589,22 +563,6 @@ def _log_rollback(state: CanaryState) -> None:
     logger.warning(
         "canary of route %r rolled back: %s is now at 0%% (%s)", state.route, state.model, state.rolled_back
     )
-
-
-def _with_worker(model: ModelState, provider: Provider | None) -> ModelState:
-    """Adds an on-device model's worker state (a hosted model has none)."""
-    live_state = getattr(provider, "live_state", None)
-    if live_state is None:
-        return model
-    state = live_state()
-    return dataclasses.replace(
-        model, worker=str(state.worker), worker_restarts=state.restarts, worker_error=state.last_error
-    )
-
-
-@functools.cache
-def _version() -> str:
-    return importlib.metadata.version("tiergate")
 
 
 class _InFlight:
