@@ -3,7 +3,7 @@
     python benches/stream_upstream.py --chunks 100 --interval-ms 20 [--port N]
     # prints `stream upstream listening on http://HOST:PORT`
 
-Each `data:` event is the size of a real OpenAI chunk (~170 bytes: id, model, created, one delta of a few
+Each `data:` event is the size of a real OpenAI chunk (~230 bytes: id, model, created, one delta of a few
 characters), sent as one HTTP chunk of a chunked body, followed by a finish event, a usage event and
 `[DONE]`. A non-streamed request gets benches/fast_upstream.py's canned JSON answer. One timer per
 connection drives its stream, so 1,000 streams cost this process little more than the writes.

@@ -142,11 +142,15 @@ class GrpcServer:
         if front is None:
             return
         self._stopping = True
+        asyncio.get_running_loop().remove_reader(front.fileno())
+        for kind, _, call in front.take_events():  # calls that arrived as the server stopped
+            if kind == _CALL and call is not None:
+                _finish_quietly(call, grpc.StatusCode.UNAVAILABLE, "the sidecar is shutting down")
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        asyncio.get_running_loop().remove_reader(front.fileno())
+        front.flush()  # the streams' final statuses
         await asyncio.to_thread(front.stop, FLUSH_S)
         self._front = None
 
