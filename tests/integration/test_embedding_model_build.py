@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +105,14 @@ def test_an_unreadable_weights_file_is_a_build_failure(tmp_path: Path) -> None:
     weights.write_bytes(b"\x10\x00")
     with pytest.raises(model_build.BuildFailed, match="cannot read the weights"):
         model_build.build(weights, model_files.upstream().tokenizer)
+
+
+def test_the_builder_without_onnx_says_what_to_install() -> None:
+    hide_onnx = (
+        "import runpy, sys; sys.modules['onnx'] = None; "
+        "runpy.run_module('tiergate.embeddings.model_build', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", hide_onnx], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "needs the onnx package: pip install 'tiergate[embedding-build]'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -28,8 +28,18 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from tiergate.embeddings import minilm_graph, model_files
-from tiergate.embeddings.minilm_graph import Array
+from tiergate.embeddings import model_files
+
+try:  # minilm_graph writes the graph with onnx, the builder's one setup-time dependency
+    from tiergate.embeddings import minilm_graph
+    from tiergate.embeddings.minilm_graph import Array
+except ModuleNotFoundError as missing:
+    if missing.name != "onnx" or __name__ != "__main__":
+        raise
+    sys.exit(
+        "tiergate: building the embedding model needs the onnx package: "
+        "pip install 'tiergate[embedding-build]' (make setup installs it)"
+    )
 
 MIN_COSINE = 0.995  # the built model against the float32 graph; the product's target is 0.99 vs the reference
 ALPHA = 0.5  # SmoothQuant's migration strength: sqrt of the activations' and the weights' ranges
