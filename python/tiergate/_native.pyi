@@ -54,6 +54,26 @@ def count_tokens(text: str, encoding: str = "o200k_base") -> int:
 
 # --- rules ------------------------------------------------------------------------------------------------
 
+# The rule engine's validators (checksums and context checks; rust/core/src/rules/validate.rs).
+_RuleValidator: TypeAlias = Literal[
+    "luhn",
+    "iban",
+    "us_ssn",
+    "uk_nino",
+    "fr_nir",
+    "de_tax_id",
+    "de_pension_number",
+    "es_dni",
+    "it_fiscal_code",
+    "nl_bsn",
+    "br_cpf",
+    "br_cnpj",
+    "in_aadhaar",
+    "jp_my_number",
+    "ipv4_public",
+    "ipv4_private",
+]
+
 @final
 class Rule:
     """One rule: a regex pattern or a keyword list (exactly one of them).
@@ -69,25 +89,7 @@ class Rule:
         regex: str | None = None,
         keywords: Sequence[str] | None = None,
         case_insensitive: bool = False,
-        validator: Literal[
-            "luhn",
-            "iban",
-            "us_ssn",
-            "uk_nino",
-            "fr_nir",
-            "de_tax_id",
-            "de_pension_number",
-            "es_dni",
-            "it_fiscal_code",
-            "nl_bsn",
-            "br_cpf",
-            "br_cnpj",
-            "in_aadhaar",
-            "jp_my_number",
-            "ipv4_public",
-            "ipv4_private",
-        ]
-        | None = None,
+        validator: _RuleValidator | None = None,
     ) -> Self: ...
     @property
     def id(self) -> str: ...
@@ -98,29 +100,7 @@ class Rule:
     @property
     def case_insensitive(self) -> bool: ...
     @property
-    def validator(
-        self,
-    ) -> (
-        Literal[
-            "luhn",
-            "iban",
-            "us_ssn",
-            "uk_nino",
-            "fr_nir",
-            "de_tax_id",
-            "de_pension_number",
-            "es_dni",
-            "it_fiscal_code",
-            "nl_bsn",
-            "br_cpf",
-            "br_cnpj",
-            "in_aadhaar",
-            "jp_my_number",
-            "ipv4_public",
-            "ipv4_private",
-        ]
-        | None
-    ): ...
+    def validator(self) -> _RuleValidator | None: ...
 
 @final
 class DefaultRule:

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from tiergate._native import CircuitBreaker
 from tiergate.config import Config
@@ -15,7 +15,7 @@ from tiergate.model_stats import ModelStats
 from tiergate.providers.base import Provider
 from tiergate.request import ModelState, SidecarStatus
 
-__all__ = ["live_status"]
+__all__ = ["jobs_ahead", "live_status"]
 
 
 def live_status(
@@ -25,7 +25,6 @@ def live_status(
     stats: Mapping[str, ModelStats],
     in_flight: int,
     started: float,
-    jobs_ahead: Callable[[str], int],
 ) -> SidecarStatus:
     models = [
         _with_worker(
@@ -37,7 +36,7 @@ def live_status(
                 ttft_ms=stats[name].ttft_ms,
                 tokens_per_s=stats[name].tokens_per_s,
                 samples=stats[name].samples,
-                queue=jobs_ahead(name),
+                queue=0,  # a hosted model has no queue; `_with_worker` fills an on-device one's
             ),
             providers.get(name),
         )
@@ -46,14 +45,24 @@ def live_status(
     return SidecarStatus(models, in_flight, time.monotonic() - started, _version())
 
 
+def jobs_ahead(provider: Provider | None) -> int:
+    """Requests queued or generating on a model: only on-device models (a worker) have a queue."""
+    live_state = getattr(provider, "live_state", None)
+    return int(live_state().jobs_ahead) if live_state is not None else 0
+
+
 def _with_worker(model: ModelState, provider: Provider | None) -> ModelState:
-    """Adds an on-device model's worker state (a hosted model has none)."""
+    """Adds an on-device model's queue and worker state (a hosted model has neither)."""
     live_state = getattr(provider, "live_state", None)
     if live_state is None:
         return model
     state = live_state()
     return dataclasses.replace(
-        model, worker=str(state.worker), worker_restarts=state.restarts, worker_error=state.last_error
+        model,
+        queue=int(state.jobs_ahead),
+        worker=str(state.worker),
+        worker_restarts=state.restarts,
+        worker_error=state.last_error,
     )
 
 

@@ -39,7 +39,7 @@ from tiergate.embeddings.types import EmbedAnswer, EmbeddingProvider, EmbedReque
 from tiergate.errors import LimitExceeded, ShuttingDown, TiergateError
 from tiergate.feedback import FeedbackHook, FeedbackStore, Served
 from tiergate.governance import Governor, Ticket, build_governor
-from tiergate.live_status import live_status
+from tiergate.live_status import jobs_ahead, live_status
 from tiergate.model_stats import ModelStats
 from tiergate.policy.canary import CanaryController, CanaryState
 from tiergate.policy.canary_redis import canary_store_for, canary_store_url
@@ -510,8 +510,7 @@ class Sidecar:
 
     def jobs_ahead(self, model: str) -> int:
         """Requests queued or generating on a model: only on-device models have a queue to wait in."""
-        live_state = getattr(self.providers.get(model), "live_state", None)
-        return int(live_state().jobs_ahead) if live_state is not None else 0
+        return jobs_ahead(self.providers.get(model))
 
     @property
     def in_flight(self) -> int:
@@ -522,13 +521,7 @@ class Sidecar:
         """Every model's live state (breaker, measured TTFT and speed, on-device queue and worker), the
         requests in flight, the time since the first config started (`live_status.py`)."""
         return live_status(
-            self.config,
-            self.providers,
-            self.breakers,
-            self.stats,
-            self.in_flight,
-            self._started,
-            self.jobs_ahead,
+            self.config, self.providers, self.breakers, self.stats, self.in_flight, self._started
         )
 
     def explain(self, request: Request) -> Decision:

@@ -228,8 +228,7 @@ class GrpcServer:
             async for message in messages:
                 data = message.SerializeToString()
                 sent = send(data)
-                if not self._flush_due:
-                    self._flush_soon()
+                self._flush_soon()
                 while sent == _FULL:
                     await self._room(call)
                     sent = send(data)
