@@ -3,13 +3,18 @@
     .venv/bin/python benches/bench_streams.py                    # writes results/bench_streams.md
     .venv/bin/python benches/bench_streams.py --streams 100,1000 --before-ref 5ba62b7   # before/after
     .venv/bin/python benches/bench_streams.py --quick            # fewer streams, shorter windows
+    .venv/bin/python benches/bench_streams.py --go-floor         # also the Go relay: this machine's floor
 
 One cheap upstream (an OpenAI-wire SSE stream per request, one chunk every 1/rate s: benches/upstream, Go,
 built here, or with `--upstream python` benches/stream_upstream.py, the same bytes from asyncio) and a cheap
 load generator (benches/loadgen, Go, built here: gRPC StreamComplete or the HTTP facade's SSE) drive each
 sidecar in turn: `tiergate serve` from this tree ("after") and, with `--before-ref REF`, the same command
-from the Python sources of commit REF ("before", with this tree's built extension). For each level
-(streams x interface) every system gets one window, in the same run.
+from the Python sources of commit REF ("before", with this tree's built extension). With `--go-floor`,
+also benches/relay_floor ("go relay (floor)", Go, built here): a minimal gateway with the same two
+interfaces that parses each upstream chunk's JSON and re-encodes it, and does nothing else; its CPU per
+chunk is what relaying one chunk costs on this machine when the relay is compiled and multi-threaded:
+the floor for a relay that parses and re-encodes each chunk. For each level (streams x interface) every
+system gets one window, in the same run.
 
 Figures, inside the measured window only (after a warm-up during which every stream has started):
 sidecar CPU (user + system, from /proc) per relayed chunk, and the upstream's and the load generator's (so
@@ -55,6 +60,17 @@ from benches.harness import (
 BENCHES = Path(__file__).resolve().parent
 LOADGEN_SRC = BENCHES / "loadgen"
 UPSTREAM_SRC = BENCHES / "upstream"
+RELAY_FLOOR_SRC = BENCHES / "relay_floor"
+GO_FLOOR = "go relay (floor)"
+FLOOR_NOTE = (
+    f"`{GO_FLOOR}` = benches/relay_floor, the floor: a minimal gateway in Go (grpc-go, net/http, "
+    "encoding/json, all cores) serving StreamComplete and the SSE facade, which POSTs each call to the "
+    "same upstream, decodes each chunk's JSON and re-encodes it (one CompleteChunk, or one SSE event "
+    "flushed, per upstream chunk) and does nothing else: no routing, policy, limits or metrics. Its CPU "
+    "per chunk (in the sidecar column) is what relaying one chunk costs this machine under this load "
+    "(one upstream read and one client write, each a thread wake-up when chunks arrive alone); a "
+    "sidecar's excess over it is what its own code adds."
+)
 
 
 HEADER = ["system", "interface", "streams", "sidecar µs CPU/chunk", "upstream µs CPU/chunk",
@@ -97,6 +113,15 @@ def build_upstream(out_dir: Path) -> Path:
         )
     exe = out_dir / "upstream"
     subprocess.run(["go", "build", "-o", str(exe), "."], cwd=UPSTREAM_SRC, check=True)
+    return exe
+
+
+def build_relay_floor(out_dir: Path) -> Path:
+    if shutil.which("go") is None:
+        raise SystemExit("bench_streams --go-floor needs Go to build benches/relay_floor")
+    exe = out_dir / "relay_floor"
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=RELAY_FLOOR_SRC, check=True, env=env)
     return exe
 
 
@@ -264,6 +289,11 @@ def main() -> None:
         action="store_true",
         help="also LiteLLM's proxy on the HTTP rows (benches/setup_litellm.sh)",
     )
+    parser.add_argument(
+        "--go-floor",
+        action="store_true",
+        help="also benches/relay_floor, a minimal Go relay: this machine's floor per chunk (gRPC, HTTP)",
+    )
     parser.add_argument("--out", default="bench_streams", help="results/<out>.md")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -299,6 +329,9 @@ def main() -> None:
         if args.asyncio_loop:
             systems["after, asyncio loop"] = {**os.environ, "TIERGATE_EVENT_LOOP": "asyncio"}
             commands["after, asyncio loop"] = serve
+        if args.go_floor:
+            systems[GO_FLOOR] = dict(os.environ)
+            commands[GO_FLOOR] = [str(build_relay_floor(tmp)), "--upstream", upstream.found.group(1)]
         litellm_target = start_litellm(stack, tmp, upstream_v1) if args.litellm and "http" in modes else None
         for mode in modes:
             for streams in unary_levels if mode == "unary" else levels:
@@ -310,6 +343,8 @@ def main() -> None:
                     windows.append(window("litellm", mode, streams, result, measured, interval_ms))
                     print(windows[-1], file=sys.stderr, flush=True)
                 for name, env in systems.items():
+                    if name == GO_FLOOR and mode == "unary":
+                        continue  # it serves StreamComplete only
                     with run_server(name, commands[name], r"serving gRPC on (\S+)", env=env) as sidecar:
                         http = sidecar.log.read_text()
                         http_address = http.split("serving HTTP on ", 1)[1].split(" ", 1)[0]
@@ -347,6 +382,7 @@ def main() -> None:
         "delivered, of the sidecar, the upstream and the load generator (each with its children); idle % is "
         "the whole machine's idle share of the window (/proc/stat), whatever else ran.",
         "",
+        *([FLOOR_NOTE, ""] if args.go_floor else []),
         *table(HEADER, rows),
         "",
     ]
