@@ -9,6 +9,10 @@ from typing import Literal, Self, TypeAlias, final
 
 __all__ = [
     "ENCODINGS",
+    "RELAY_CLOSED",
+    "RELAY_EMPTY",
+    "RELAY_FULL",
+    "RELAY_PARSER",
     "BreakerState",
     "BudgetCounter",
     "CallFinished",
@@ -16,11 +20,13 @@ __all__ = [
     "DefaultRule",
     "GrpcCall",
     "GrpcFront",
+    "LineTooLong",
     "ManualClock",
     "Rule",
     "RuleError",
     "RuleMatch",
     "RuleSet",
+    "SseRelay",
     "TokenBucket",
     "__version__",
     "count_tokens",
@@ -286,3 +292,48 @@ class GrpcCall:
         """Status OK: a unary call with its answer, a streaming call with None."""
     def finish_error(self, code: int, message: str, trailers: list[tuple[str, str | bytes]]) -> None:
         """An error status with its message and trailers ((key, str) or (key ending in -bin, bytes))."""
+
+# --- stream relay -----------------------------------------------------------------------------------------
+
+class LineTooLong(ValueError):
+    """An event-stream line grew past 8 MiB without ending: not a stream a provider would send."""
+
+RELAY_EMPTY: int
+RELAY_PARSER: int
+RELAY_FULL: int
+RELAY_CLOSED: int
+
+@final
+class SseRelay:
+    """One streamed answer's server-sent events, decoded; plain text deltas forwarded straight to the
+    client."""
+
+    def __new__(cls, wire: str = "openai") -> Self:
+        """`wire`: whose plain text deltas are relayed, "openai" or "anthropic" (else ValueError)."""
+    @property
+    def wire(self) -> str: ...
+    @wire.setter
+    def wire(self, wire: str) -> None: ...
+    def feed(self, data: bytes) -> None:
+        """Takes the next piece of the body.
+
+        Raises:
+            LineTooLong: a line grew past 8 MiB without ending.
+        """
+    def feed_line(self, line: str) -> None:
+        """Takes one line without its terminator."""
+    def flush(self) -> None:
+        """Completes the pending event (the end of the stream)."""
+    def next_event(self) -> tuple[str, str] | None:
+        """The oldest decoded event not taken yet, as (event, data)."""
+    def has_events(self) -> bool:
+        """Whether decoded events wait to be taken."""
+    def relay_grpc(self, call: GrpcCall) -> int:
+        """Forwards the plain text deltas at the front of the queue to `call` as `CompleteChunk`s:
+        RELAY_EMPTY, RELAY_PARSER (an event for the parser is at the front), RELAY_FULL (the event stays),
+        RELAY_CLOSED."""
+    def relay_sse(self, prefix: bytes, suffix: bytes) -> tuple[bytes, int]:
+        """Forwards the plain text deltas at the front of the queue as SSE events (`prefix`, the text as a
+        JSON string, `suffix`): their bytes, and RELAY_EMPTY or RELAY_PARSER."""
+    def take_text(self) -> str:
+        """The text relayed since the last call."""

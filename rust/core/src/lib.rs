@@ -5,11 +5,13 @@
 //! - [`breaker`]: per-model circuit breakers with resilience4j semantics.
 //! - [`limits`]: token-bucket rate limits and budget counters.
 //! - [`vectors`]: the nearest of a set of embedding vectors to a query (the response cache's semantic match).
+//! - [`relay`]: a streamed answer's server-sent events in, plain text deltas straight out to the client.
 //! - [`clock`]: the injectable time source the breaker and limits read.
 
 pub mod breaker;
 pub mod clock;
 pub mod limits;
+pub mod relay;
 pub mod rules;
 pub mod tokens;
 pub mod vectors;

@@ -3,6 +3,7 @@
 //! ```text
 //! ValueError
 //!  ├── RuleError        a rule does not compile or is malformed (the message names the rule id)
+//!  ├── LineTooLong  an event-stream line without an end past 8 MiB (a provider's stream)
 //!  └── (plain)          unknown encoding (the message names the known ones); vectors of the wrong size
 //! RuntimeError          an encoding failed to initialise (a bug in tiergate, never the caller's input)
 //!  └── CallFinished     a gRPC call was answered twice (its client already has an answer)
@@ -32,6 +33,18 @@ pub(crate) fn token_error(err: TokenError) -> PyErr {
 /// Every rule-set error -> `RuleError`; its message names the rule.
 pub(crate) fn rule_error(err: tiergate_core::rules::RuleError) -> PyErr {
     RuleError::new_err(err.to_string())
+}
+
+create_exception!(
+    tiergate._native,
+    LineTooLong,
+    PyValueError,
+    "An event-stream line grew past 8 MiB without ending: not a stream a provider would send."
+);
+
+/// A stream's line too long -> `LineTooLong`.
+pub(crate) fn line_too_long(err: tiergate_core::relay::sse::LineTooLong) -> PyErr {
+    LineTooLong::new_err(err.to_string())
 }
 
 create_exception!(

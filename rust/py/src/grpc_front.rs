@@ -122,6 +122,13 @@ pub(crate) struct PyGrpcCall {
     call: Call,
 }
 
+impl PyGrpcCall {
+    /// Queues a message of a streaming call (the relay's way in, without a Python bytes object).
+    pub(crate) fn send_bytes(&self, message: Bytes) -> PyResult<Sent> {
+        self.call.reply.send(message).map_err(reply_error)
+    }
+}
+
 fn meta_to_py(py: Python<'_>, value: &MetaValue) -> Py<PyAny> {
     match value {
         MetaValue::Text(text) => PyString::new(py, text).into_any().unbind(),
@@ -174,11 +181,7 @@ impl PyGrpcCall {
 
     /// Queues a message of a streaming call: 0 sent, 1 full (call `want_writable`), 2 the call is over.
     fn send(&self, message: &[u8]) -> PyResult<u8> {
-        let sent = self
-            .call
-            .reply
-            .send(Bytes::copy_from_slice(message))
-            .map_err(reply_error)?;
+        let sent = self.send_bytes(Bytes::copy_from_slice(message))?;
         Ok(match sent {
             Sent::Sent => 0,
             Sent::Full => 1,

@@ -9,6 +9,7 @@ mod errors;
 mod grpc_front;
 mod limits;
 mod rules;
+mod sse_relay;
 mod tokens;
 mod vectors;
 
@@ -22,5 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     limits::register(m)?;
     grpc_front::register(m)?;
     vectors::register(m)?;
+    sse_relay::register(m)?;
     Ok(())
 }
