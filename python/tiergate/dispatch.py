@@ -20,7 +20,7 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from tiergate._native import CircuitBreaker, count_tokens
@@ -35,6 +35,7 @@ from tiergate.errors import (
 from tiergate.model_stats import ModelStats
 from tiergate.providers.base import (
     AuthenticationError,
+    ChunkStream,
     LocalQueueFull,
     LocalWorkerDown,
     PermissionDenied,
@@ -44,6 +45,7 @@ from tiergate.providers.base import (
     RateLimited,
     RetryableError,
 )
+from tiergate.relay import RelaySink
 from tiergate.request import Attempt, Chunk, Completion, Decision, Outcome, Request, Skip, Usage
 from tiergate.routing import Candidate, Plan, estimate_cost
 from tiergate.stream_deadline import StreamDeadline
@@ -77,7 +79,7 @@ class _Live:
     queued: _Queued
     started: float
     hedged: bool
-    stream: AsyncGenerator[Chunk, None] | None = None
+    stream: ChunkStream | None = None
     first: Chunk | None = None
     first_at: float = 0.0
 
@@ -173,11 +175,14 @@ class Run:
                 self._end(winner, Outcome.DEADLINE, None)
                 raise
 
-    async def stream(self) -> AsyncIterator[Chunk]:
+    async def stream(self, sink: RelaySink | None = None) -> AsyncIterator[Chunk]:
         """Chunks as they arrive; the last one carries usage and finish_reason.
 
+        `sink`: where the winning attempt may relay its plain text deltas after the first chunk (`relay.py`);
+        their text still comes through here, in chunks marked `relayed`.
+
         On a route that validates answers nothing can be forwarded before the whole answer passed validation:
-        the answer then arrives as one chunk.
+        the answer then arrives as one chunk (and nothing is relayed).
         """
         if self.validator is not None:
             answer = await self.complete()
@@ -192,7 +197,7 @@ class Run:
         live = await self._race()
         built = AnswerBuilder()
         try:
-            async for chunk in self._rest(live):
+            async for chunk in self._rest(live, sink):
                 built.add(chunk.text, chunk.refusal, chunk.tool_calls)
                 if chunk.usage is not None or chunk.finish_reason is not None:
                     done = _completion(built, chunk)
@@ -394,8 +399,9 @@ class Run:
 
     # -- after the first token -----------------------------------------------------------------------
 
-    async def _rest(self, live: _Live) -> AsyncIterator[Chunk]:
-        """The winner's chunks: the first one, then the rest under the request's deadline."""
+    async def _rest(self, live: _Live, sink: RelaySink | None = None) -> AsyncIterator[Chunk]:
+        """The winner's chunks: the first one, then the rest under the request's deadline; each read sends
+        `sink` into the provider's stream."""
         assert live.first is not None and live.stream is not None
         stream = live.stream
         try:
@@ -403,14 +409,17 @@ class Run:
             if live.first.usage is not None or live.first.finish_reason is not None:
                 return
             if self.deadline is None:
-                async for chunk in stream:
+                while True:
+                    try:
+                        chunk = await stream.asend(sink)
+                    except StopAsyncIteration:
+                        return
                     yield chunk
-                return
             deadline = StreamDeadline(self._loop_deadline())  # one timer for the stream, not one per chunk
             try:
                 while True:
                     try:
-                        chunk = await deadline.next(stream)
+                        chunk = await deadline.next(stream, sink)
                     except StopAsyncIteration:
                         return
                     except TimeoutError:

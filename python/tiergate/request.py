@@ -172,7 +172,11 @@ class Completion:
 @dataclass(slots=True)
 class Chunk:
     """One piece of a streamed answer. The last one carries usage and finish_reason, and, as the
-    application receives it (from `tiergate.Client` or `tiergate.Router`), the Decision."""
+    application receives it (from `tiergate.Client` or `tiergate.Router`), the Decision.
+
+    `relayed`: its text already reached the client through the server's relay sink (`relay.py`); it comes
+    up the pipeline for the answer's record only, and the server does not send it again.
+    """
 
     text: str = ""
     usage: Usage | None = None
@@ -180,6 +184,7 @@ class Chunk:
     decision: Decision | None = None
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     refusal: str = ""
+    relayed: bool = False
 
     def carries_answer(self) -> bool:
         """True for a chunk with something for the client: text, a refusal, a tool call, or the end."""

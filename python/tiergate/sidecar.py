@@ -47,6 +47,7 @@ from tiergate.policy.pools import PoolSelector
 from tiergate.policy.residency import policy_for
 from tiergate.providers.base import Provider
 from tiergate.providers.factory import build_provider
+from tiergate.relay import RelaySink
 from tiergate.request import (
     Attempt,
     Chunk,
@@ -327,9 +328,19 @@ class Sidecar:
             self._closed(report, started, ticket)
 
     async def stream(
-        self, request: Request, deadline: float | None = None, *, parent: Context | None = None
+        self,
+        request: Request,
+        deadline: float | None = None,
+        *,
+        parent: Context | None = None,
+        sink: RelaySink | None = None,
     ) -> AsyncGenerator[tuple[Chunk, Decision | None], None]:
-        """Yields (chunk, None) as text arrives and (last chunk, decision) at the end."""
+        """Yields (chunk, None) as text arrives and (last chunk, decision) at the end.
+
+        `sink`: the server's relay sink (`relay.py`); chunks marked `relayed` already reached the client
+        through it. Not used when answers are logged (`telemetry.log_content`): text relayed before a failure
+        would be missing from the log.
+        """
         started = time.monotonic()
         report = self._opened(request, started, parent)
         ticket: Ticket | None = None
@@ -350,7 +361,7 @@ class Sidecar:
                 return
             text: list[str] | None = [] if lookup is not None else None
             try:
-                async for chunk in run.stream():
+                async for chunk in run.stream(sink if parts is None else None):
                     if parts is not None:
                         parts.append(chunk.text)
                     if text is not None:

@@ -10,12 +10,13 @@ next read raises `TimeoutError` at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TypeVar
 
 __all__ = ["StreamDeadline"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class StreamDeadline:
@@ -44,14 +45,15 @@ class StreamDeadline:
             self._fired_cancel = True
             self._task.cancel()
 
-    async def next(self, stream: AsyncIterator[T]) -> T:
-        """The stream's next item; TimeoutError past the deadline; StopAsyncIteration at its end."""
+    async def next(self, stream: AsyncGenerator[T, S], value: S) -> T:
+        """The stream's next item (sending it `value`); TimeoutError past the deadline; StopAsyncIteration at
+        its end."""
         if self._expired:
             raise TimeoutError
         self._cancelling = self._task.cancelling()
         self._reading = True
         try:
-            item = await anext(stream)
+            item = await stream.asend(value)
         except asyncio.CancelledError:
             if self._fired_cancel and self._task.uncancel() <= self._cancelling:
                 raise TimeoutError from None

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from tiergate.providers.base import BadRequest
+from tiergate.providers.base import BadRequest, ChunkStream
 from tiergate.request import Chunk, Completion, Decision, Message, Request, Sensitivity, Usage
 
 
@@ -91,6 +90,6 @@ class NotAChatModel:
     async def complete(self, request: Request) -> Completion:
         raise BadRequest(f"{self.name!r} is an embedding model: it does not answer chat requests")
 
-    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: Request) -> ChunkStream:
         raise BadRequest(f"{self.name!r} is an embedding model: it does not answer chat requests")
         yield Chunk()  # pragma: no cover - makes this an async generator

@@ -25,7 +25,6 @@ penalties do not exist either, so the planner does not send a request with them 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,7 @@ import orjson
 from tiergate.config import DEFAULT_BASE_URLS, ModelConfig
 from tiergate.content import ImagePart, TextPart, ToolCall, ToolCallDelta, ToolMode
 from tiergate.errors import InvalidRequest
-from tiergate.providers.base import BadRequest
+from tiergate.providers.base import BadRequest, ChunkStream
 from tiergate.providers.hosted_http import HostedEndpoint
 from tiergate.providers.http_errors import ErrorMapper
 from tiergate.request import Chunk, Completion, Message, Request, Usage
@@ -273,11 +272,14 @@ class StreamParser:
     does not know are ignored, as Anthropic's versioning policy asks.
     """
 
-    __slots__ = ("_answer", "_answer_text", "_blocks", "_errors", "_stop_reason", "_usage", "done")
+    __slots__ = ("_answer", "_answer_text", "_blocks", "_errors", "_stop_reason", "_usage", "done", "relays")
 
     def __init__(self, errors: ErrorMapper, answer: AnswerTool | None = None) -> None:
         self._errors = errors
         self._answer = answer
+        # Text deltas may be relayed natively (`relay.py`, rust/core/src/relay/anthropic.rs) unless a forced
+        # answer tool makes text around it not the answer.
+        self.relays = "anthropic" if answer is None else None
         self._answer_text: list[str] | None = None  # the answer tool's input so far, once it started
         self._blocks: dict[int, list[Any]] = {}  # tool_use block index -> [call index, arguments sent?]
         self._usage = Usage()
@@ -405,7 +407,7 @@ class AnthropicProvider:
         raw = await self._endpoint.post_json(self._body(request, stream=False))
         return parse_completion(raw, self._errors, answer_tool(request)[0])
 
-    def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: Request) -> ChunkStream:
         """Chunks as they arrive; the last one carries usage and finish_reason (see `stream_chunks`)."""
         parser = StreamParser(self._errors, answer_tool(request)[0])
         return self._endpoint.stream_chunks(self._body(request, stream=True), parser)

@@ -28,9 +28,14 @@ provider's own error type/message only.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
+from tiergate.relay import RelaySink
 from tiergate.request import Chunk, Completion, Request
+
+# A provider's stream: chunks out; in, after a chunk, the relay sink that may take its plain text deltas
+# from then on (`relay.py`), which a provider that cannot relay ignores.
+ChunkStream: TypeAlias = AsyncGenerator[Chunk, RelaySink | None]
 
 
 class ProviderError(Exception):
@@ -150,7 +155,8 @@ def error_of_kind(kind: str, message: str) -> ProviderError:
 class Provider(Protocol):
     """One configured model. `name` is the model's name in the config, not the upstream model id.
 
-    `stream` yields text chunks as they arrive; the last chunk carries usage and finish_reason.
+    `stream` yields text chunks as they arrive; the last chunk carries usage and finish_reason. What is sent
+    into it (`asend`) is a relay sink or None; a provider that cannot relay ignores it.
     Cancelling the consuming task (or closing the generator: `aclose()`, `contextlib.aclosing`) must release
     the upstream at once: the HTTP stream is closed, a local generation stops at its next token.
     """
@@ -160,6 +166,6 @@ class Provider(Protocol):
 
     async def complete(self, request: Request) -> Completion: ...
 
-    def stream(self, request: Request) -> AsyncGenerator[Chunk, None]: ...
+    def stream(self, request: Request) -> ChunkStream: ...
 
     async def aclose(self) -> None: ...

@@ -32,7 +32,8 @@ from tiergate.providers.http_client import (
     UpstreamClient,
 )
 from tiergate.providers.http_errors import MAX_ERROR_BODY_BYTES, ErrorMapper
-from tiergate.providers.sse import LineTooLong, SSEDecoder, SSEEvent
+from tiergate.providers.sse import LineTooLong, SSEEvent
+from tiergate.relay import RELAY_EMPTY, RELAY_FULL, RelaySink, SseRelay
 from tiergate.request import Chunk
 
 # Idle keep-alive connections a provider's pool may hold: aiohttp keeps each one a finished request returns,
@@ -57,37 +58,62 @@ def new_client(config: ModelConfig) -> AiohttpClient:
 
 
 class EventStream:
-    """The events of one SSE response, read as they arrive; transport errors come out mapped."""
+    """The events of one SSE response, read as they arrive; transport errors come out mapped.
 
-    __slots__ = ("_chunks", "_decoder", "_errors", "_ready")
+    Iterate it for the events the provider's parser reads; `relay` forwards the plain text deltas in between
+    straight to the client (`relay.py`).
+    """
+
+    __slots__ = ("_chunks", "_decoder", "_errors")
 
     def __init__(self, chunks: AsyncIterator[bytes], errors: ErrorMapper) -> None:
         self._chunks = chunks
-        self._decoder = SSEDecoder()
+        self._decoder = SseRelay()
         self._errors = errors
-        self._ready: list[SSEEvent] = []  # decoded, not yet handed out (reversed: pop() takes the next)
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> SSEEvent:
-        if self._ready:
-            return self._ready.pop()
+        decoder = self._decoder
+        event = decoder.next_event()
+        if event is not None:
+            return SSEEvent(*event)
         try:
             async for data in self._chunks:
-                events = self._decoder.feed(data)
-                if events:
-                    if len(events) > 1:
-                        events.reverse()
-                        self._ready = events
-                        return events.pop()
-                    return events[0]
+                decoder.feed(data)
+                event = decoder.next_event()
+                if event is not None:
+                    return SSEEvent(*event)
         except TRANSPORT_ERRORS as exc:
             raise self._errors.from_exception(exc) from exc
         except LineTooLong:
             raise self._errors.malformed("an event-stream line too long") from None
         # A partial event at the end of the stream is discarded, as the SSE format requires.
         raise StopAsyncIteration
+
+    async def relay(self, sink: RelaySink, wire: str) -> str:
+        """Forwards the plain text deltas of `wire` ("openai", "anthropic") to `sink` as they arrive, until an
+        event the parser must read, the client's end or the body's; returns the text forwarded."""
+        decoder = self._decoder
+        decoder.wire = wire
+        try:
+            while True:
+                status = sink.relay(decoder)
+                if status == RELAY_EMPTY:
+                    data = await anext(self._chunks, None)
+                    if data is None:
+                        break
+                    decoder.feed(data)
+                elif status == RELAY_FULL:
+                    await sink.room()
+                else:
+                    break
+        except TRANSPORT_ERRORS as exc:
+            raise self._errors.from_exception(exc) from exc
+        except LineTooLong:
+            raise self._errors.malformed("an event-stream line too long") from None
+        return decoder.take_text()
 
     async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         """Reads (and ignores) whatever follows the final event; True when the body ended in time.
@@ -105,9 +131,14 @@ class EventStream:
 
 
 class ChunkParser(Protocol):
-    """A provider's reading of its SSE events: text chunks, then `done` and a `final` chunk with usage."""
+    """A provider's reading of its SSE events: text chunks, then `done` and a `final` chunk with usage.
+
+    `relays`: the wire of its events ("openai", "anthropic") when `EventStream.relay` may forward their plain
+    text deltas natively, else None.
+    """
 
     done: bool
+    relays: str | None
 
     def feed(self, data: str) -> Chunk | None: ...
 
@@ -174,21 +205,32 @@ class HostedEndpoint:
         except TRANSPORT_ERRORS as exc:
             raise self._errors.from_exception(exc) from exc
 
-    async def stream_chunks(self, body: bytes, parser: ChunkParser) -> AsyncGenerator[Chunk, None]:
+    async def stream_chunks(
+        self, body: bytes, parser: ChunkParser
+    ) -> AsyncGenerator[Chunk, RelaySink | None]:
         """POSTs `body` and yields the chunks `parser` makes of the events; the last carries usage.
+
+        A `RelaySink` sent in (`asend`) after a chunk takes the plain text deltas from then on, when the
+        parser `relays`: they reach the client natively and come up here as one `relayed` chunk before the
+        next event the parser reads (`relay.py`).
 
         Close the generator when abandoning it early (`contextlib.aclosing`): that, or cancelling the task
         awaiting it, closes the HTTP response and its connection at once.
         """
+        sink: RelaySink | None = None
         async with self.open_sse(body) as events:
             async for event in events:
                 chunk = parser.feed(event.data)
                 if chunk is not None:
-                    yield chunk
+                    sink = yield chunk
                 elif parser.done:
                     await events.drain()
                     yield parser.final()
                     return
+                if sink is not None and parser.relays is not None:
+                    text = await events.relay(sink, parser.relays)
+                    if text:
+                        sink = yield Chunk(text, relayed=True)
         raise self._errors.stream_ended()
 
     async def aclose(self) -> None:

@@ -28,7 +28,7 @@ from tiergate.content import AnswerBuilder, ToolMode, call_deltas
 from tiergate.errors import StartupError
 from tiergate.local.protocol import Frame
 from tiergate.local.supervisor import LocalState, WorkerProcess
-from tiergate.providers.base import MalformedResponse
+from tiergate.providers.base import ChunkStream, MalformedResponse
 from tiergate.providers.tool_prompt import answer_schema, parse_answer, prompt_messages
 from tiergate.request import Chunk, Completion, Message, Request, Usage
 
@@ -101,7 +101,7 @@ class LlamaCppProvider:
                     )
         raise MalformedResponse("the local stream ended without its final chunk")
 
-    async def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: Request) -> ChunkStream:
         """Yields the answer as it is generated; the last chunk carries usage and finish_reason.
 
         With tools (and a tool choice other than `none`) the answer is generated under the grammar of

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ import orjson
 
 from tiergate.config import DEFAULT_BASE_URLS, ModelConfig
 from tiergate.content import ImagePart, TextPart, ToolCall, ToolCallDelta, ToolMode
-from tiergate.providers.base import BadRequest
+from tiergate.providers.base import BadRequest, ChunkStream
 from tiergate.providers.hosted_http import HostedEndpoint
 from tiergate.providers.http_errors import ErrorMapper
 from tiergate.request import Chunk, Completion, Message, Request, Usage
@@ -271,6 +270,9 @@ class StreamParser:
 
     __slots__ = ("_errors", "_finish_reason", "_usage", "done")
 
+    # Its plain text deltas may be relayed natively (`relay.py`, rust/core/src/relay/openai.rs).
+    relays: str | None = "openai"
+
     def __init__(self, errors: ErrorMapper) -> None:
         self._errors = errors
         self._finish_reason: str | None = None
@@ -367,7 +369,7 @@ class OpenAIProvider:
         raw = await self._endpoint.post_json(self._body(request, stream=False))
         return parse_completion(raw, self._errors)
 
-    def stream(self, request: Request) -> AsyncGenerator[Chunk, None]:
+    def stream(self, request: Request) -> ChunkStream:
         """Text chunks as they arrive; the last one carries usage and finish_reason (see `stream_chunks`)."""
         return self._endpoint.stream_chunks(self._body(request, stream=True), StreamParser(self._errors))
 

@@ -82,11 +82,18 @@ class TiergateServicer:
         self, request: pb.CompleteRequest, context: CallContext
     ) -> AsyncIterator[pb.CompleteChunk]:
         sidecar = self._sidecar
+        # On the Rust listener, text deltas may reach the client straight from the provider (`relay.py`);
+        # the chunks that carry them come here marked `relayed` and are not sent again.
+        sink = context.relay_sink if isinstance(context, CallContext) else None
         try:
             async for chunk, decision in sidecar.stream(
-                request_from_proto(request, stream=True), _deadline(context), parent=_parent(sidecar, context)
+                request_from_proto(request, stream=True),
+                _deadline(context),
+                parent=_parent(sidecar, context),
+                sink=sink,
             ):
-                yield chunk_to_proto(chunk, decision)
+                if not chunk.relayed:
+                    yield chunk_to_proto(chunk, decision)
         except TiergateError as exc:
             await _abort(context, exc)
 

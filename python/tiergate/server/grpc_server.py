@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError, Message
 
 from tiergate._native import CallFinished, GrpcCall, GrpcFront
 from tiergate.server.grpc import TiergateServicer
-from tiergate.server.grpc_call import Aborted, CallContext
+from tiergate.server.grpc_call import Aborted, CallContext, GrpcRelaySink
 from tiergate.v1 import tiergate_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "GrpcServer"]
@@ -217,11 +217,12 @@ class GrpcServer:
                 f"the request is not a valid {method.request_type.__name__}",
                 (),
             ) from None
-        context = CallContext(call)
         if not method.streams:
+            context = CallContext(call)
             answer: Awaitable[Message] = method.handler(request, context)
             call.finish_ok((await answer).SerializeToString())
             return
+        context = CallContext(call, GrpcRelaySink(call, self._flush_soon, self._room))
         messages: AsyncGenerator[Message, None] = method.handler(request, context)
         send = call.send
         try:

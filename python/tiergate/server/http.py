@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from tiergate.server.auth import UI_LOGIN_PATH, UI_PREFIX, BearerToken
+from tiergate.server.sse_relay import SseRelaySink
 from tiergate.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -48,12 +49,16 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class StreamResponse:
-    """Sent with chunked transfer encoding, one chunk per item of `chunks` (e.g. server-sent events)."""
+    """Sent with chunked transfer encoding, one chunk per item of `chunks` (e.g. server-sent events).
+
+    `relay`: a relay sink that writes to the same response, in order with `chunks` (`relay.py`).
+    """
 
     status: int
     chunks: AsyncGenerator[bytes, None]
     content_type: str
     headers: tuple[tuple[str, str], ...] = ()
+    relay: SseRelaySink | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +252,8 @@ async def _stream(request: web.Request, response: StreamResponse) -> web.StreamR
     # aclosing: a client that goes away mid-stream ends the producer (and the model's generation) at once.
     async with contextlib.aclosing(response.chunks) as chunks:
         await answer.prepare(request)
+        if response.relay is not None:
+            response.relay.attach(answer.write)
         async for data in chunks:
             if data:
                 await answer.write(data)

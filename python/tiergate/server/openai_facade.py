@@ -37,6 +37,7 @@ from tiergate.request import Chunk, Completion, Decision, Usage
 from tiergate.server.feedback_http import FEEDBACK_PATH, feedback_response
 from tiergate.server.http import HttpRequest, Response, StreamResponse
 from tiergate.server.openai_request import ChatCall, parse_chat
+from tiergate.server.sse_relay import SseRelaySink, text_template
 from tiergate.sidecar import Sidecar
 
 if TYPE_CHECKING:
@@ -239,25 +240,41 @@ class OpenAIFacade:
     async def _stream(
         self, sidecar: Sidecar, call: ChatCall, deadline: float | None, parent: Context | None
     ) -> StreamResponse:
-        """Waits for the first chunk, so that errors before any text get their own status code."""
-        chunks = aiter(sidecar.stream(call.request, deadline, parent=parent))
+        """Waits for the first chunk, so that errors before any text get their own status code.
+
+        Text deltas after it may be relayed (`relay.py`): their events are built natively from the template of
+        a text event, which is what `_sse` would write for them.
+        """
+        head = {
+            "id": _completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "system_fingerprint": system_fingerprint(),
+        }
+        text_event = {**head, "model": call.model, "choices": [_text_choice(SseRelaySink.MARK)]}
+        if call.include_usage:
+            text_event["usage"] = None
+        sink = SseRelaySink(*text_template(text_event))
+        chunks = aiter(sidecar.stream(call.request, deadline, parent=parent, sink=sink))
         try:
             first = await anext(chunks)
         except BaseException:
             await _aclose(chunks)
             raise
-        return StreamResponse(200, _sse(call, first, chunks), SSE)
+        return StreamResponse(200, _sse(call, head, first, chunks), SSE, relay=sink)
+
+
+def _text_choice(text: str) -> dict[str, Any]:
+    return {"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}
 
 
 async def _sse(
-    call: ChatCall, first: tuple[Chunk, Decision | None], rest: AsyncIterator[tuple[Chunk, Decision | None]]
+    call: ChatCall,
+    head: dict[str, Any],
+    first: tuple[Chunk, Decision | None],
+    rest: AsyncIterator[tuple[Chunk, Decision | None]],
 ) -> AsyncGenerator[bytes, None]:
-    head = {
-        "id": _completion_id(),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "system_fingerprint": system_fingerprint(),
-    }
+    """The stream's events; chunks marked `relayed` were written by the relay sink already."""
 
     def event(choices: list[dict[str, Any]], decision: Decision | None = None, **extra: Any) -> bytes:
         model = decision.served_by if decision is not None and decision.served_by else call.model
@@ -288,7 +305,7 @@ async def _sse(
         while item is not None:
             chunk, decision = item
             if decision is None:
-                if chunk.text or chunk.refusal or chunk.tool_calls:
+                if not chunk.relayed and (chunk.text or chunk.refusal or chunk.tool_calls):
                     yield event([delta(chunk)])
                 item = await anext(rest, None)
                 continue
