@@ -9,6 +9,7 @@ switched off), and the relay must really have carried text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -249,3 +250,78 @@ async def test_http_facade_events_are_those_of_the_parser_path(
     contents = [e["choices"][0]["delta"].get("content") for e in with_relay if e.get("choices")]
     assert [c for c in contents if c] == [*TEXTS, " after the call", " the end"]
     assert with_relay[-1] == {"done": True}
+
+
+# -- a client that goes away while text is being relayed ----------------------------------------------------
+
+
+@asynccontextmanager
+async def endless_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """An OpenAI-wire upstream streaming text every 5 ms until its client (the sidecar) goes away."""
+    gone = asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for _ in range(10_000):
+                await response.write(b"data: " + json.dumps(_chunk({"content": "tok "})).encode() + b"\n\n")
+                await asyncio.sleep(0.005)
+        except (ConnectionError, asyncio.CancelledError):
+            gone.set()
+            raise
+        return response
+
+    app = web.Application(handler_args={"handler_cancellation": True})
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", gone
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("door", ["grpc", "http"])
+async def test_a_client_leaving_mid_relay_closes_the_upstream_and_is_not_the_models_fault(
+    door: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relaying = asyncio.Event()
+    relay = EventStream.relay
+
+    async def watched(self: EventStream, sink: Any, wire: str) -> str:
+        relaying.set()
+        return await relay(self, sink, wire)
+
+    monkeypatch.setattr(EventStream, "relay", watched)
+    async with endless_upstream() as (url, gone), serve(config(url)) as side:
+        if door == "grpc":
+            call = side.stub.StreamComplete(
+                pb.CompleteRequest(messages=[pb.Message(role="user", content="go")])
+            )
+            for _ in range(20):
+                await call.read()
+            call.cancel()
+        else:
+            server = HttpServer({})
+            _, port = await server.start("127.0.0.1:0")
+            server.mount(OpenAIFacade(side.sidecar))
+            body = {"model": "default", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            raw = json.dumps(body).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%b" % (len(raw), raw)
+            )
+            received = b""
+            while received.count(b"tok ") < 20:
+                received += await reader.read(65536)
+            writer.transport.abort()  # gone, mid-stream
+        await asyncio.wait_for(gone.wait(), 10)  # the upstream's connection was closed
+        if door == "http":
+            await server.stop()
+        breaker = side.sidecar.breakers["m"].metrics()
+        assert breaker["failed"] == 0
+    assert relaying.is_set()  # the client left while the text went the relay's way

@@ -97,22 +97,22 @@ class EventStream:
         event the parser must read, the client's end or the body's; returns the text forwarded."""
         decoder = self._decoder
         decoder.wire = wire
-        try:
-            while True:
-                status = sink.relay(decoder)
-                if status == RELAY_EMPTY:
-                    data = await anext(self._chunks, None)
-                    if data is None:
-                        break
-                    decoder.feed(data)
-                elif status == RELAY_FULL:
-                    await sink.room()
-                else:
+        while True:
+            status = sink.relay(decoder)
+            if status == RELAY_FULL:
+                await sink.room()  # the client's side: its failures are not the provider's
+                continue
+            if status != RELAY_EMPTY:
+                break
+            try:
+                data = await anext(self._chunks, None)
+                if data is None:
                     break
-        except TRANSPORT_ERRORS as exc:
-            raise self._errors.from_exception(exc) from exc
-        except LineTooLong:
-            raise self._errors.malformed("an event-stream line too long") from None
+                decoder.feed(data)
+            except TRANSPORT_ERRORS as exc:
+                raise self._errors.from_exception(exc) from exc
+            except LineTooLong:
+                raise self._errors.malformed("an event-stream line too long") from None
         return decoder.take_text()
 
     async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:

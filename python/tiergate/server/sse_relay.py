@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tiergate.relay import RELAY_FULL, RELAY_PARSER, SseRelay
+from tiergate.relay import RELAY_CLOSED, RELAY_FULL, RELAY_PARSER, SseRelay
 
 __all__ = ["SseRelaySink", "text_template"]
 
@@ -33,19 +33,22 @@ class SseRelaySink:
 
     MARK = _MARK
 
-    __slots__ = ("_pending", "_prefix", "_suffix", "_write")
+    __slots__ = ("_gone", "_pending", "_prefix", "_suffix", "_write")
 
     def __init__(self, prefix: bytes, suffix: bytes) -> None:
         self._prefix = prefix
         self._suffix = suffix
         self._write: Callable[[bytes], Awaitable[None]] | None = None
         self._pending = b""
+        self._gone = False
 
     def attach(self, write: Callable[[bytes], Awaitable[None]]) -> None:
         """The response's writer, once its head has been sent."""
         self._write = write
 
     def relay(self, events: SseRelay) -> int:
+        if self._gone:
+            return RELAY_CLOSED
         if self._pending:
             return RELAY_FULL
         if self._write is None:
@@ -57,7 +60,14 @@ class SseRelaySink:
         return status
 
     async def room(self) -> None:
-        """Writes what `relay` made (the response's writer waits while the client's socket is full)."""
+        """Writes what `relay` made (the response's writer waits while the client's socket is full).
+
+        A client that went away ends the relaying; the listener finds out on its own next write, as it would
+        without the relay (the error is the client's, not the provider's, so it is not raised here).
+        """
         data, self._pending = self._pending, b""
         if data and self._write is not None:
-            await self._write(data)
+            try:
+                await self._write(data)
+            except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+                self._gone = True
