@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -87,9 +88,20 @@ struct StreamState {
 }
 
 /// Wakers set aside by pushes, woken together by `flush` through one task on the runtime's thread.
+///
+/// Waking the runtime's thread from Python's is the dearest part of relaying a chunk (a system call, and
+/// on a VM an inter-processor interrupt when that thread sleeps). So `flush` wakes it only when it is
+/// parked: a runtime that is busy takes the pending wakers itself just before it would park
+/// (`before_park`, the runtime's `on_thread_park` hook), i.e. as soon as it has written what it was
+/// writing — chunks that arrive meanwhile go out together, and none waits for a timer.
+///
+/// No wake-up is lost: `flush` pushes its wakers, then reads `parked`; `before_park` sets `parked`, then
+/// takes the wakers (both sequentially consistent). If `flush` read "not parked", its push came before
+/// `before_park`'s store, so the take that follows sees it.
 pub(crate) struct Wakes {
     pending: Mutex<Vec<Waker>>,
     notify: Notify,
+    parked: AtomicBool,
 }
 
 impl Wakes {
@@ -97,6 +109,7 @@ impl Wakes {
         Arc::new(Self {
             pending: Mutex::new(Vec::new()),
             notify: Notify::new(),
+            parked: AtomicBool::new(true),
         })
     }
 
@@ -104,11 +117,29 @@ impl Wakes {
         self.pending.lock().push(waker);
     }
 
-    /// Wakes every stream written to since the last flush: one wake-up of the runtime's thread.
+    /// Wakes every stream written to since the last flush: at most one wake-up of the runtime's thread.
     pub(crate) fn flush(&self) {
-        if !self.pending.lock().is_empty() {
+        if !self.pending.lock().is_empty() && self.parked.load(Ordering::SeqCst) {
             self.notify.notify_one();
         }
+    }
+
+    /// The runtime's thread is about to park: wake what is pending (then it does not park, and comes back
+    /// here when it is idle again).
+    pub(crate) fn before_park(&self) {
+        self.parked.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.pending.lock());
+        if !wakers.is_empty() {
+            self.parked.store(false, Ordering::SeqCst);
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+    }
+
+    /// The runtime's thread woke up.
+    pub(crate) fn after_unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
     }
 
     /// Runs on the runtime's thread for the server's life.
@@ -483,6 +514,53 @@ mod tests {
         );
         wakes.flush();
         assert!(matches!(reader.await, Ok(Some(message)) if message == Bytes::from_static(b"hi")));
+    }
+
+    /// Counts its wake-ups.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_busy_runtime_takes_the_pending_wakes_before_it_parks() {
+        let wakes = Wakes::new();
+        let counted = Arc::new(Counted(std::sync::atomic::AtomicUsize::new(0)));
+        wakes.after_unpark(); // the runtime's thread is running
+        wakes.defer(Waker::from(Arc::clone(&counted)));
+        wakes.flush();
+        assert_eq!(
+            counted.0.load(Ordering::SeqCst),
+            0,
+            "no wake-up while the runtime is busy"
+        );
+        assert!(!wakes.parked.load(Ordering::SeqCst));
+        wakes.before_park(); // idle now: it takes the pending wakers instead of parking
+        assert_eq!(counted.0.load(Ordering::SeqCst), 1);
+        assert!(
+            !wakes.parked.load(Ordering::SeqCst),
+            "it woke a task, so it does not park"
+        );
+        wakes.before_park(); // nothing pending: it parks, and the next flush must wake it
+        assert!(wakes.parked.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_parked_runtime_is_woken_by_the_flush() {
+        let wakes = Wakes::new();
+        let counted = Arc::new(Counted(std::sync::atomic::AtomicUsize::new(0)));
+        tokio::spawn(Arc::clone(&wakes).pump());
+        tokio::task::yield_now().await; // the pump waits
+        wakes.before_park();
+        wakes.defer(Waker::from(Arc::clone(&counted)));
+        wakes.flush();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(counted.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

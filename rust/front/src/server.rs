@@ -72,9 +72,13 @@ pub struct Front {
 impl Front {
     /// Binds `config.address` and starts serving on a thread of its own.
     pub fn start(config: FrontConfig) -> Result<Self, FrontError> {
+        let wakes = Wakes::new();
+        let (parking, unparked) = (Arc::clone(&wakes), Arc::clone(&wakes));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("tiergate-grpc")
+            .on_thread_park(move || parking.before_park())
+            .on_thread_unpark(move || unparked.after_unpark())
             .build()
             .map_err(FrontError::Runtime)?;
         let listener = runtime.block_on(bind(&config.address))?;
@@ -104,7 +108,6 @@ impl Front {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(|err| FrontError::Reflection(err.to_string()))?;
-        let wakes = Wakes::new();
         let service = TiergateService::new(ServiceState {
             methods: config.methods.into_iter().collect::<HashMap<_, _>>(),
             queue: Arc::clone(&queue),
