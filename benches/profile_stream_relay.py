@@ -14,6 +14,9 @@ side. The stages of one relayed chunk, in order:
                     bookkeeping per chunk)
   protobuf encode   `wire.chunk_to_proto` and serialisation of the message
   facade event      `openai_facade._sse`'s per-chunk event: a dict, orjson, chunked framing
+  native relay      what replaces SSE framing, JSON + domain, the sidecar layers and the encoding for a plain
+                    text delta since the relay (`relay.py`): `SseRelay.feed` + `relay_sse` (framing, the
+                    text-delta check, the event from its template), one native call each
 
 The end to end figure (sidecar CPU per relayed chunk from /proc, with the gRPC and HTTP writes, the event
 loop and grpc's own threads) is benches/bench_streams.py's; the difference is what this table leaves out.
@@ -38,6 +41,7 @@ from tiergate.config import ModelConfig, parse, resolve
 from tiergate.providers.http_errors import ErrorMapper
 from tiergate.providers.openai import StreamParser
 from tiergate.providers.sse import SSEDecoder
+from tiergate.relay import SseRelay
 from tiergate.request import Chunk, Message, Request, Usage
 from tiergate.sidecar import Sidecar
 from tiergate.wire import chunk_to_proto
@@ -189,6 +193,15 @@ async def main() -> None:
             event = b"data: " + orjson.dumps({**head, "model": "m", "choices": [body]}) + b"\n\n"
             b"%x\r\n%b\r\n" % (len(event), event)
 
+    def native_relay() -> None:
+        relay = SseRelay()
+        event = ("\n".join(lines) + "\n").encode()  # "data: {...}\n\n"
+        prefix, suffix = b'data: {"id":"chatcmpl-x","choices":[{"delta":{"content":', b"}}]}\n\n"
+        for _ in range(STREAM_CHUNKS):
+            relay.feed(event)
+            relay.relay_sse(prefix, suffix)
+        relay.take_text()
+
     with ExitStack() as stack:
         upstream = stack.enter_context(
             run_server(
@@ -228,6 +241,12 @@ async def main() -> None:
     )
     rows.append(("protobuf encode (chunk_to_proto + serialise)", cpu_us_per(STREAM_CHUNKS, protobuf)))
     rows.append(("facade SSE event (dict + orjson + chunk framing)", cpu_us_per(STREAM_CHUNKS, facade_event)))
+    rows.append(
+        (
+            "native relay (SseRelay.feed + relay_sse): replaces framing, JSON, layers, event",
+            cpu_us_per(STREAM_CHUNKS, native_relay),
+        )
+    )
 
     report = report_head("Profile: CPU per relayed SSE chunk, stage by stage", machine())
     report += [

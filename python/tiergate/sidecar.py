@@ -335,12 +335,9 @@ class Sidecar:
         parent: Context | None = None,
         sink: RelaySink | None = None,
     ) -> AsyncGenerator[tuple[Chunk, Decision | None], None]:
-        """Yields (chunk, None) as text arrives and (last chunk, decision) at the end.
-
-        `sink`: the server's relay sink (`relay.py`); chunks marked `relayed` already reached the client
-        through it. Not used when answers are logged (`telemetry.log_content`): text relayed before a failure
-        would be missing from the log.
-        """
+        """Yields (chunk, None) as text arrives and (last chunk, decision) at the end. `sink`: the server's
+        relay sink (`relay.py`), unused when answers are logged (text relayed before a failure would be
+        missing from the log)."""
         started = time.monotonic()
         report = self._opened(request, started, parent)
         ticket: Ticket | None = None
