@@ -99,6 +99,9 @@ class Request:
     def prompt_text(self) -> str:
         """Every text the request sends: message texts, tool calls' names and arguments, tool results and
         the tool definitions. What the rules scan and the token count measures."""
+        messages = self.messages
+        if len(messages) == 1 and not messages[0].tool_calls and not self.tools:
+            return messages[0].content  # one plain message: its text, as the join below would give it
         texts: list[str] = []
         for m in self.messages:
             texts.append(m.content)

@@ -48,8 +48,13 @@ NEEDS = {
 def needs(request: Request) -> list[str]:
     """The capabilities a request needs (keys of `NEEDS`), in a stable order."""
     out = []
-    if request.tools or any(m.tool_calls or m.role == "tool" for m in request.messages):
+    if request.tools:
         out.append("tools")
+    else:
+        for m in request.messages:  # a loop, not any(genexpr): this runs for every request
+            if m.tool_calls or m.role == "tool":
+                out.append("tools")
+                break
     if request.image_count:
         out.append("vision")
     if request.json_schema:
@@ -154,10 +159,11 @@ class Planner:
                 skipped.append(Skip(name, refusal))
                 policy_skips += 1
                 continue
-            missing = [NEEDS[n] for n in needed if n not in model.capabilities]
-            if missing:
-                skipped.append(Skip(name, f"cannot take {', '.join(missing)}"))
-                continue
+            if needed:
+                missing = [NEEDS[n] for n in needed if n not in model.capabilities]
+                if missing:
+                    skipped.append(Skip(name, f"cannot take {', '.join(missing)}"))
+                    continue
             input_tokens = analysis.input_tokens
             if images:
                 input_tokens += image_tokens(model.provider, request)
