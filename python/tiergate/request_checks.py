@@ -41,7 +41,9 @@ def check_request(request: Request, limits: LimitsConfig) -> None:
             size += sum(len(c.arguments) for c in message.tool_calls)
         if message.parts:
             size += sum(len(image.data) for image in message.images)
-        _check_message(i, message, calls, min(MAX_IMAGE_BYTES, limits.max_request_bytes))
+        # A plain text message (no tool call or result, no parts) has nothing more to check.
+        if message.tool_calls or message.tool_call_id or message.parts or message.role == "tool":
+            _check_message(i, message, calls, min(MAX_IMAGE_BYTES, limits.max_request_bytes))
     if size > limits.max_request_bytes:
         raise InvalidRequest(
             f"the messages hold {size} characters, over the limit of {limits.max_request_bytes} "
