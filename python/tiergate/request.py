@@ -56,6 +56,8 @@ class Message:
 
     @property
     def images(self) -> list[ImagePart]:
+        if not self.parts:  # text only: asked several times per request (checks, analysis, planning)
+            return []
         return [p for p in self.parts if isinstance(p, ImagePart)]
 
 
@@ -92,11 +94,14 @@ class Request:
 
     @property
     def image_count(self) -> int:
-        return sum(len(m.images) for m in self.messages)
+        return sum(len(m.images) for m in self.messages if m.parts)
 
     def prompt_text(self) -> str:
         """Every text the request sends: message texts, tool calls' names and arguments, tool results and
         the tool definitions. What the rules scan and the token count measures."""
+        messages = self.messages
+        if len(messages) == 1 and not messages[0].tool_calls and not self.tools:
+            return messages[0].content  # one plain message: its text, as the join below would give it
         texts: list[str] = []
         for m in self.messages:
             texts.append(m.content)

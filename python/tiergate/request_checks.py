@@ -29,16 +29,21 @@ MAX_STOP_SEQUENCES = 4  # OpenAI's limit (Anthropic takes more)
 def check_request(request: Request, limits: LimitsConfig) -> None:
     if not request.messages:
         raise InvalidRequest("messages is empty: send at least one message")
-    size = sum(len(t.description) + len(t.parameters) for t in request.tools)
+    size = sum(len(t.description) + len(t.parameters) for t in request.tools) if request.tools else 0
     calls: set[str] = set()
     for i, message in enumerate(request.messages):
         if message.role not in ROLES:
             raise InvalidRequest(
                 f"messages[{i}].role: {message.role!r} is not one of {', '.join(sorted(ROLES))}"
             )
-        size += len(message.content) + sum(len(c.arguments) for c in message.tool_calls)
-        size += sum(len(image.data) for image in message.images)
-        _check_message(i, message, calls, min(MAX_IMAGE_BYTES, limits.max_request_bytes))
+        size += len(message.content)
+        if message.tool_calls:
+            size += sum(len(c.arguments) for c in message.tool_calls)
+        if message.parts:
+            size += sum(len(image.data) for image in message.images)
+        # A plain text message (no tool call or result, no parts) has nothing more to check.
+        if message.tool_calls or message.tool_call_id or message.parts or message.role == "tool":
+            _check_message(i, message, calls, min(MAX_IMAGE_BYTES, limits.max_request_bytes))
     if size > limits.max_request_bytes:
         raise InvalidRequest(
             f"the messages hold {size} characters, over the limit of {limits.max_request_bytes} "

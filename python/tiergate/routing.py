@@ -48,8 +48,13 @@ NEEDS = {
 def needs(request: Request) -> list[str]:
     """The capabilities a request needs (keys of `NEEDS`), in a stable order."""
     out = []
-    if request.tools or any(m.tool_calls or m.role == "tool" for m in request.messages):
+    if request.tools:
         out.append("tools")
+    else:
+        for m in request.messages:  # a loop, not any(genexpr): this runs for every request
+            if m.tool_calls or m.role == "tool":
+                out.append("tools")
+                break
     if request.image_count:
         out.append("vision")
     if request.json_schema:
@@ -122,6 +127,8 @@ class Planner:
         self._jobs_ahead = jobs_ahead  # live: requests queued or running on a model (on-device models only)
         self._pools = pools if pools is not None else PoolSelector(config.pools, {}, stats)
         self._canaries = canaries
+        # route name -> its (chain step, model) pairs: fixed for this config, so expanded once per route.
+        self._route_steps: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def plan(self, request: Request, analysis: Analysis) -> Plan:
         found = self._config.route(request.task)
@@ -141,7 +148,8 @@ class Planner:
         canaries = self._canaries
         arm = canaries.arm(route_name, request) if canaries is not None else ""
         candidate = canaries.candidate(route_name) if canaries is not None and arm else ""
-        for step, name in self._steps(route, candidate if arm == CANARY else ""):
+        images = "vision" in needed
+        for step, name in self._steps(route_name, route, candidate if arm == CANARY else ""):
             model = self._config.models[name]
             if restricted and not model.is_on_device:
                 skipped.append(Skip(name, "restricted data may not leave the device"))
@@ -151,11 +159,14 @@ class Planner:
                 skipped.append(Skip(name, refusal))
                 policy_skips += 1
                 continue
-            missing = [NEEDS[n] for n in needed if n not in model.capabilities]
-            if missing:
-                skipped.append(Skip(name, f"cannot take {', '.join(missing)}"))
-                continue
-            input_tokens = analysis.input_tokens + image_tokens(model.provider, request)
+            if needed:
+                missing = [NEEDS[n] for n in needed if n not in model.capabilities]
+                if missing:
+                    skipped.append(Skip(name, f"cannot take {', '.join(missing)}"))
+                    continue
+            input_tokens = analysis.input_tokens
+            if images:
+                input_tokens += image_tokens(model.provider, request)
             if input_tokens + (request.max_output_tokens or 1) > model.window:
                 skipped.append(
                     Skip(name, f"prompt of {input_tokens} tokens exceeds its {model.window}-token window")
@@ -189,15 +200,20 @@ class Planner:
             reason, arm = _canary_first(kept, candidate, reason)
         return Plan(route_name, route, kept, skipped, reason, arm)
 
-    def _steps(self, route: RouteConfig, canary: str = "") -> list[tuple[str, str]]:
+    def _steps(self, route_name: str, route: RouteConfig, canary: str = "") -> tuple[tuple[str, str], ...]:
         """(chain step, model name) for every model of the route, pool members in config order; a canary
         candidate first."""
-        steps = [(step, name) for step in route.chain for name in self._pools.members(step)]
-        return [(canary, canary), *steps] if canary else steps
+        steps = self._route_steps.get(route_name)
+        if steps is None:
+            steps = tuple((step, name) for step in route.chain for name in self._pools.members(step))
+            self._route_steps[route_name] = steps
+        return ((canary, canary), *steps) if canary else steps
 
     def _arrange_pools(self, kept: list[Candidate]) -> tuple[list[Candidate], list[str]]:
         """Each pool's kept members, in the order the pool chooses (they stay where the step is), and a
         note per pool for the Decision's reason."""
+        if not self._pools.any:
+            return kept, []
         out: list[Candidate] = []
         notes: list[str] = []
         for step, group in _blocks(kept):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
+import os
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -235,9 +235,11 @@ class Sidecar:
         analysis = self.analyzer.analyze(request, found[1].image_sensitivity if found else "internal")
         return self._plan(request, analysis, deadline), analysis
 
-    async def _prepare(self, request: Request, deadline: float | None) -> tuple[Run, Analysis]:
-        """`prepare`, then, where the route asks for it and no rule decided, the model's classification."""
-        run, analysis = self.prepare(request, deadline)
+    async def _classify(
+        self, request: Request, deadline: float | None, run: Run, analysis: Analysis
+    ) -> tuple[Run, Analysis]:
+        """A prepared request on a route that classifies: where no rule decided, the examples' or the model's
+        classification, and the request planned again with it."""
         by_examples = run.plan.route.classify_examples
         if by_examples is not None and not analysis.complexity:
             nearest = self.classifiers.get(run.plan.route_name)
@@ -283,7 +285,7 @@ class Sidecar:
             complexity=analysis.complexity,
             complexity_by=analysis.complexity_by,
             matched_rules=analysis.matched_rules,
-            request_id=secrets.token_hex(12),
+            request_id=os.urandom(12).hex(),  # what secrets.token_hex(12) returns, without its two calls
         )
         try:
             plan = self.planner.plan(request, analysis)
@@ -305,7 +307,7 @@ class Sidecar:
         ticket: Ticket | None = None
         try:
             run, ticket = await self._ready(request, deadline, report)
-            lookup = await self._cache_lookup(run)
+            lookup = await self._cache_lookup(run) if self.cache is not None else None
             if lookup is not None and lookup.answer is not None:
                 completion = served_from_cache(run.decision, lookup, started)
                 report.usage = completion.usage
@@ -468,7 +470,10 @@ class Sidecar:
     ) -> tuple[Run, Ticket | None]:
         """Prepares the request and, where limits apply, takes them: the Run to dispatch and its ticket."""
         self._take_new()
-        run, analysis = await self._prepare(request, deadline)
+        run, analysis = self.prepare(request, deadline)
+        route = run.plan.route
+        if route.classify_examples is not None or route.classify_with is not None:
+            run, analysis = await self._classify(request, deadline, run, analysis)
         report.decision = run.decision
         if report.trace is not None:
             report.trace.stamp(run.decision)

@@ -47,6 +47,7 @@ KIND_TRAILER = "tiergate-error-kind"
 LIMIT_TRAILER = "tiergate-limit"
 
 _SENSITIVITIES = frozenset(int(s) for s in Sensitivity)
+_SENSITIVITY_OF = {int(s): s for s in Sensitivity}  # a dict lookup, not an enum call, per request
 # Proto enums accept their value names; ours match the proto's numbers, not its spelling of UNSPECIFIED.
 _SENSITIVITY_NAMES = {s: pb.Sensitivity.Name(int(s)) for s in Sensitivity}
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -56,30 +57,37 @@ _OUTCOMES = {o.value: o for o in Outcome}
 
 def request_from_proto(msg: pb.CompleteRequest, *, stream: bool) -> Request:
     """Raises InvalidRequest for a value this version does not know (sensitivity, tool choice, format)."""
-    if msg.sensitivity not in _SENSITIVITIES:
+    # Runs once per request: each field is read once, and fields left empty (most of them) cost a truth test.
+    sensitivity = _SENSITIVITY_OF.get(msg.sensitivity)
+    if sensitivity is None:
         raise InvalidRequest(f"sensitivity: unknown value {msg.sensitivity}")
     fmt = msg.response_format
-    if fmt not in _FORMATS:
-        raise InvalidRequest(f"response_format: {fmt!r} is not one of text, json_object, json_schema")
-    if fmt == "json_schema" and not msg.json_schema:
-        raise InvalidRequest("response_format json_schema needs `json_schema`")
+    json_schema = msg.json_schema
+    if fmt:
+        if fmt not in _FORMATS:
+            raise InvalidRequest(f"response_format: {fmt!r} is not one of text, json_object, json_schema")
+        if fmt == "json_schema" and not json_schema:
+            raise InvalidRequest("response_format json_schema needs `json_schema`")
+        if fmt != "json_schema":
+            json_schema = ""
+    metadata, stop, tools = msg.metadata, msg.stop, msg.tools
     return Request(
         task=msg.task,
         messages=[_message_from_proto(i, m) for i, m in enumerate(msg.messages)],
-        sensitivity=Sensitivity(msg.sensitivity),
+        sensitivity=sensitivity,
         max_output_tokens=msg.max_output_tokens,
         temperature=msg.temperature if msg.HasField("temperature") else None,
         tenant=msg.tenant,
-        metadata=dict(msg.metadata),
-        json_schema=msg.json_schema if fmt in ("", "json_schema") else "",
+        metadata=dict(metadata) if metadata else {},
+        json_schema=json_schema,
         max_cost_usd=msg.max_cost_usd,
         stream=stream,
-        tools=[Tool(t.name, t.description, t.parameters, t.strict) for t in msg.tools],
+        tools=[Tool(t.name, t.description, t.parameters, t.strict) for t in tools] if tools else [],
         tool_choice=_tool_choice_from_proto(msg),
         parallel_tool_calls=msg.parallel_tool_calls if msg.HasField("parallel_tool_calls") else None,
         json_object=fmt == "json_object",
         json_schema_strict=msg.json_schema_strict if msg.HasField("json_schema_strict") else None,
-        stop=list(msg.stop),
+        stop=list(stop) if stop else [],
         top_p=msg.top_p if msg.HasField("top_p") else None,
         seed=msg.seed if msg.HasField("seed") else None,
         presence_penalty=msg.presence_penalty if msg.HasField("presence_penalty") else None,
@@ -121,9 +129,12 @@ _FORMATS = frozenset({"", "text", "json_object", "json_schema"})
 _TOOL_MODES = {m.value: m for m in ToolMode}
 
 
+_AUTO = ToolChoice()  # frozen: one instance serves every request that sets no tool choice
+
+
 def _tool_choice_from_proto(msg: pb.CompleteRequest) -> ToolChoice:
     if not msg.HasField("tool_choice"):
-        return ToolChoice()
+        return _AUTO
     mode = _TOOL_MODES.get(msg.tool_choice.mode or "auto")
     if mode is None:
         raise InvalidRequest(
@@ -133,6 +144,8 @@ def _tool_choice_from_proto(msg: pb.CompleteRequest) -> ToolChoice:
 
 
 def _message_from_proto(index: int, m: pb.Message) -> Message:
+    if not m.parts and not m.tool_calls:  # plain text, the common case
+        return Message(m.role, m.content, [], [], m.tool_call_id, m.name)
     parts: list[Part] = []
     for part in m.parts:
         kind = part.WhichOneof("part")
@@ -206,38 +219,49 @@ def usage_from_proto(msg: pb.Usage) -> Usage:
 
 
 def decision_to_proto(d: Decision) -> pb.Decision:
-    return pb.Decision(
+    # Built with every answer: the strings and lists that are usually empty are set only when they are not
+    # (an empty one encodes as nothing in proto3 either way), which halves the cost of building it.
+    msg = pb.Decision(
         route=d.route,
         served_by=d.served_by,
         sensitivity=_SENSITIVITY_NAMES[d.sensitivity],
-        matched_rules=d.matched_rules,
-        attempts=[
-            pb.Attempt(
-                model=a.model,
-                outcome=a.outcome.value,
-                ttft_ms=a.ttft_ms,
-                latency_ms=a.latency_ms,
-                error=a.error,
-                hedged=a.hedged,
-            )
-            for a in d.attempts
-        ],
+        attempts=[_attempt_to_proto(a) for a in d.attempts],
         overhead_ms=d.overhead_ms,
         reason=d.reason,
         task=d.task,
-        complexity=d.complexity,
-        complexity_by=d.complexity_by,
-        skipped=[pb.Skipped(model=s.model, reason=s.reason) for s in d.skipped],
         cost_usd=d.cost_usd,
         request_id=d.request_id,
-        arm=d.arm,
-        trace_id=d.trace_id,
-        span_id=d.span_id,
-        cache=d.cache,
         cost_saved_usd=d.cost_saved_usd,
-        cache_match=d.cache_match,
         cache_similarity=d.cache_similarity,
     )
+    if d.matched_rules:
+        msg.matched_rules.extend(d.matched_rules)
+    if d.complexity:
+        msg.complexity = d.complexity
+    if d.complexity_by:
+        msg.complexity_by = d.complexity_by
+    for skip in d.skipped:
+        msg.skipped.add(model=skip.model, reason=skip.reason)
+    if d.arm:
+        msg.arm = d.arm
+    if d.trace_id:
+        msg.trace_id = d.trace_id
+    if d.span_id:
+        msg.span_id = d.span_id
+    if d.cache:
+        msg.cache = d.cache
+    if d.cache_match:
+        msg.cache_match = d.cache_match
+    return msg
+
+
+def _attempt_to_proto(a: Attempt) -> pb.Attempt:
+    attempt = pb.Attempt(model=a.model, outcome=a.outcome.value, ttft_ms=a.ttft_ms, latency_ms=a.latency_ms)
+    if a.error:
+        attempt.error = a.error
+    if a.hedged:
+        attempt.hedged = True
+    return attempt
 
 
 def decision_from_proto(msg: pb.Decision) -> Decision:
@@ -279,14 +303,17 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
 
 
 def response_to_proto(completion: Completion, decision: Decision) -> pb.CompleteResponse:
-    return pb.CompleteResponse(
+    response = pb.CompleteResponse(
         text=completion.text,
         usage=usage_to_proto(completion.usage),
         decision=decision_to_proto(decision),
         finish_reason=completion.finish_reason,
-        tool_calls=_calls_to_proto(completion.tool_calls),
-        refusal=completion.refusal,
     )
+    if completion.tool_calls:
+        response.tool_calls.extend(_calls_to_proto(completion.tool_calls))
+    if completion.refusal:
+        response.refusal = completion.refusal
+    return response
 
 
 def response_from_proto(msg: pb.CompleteResponse) -> Response:

@@ -146,9 +146,9 @@ def fixed(body: bytes = b"hello", *, extra: str = "", status: int = 200) -> Repl
     return reply
 
 
-def chunked(*parts: bytes, gap_s: float = 0.0) -> Reply:
+def chunked(*parts: bytes, gap_s: float = 0.0, status: int = 200) -> Reply:
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"HTTP/1.1 %d OK\r\ntransfer-encoding: chunked\r\n\r\n" % status)
         for part in parts:
             if gap_s:
                 await pause(reader, gap_s)
@@ -330,6 +330,88 @@ async def test_closed_client_refuses_to_send() -> None:
 def test_proxy_setting_is_checked() -> None:
     with pytest.raises(ValueError, match="proxy"):
         AiohttpClient(proxy="socks5://127.0.0.1:1080")
+
+
+# -- fetch: a whole answer in one call (a non-streamed request) -------------------------------------------
+
+
+async def fetch(c: AiohttpClient, url: str, max_error_bytes: int = 1024) -> tuple[int, bytes]:
+    got = await c.fetch(url, b'{"q": 1}', {"x-a": "b"}, T, max_error_bytes)
+    return got.status, got.body
+
+
+async def test_fetch_reads_whole_answers_over_one_connection() -> None:
+    async with loopback(fixed(b'{"ok": true}'), chunked(b"ab", b"cd")) as lb, client() as c:
+        assert await fetch(c, f"{lb.url}/v1/x") == (200, b'{"ok": true}')
+        assert await fetch(c, f"{lb.url}/v1/y") == (200, b"abcd")
+        assert await fetch(c, f"{lb.url}/v1/x") == (200, b"abcd")
+        assert [s.connection for s in lb.seen] == [0, 0, 0]
+        assert [s.path for s in lb.seen] == ["/v1/x", "/v1/y", "/v1/x"]
+        assert lb.seen[0].body == b'{"q": 1}'
+        assert lb.seen[0].headers["x-a"] == "b"
+
+
+async def test_fetch_reads_an_error_body_only_up_to_the_bound() -> None:
+    error_pieces = chunked(b"e" * 300, b"f" * 300, gap_s=0.05, status=500)
+    async with loopback(fixed(b"no", status=429), error_pieces, fixed()) as lb, client() as c:
+        got = await c.fetch(f"{lb.url}/", b"{}", {}, T, 1024)
+        assert (got.status, got.headers["content-length"], got.body) == (429, "2", b"no")
+        assert await fetch(c, f"{lb.url}/", max_error_bytes=100) == (500, b"e" * 300)
+        await lb.closed(0)  # the rest of that body was not read: the connection was closed, not pooled
+        assert await fetch(c, f"{lb.url}/") == (200, b"hello")
+        assert [s.connection for s in lb.seen] == [0, 0, 1]
+
+
+async def test_fetch_error_body_cut_short_is_empty() -> None:
+    cut = raw(b"HTTP/1.1 503 Unavailable\r\ncontent-length: 10\r\n\r\nabc")
+    async with loopback(cut, fixed()) as lb, client() as c:
+        assert await fetch(c, f"{lb.url}/") == (503, b"")
+        assert await fetch(c, f"{lb.url}/") == (200, b"hello")
+
+
+async def test_fetch_cancelled_waiting_for_the_head_or_the_body_closes_the_connection() -> None:
+    head_only = raw(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", then_sleep_s=3600)
+    async with loopback(stall(), head_only, fixed()) as lb, client() as c:
+        for conn in (0, 1):
+            # fetch sets no limit of its own on the response: the caller's (here a timeout) ends it.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await fetch(c, f"{lb.url}/")
+            await lb.closed(conn)
+        assert await fetch(c, f"{lb.url}/") == (200, b"hello")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="no-response"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", id="body-cut"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", id="chunk-garbage"),
+    ],
+)
+async def test_fetch_broken_responses_are_connection_errors(data: bytes) -> None:
+    async with loopback(raw(data), fixed()) as lb, client() as c:
+        with pytest.raises(aiohttp.ClientError) as caught:
+            await fetch(c, f"{lb.url}/")
+        assert isinstance(ErrorMapper("m").from_exception(caught.value), ProviderConnectionError)
+        assert await fetch(c, f"{lb.url}/") == (200, b"hello")
+        assert [s.connection for s in lb.seen] == [0, 1]
+
+
+async def test_fetch_on_a_closed_client_refuses_to_send() -> None:
+    c = AiohttpClient()
+    await c.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await fetch(c, "http://127.0.0.1:9/")
+
+
+async def test_fetch_goes_through_the_proxy_from_the_environment(
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    async with loopback(fixed(b"via proxy")) as lb, client() as c:
+        assert await fetch(c, f"{lb.url}/v1/a") == (200, b"via proxy")
+        assert proxy.requests() == [f"POST {lb.url}/v1/a HTTP/1.1"]
 
 
 # -- the product's client --------------------------------------------------------------------------------

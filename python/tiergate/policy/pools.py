@@ -65,6 +65,11 @@ class PoolSelector:
     def is_pool(self, step: str) -> bool:
         return step in self._pools
 
+    @property
+    def any(self) -> bool:
+        """True when the config has pools at all."""
+        return bool(self._pools)
+
     def members(self, step: str) -> list[str]:
         """A chain step's models, in config order: a pool's members, or the model itself."""
         pool = self._pools.get(step)

@@ -115,10 +115,16 @@ def request_constraints(metadata: Mapping[str, str]) -> Constraints | None:
     return None if constraints.empty else constraints
 
 
+_NO_POLICY = Policy()
+
+
 def policy_for(config: Config, request: Request) -> Policy:
     """The constraints that apply to a request: its tenant's, then its own."""
-    tenant = tenant_constraints(config.tenants, request.tenant or DEFAULT_TENANT)
-    own = request_constraints(request.metadata)
+    # Asked for every request: without tenant entries or request metadata there is nothing to build.
+    tenant = tenant_constraints(config.tenants, request.tenant or DEFAULT_TENANT) if config.tenants else None
+    own = request_constraints(request.metadata) if request.metadata else None
+    if tenant is None and own is None:
+        return _NO_POLICY
     return Policy(tuple(part for part in (tenant, own) if part is not None))
 
 

@@ -1,14 +1,14 @@
 """HTTP plumbing shared by the hosted providers: one pooled client per provider, POST JSON, stream SSE.
 
 Every failure leaves this module already mapped by `http_errors.ErrorMapper`; nothing here knows a provider's
-wire format. Both calls hold the response inside `client.post(...)`'s block, so a cancelled task or a
-closed stream closes the response at once; the client (`http_client`) returns a connection to the pool only
-when the response was read to its end, and closes it otherwise, which is how the upstream learns that we
-gave up on it.
+wire format. A stream holds its response inside `client.post(...)`'s block and `post_json` reads its own
+whole in `client.fetch(...)`, so a cancelled task or a closed stream closes the response at once; the client
+(`http_client`) returns a connection to the pool only when the response was read to its end, and closes it
+otherwise, which is how the upstream learns that we gave up on it.
 
-Timeouts: `connect_timeout_ms` for connecting; `request_timeout_ms` for each read and pool wait, and for the
-whole of a `post_json` call. A stream has no total limit here (it may rightly run long): the dispatcher owns
-TTFT and total deadlines and enforces them by cancelling.
+Timeouts: `connect_timeout_ms` for connecting; `request_timeout_ms` for the whole of a `post_json` call, and
+for each read and pool wait of a stream. A stream has no total limit here (it may rightly run long): the
+dispatcher owns TTFT and total deadlines and enforces them by cancelling.
 """
 
 from __future__ import annotations
@@ -179,17 +179,17 @@ class HostedEndpoint:
     async def post_json(self, body: bytes) -> bytes:
         """POSTs `body` and returns the 2xx response body. The whole call is bounded by request_timeout_ms."""
         try:
-            async with (
-                asyncio.timeout(self._total_s),
-                self._client.post(self._url, body, self._headers, self._timeouts) as reply,
-            ):
-                if not 200 <= reply.status < 300:
-                    raise await self._error(reply)
-                return await reply.read()
+            async with asyncio.timeout(self._total_s):
+                reply = await self._client.fetch(
+                    self._url, body, self._headers, self._timeouts, MAX_ERROR_BODY_BYTES
+                )
         except TRANSPORT_ERRORS as exc:  # before TimeoutError: aiohttp's read timeouts are both
             raise self._errors.from_exception(exc) from exc
         except TimeoutError:
             raise self._errors.timeout(self._total_s) from None
+        if not 200 <= reply.status < 300:
+            raise self._errors.from_response(reply.status, reply.headers, reply.body)
+        return reply.body
 
     @asynccontextmanager
     async def open_sse(self, body: bytes) -> AsyncIterator[EventStream]:

@@ -6,7 +6,10 @@ transport it replaced; it parses HTTP in C, keeps connections alive, and speaks 
 
 `UpstreamClient.post` opens one exchange; leaving its block returns the connection to the pool only when the
 body was read to its end. A body left unread (closed early, a failure, a cancellation) closes the connection
-at once, which is how the upstream learns that we gave up on it.
+at once, which is how the upstream learns that we gave up on it. `UpstreamClient.fetch` is the same exchange
+read whole (a non-streamed answer), in one call: it sets no time limit of its own on the response, because
+its caller bounds the whole call (`hosted_http.HostedEndpoint.post_json`), and so spares each request the
+timers, the context manager and the reply object that a stream needs.
 
 Proxies: by default `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` (and their lower-case forms) from the
 environment, read when the client is made: when the provider is built, at start or when a reload changes
@@ -72,14 +75,46 @@ class Reply(Protocol):
     async def read(self) -> bytes: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A whole response: status, head and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
 class UpstreamClient(Protocol):
     def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts
     ) -> AbstractAsyncContextManager[Reply]: ...
 
+    async def fetch(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts, max_error_bytes: int
+    ) -> Fetched:
+        """POSTs `body` and reads the response: a 2xx body whole, any other only up to `max_error_bytes`
+        (and empty if it fails midway: the status says what went wrong). No limit of its own on the
+        response's time but connecting (`timeouts.connect_s`): the caller bounds the whole call."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
+async def _error_body(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """A failed response's body, for the provider's words: up to `max_bytes` (and a piece), or empty when
+    reading it fails."""
+    body = bytearray()
+    try:
+        async for part in chunks:
+            body += part
+            if len(body) > max_bytes:
+                break
+    except TRANSPORT_ERRORS:
+        return b""
+    return bytes(body)
+
+
+_MAX_TARGETS = 64  # URLs whose parsed form `AiohttpClient.fetch` keeps
 READ_TIMEOUT_MESSAGE = "Timeout on reading data from socket"  # aiohttp's own words for its sock_read timeout
 _QUIET_CHECKS = 4  # a body's silence is checked this many times per read timeout
 
@@ -187,6 +222,10 @@ class AiohttpClient:
         self._keepalive_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        # For `fetch`, what is fixed per URL and per Timeouts, made once: the parsed URL and its proxy, and
+        # aiohttp's timeout settings (URLs come from the config, so these stay small).
+        self._targets: dict[str, tuple[URL, _Proxy]] = {}
+        self._fetch_timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -241,6 +280,48 @@ class AiohttpClient:
                 response.release()  # read to its end: the connection goes back to the pool
             else:
                 response.close()  # closes the connection now: the upstream stops generating
+
+    async def fetch(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts, max_error_bytes: int
+    ) -> Fetched:
+        if self._closed:
+            raise RuntimeError("the HTTP client has been closed")  # a bug: the provider was closed
+        session = self._session
+        if session is None:
+            session = self._session = self._open_session()
+        timeout = self._fetch_timeouts.get(timeouts)
+        if timeout is None:
+            # Only connecting has a limit here (`connect` is the pool wait too, bounded by the caller).
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=timeouts.connect_s, sock_read=None
+            )
+            self._fetch_timeouts[timeouts] = timeout
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= _MAX_TARGETS:
+                self._targets.clear()
+            target = self._targets[url] = (URL(url), self._fixed or self._proxy_for(url))
+        parsed, via = target
+        response = await session.post(
+            parsed,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            proxy=via.url,
+            proxy_headers=via.headers,
+            allow_redirects=False,
+        )
+        try:
+            if 200 <= response.status < 300:
+                data = await response.read()
+            else:
+                data = await _error_body(response.content.iter_any(), max_error_bytes)
+        finally:
+            if response.content.at_eof():
+                response.release()  # read to its end: the connection goes back to the pool
+            else:
+                response.close()  # cancelled or cut short: closes the connection now
+        return Fetched(response.status, response.headers, data)
 
     def _proxy_for(self, url: str) -> _Proxy:
         target = URL(url)
@@ -300,6 +381,14 @@ class HttpxClient:
             "POST", url, content=body, headers=headers, timeout=timeout
         ) as response:
             yield _HttpxReply(response)
+
+    async def fetch(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts, max_error_bytes: int
+    ) -> Fetched:
+        async with self.post(url, body, headers, timeouts) as reply:
+            if 200 <= reply.status < 300:
+                return Fetched(reply.status, reply.headers, await reply.read())
+            return Fetched(reply.status, reply.headers, await _error_body(reply.chunks(), max_error_bytes))
 
     async def aclose(self) -> None:
         if self._owned:

@@ -228,7 +228,7 @@ def parse_completion(raw: bytes, errors: ErrorMapper) -> Completion:
         text=content,
         usage=parse_usage(data.get("usage")),
         finish_reason=finish if isinstance(finish, str) else "stop",
-        tool_calls=[_tool_call(c, errors) for c in calls],
+        tool_calls=[_tool_call(c, errors) for c in calls] if calls else [],
         refusal=refusal,
     )
 
