@@ -535,6 +535,16 @@ async def test_http_proxy_from_the_environment_and_no_proxy(
         assert len(proxy.requests()) == 1  # NO_PROXY: straight to the upstream
 
 
+async def test_back_to_back_requests_through_a_forwarding_proxy_all_get_through(proxy: Proxy) -> None:
+    """tinyproxy closes its client connection after each forwarded answer without `Connection: close`:
+    a pooled connection would fail every second request before sending it."""
+    async with loopback(*(fixed(b"via proxy") for _ in range(6))) as lb, client(proxy=proxy.url) as c:
+        for _ in range(3):
+            assert await post(c, f"{lb.url}/v1/a") == (200, b"via proxy")
+            assert await fetch(c, f"{lb.url}/v1/b") == (200, b"via proxy")
+        assert len(proxy.requests()) == 6
+
+
 def test_proxy_credentials_from_the_environment_go_in_a_header(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("https_proxy", "http://u:env-secret@proxy.example:3128")
     monkeypatch.setenv("HTTP_PROXY", "socks5://proxy.example:1080")

@@ -221,15 +221,38 @@ class AiohttpClient:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
+        # Plain-http requests through a proxy: forwarded by it, one connection each (`_session_for`).
+        self._forwarding: aiohttp.ClientSession | None = None
         self._closed = False
         # For `fetch`, what is fixed per URL and per Timeouts, made once: the parsed URL and its proxy, and
         # aiohttp's timeout settings (URLs come from the config, so these stay small).
         self._targets: dict[str, tuple[URL, _Proxy]] = {}
         self._fetch_timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
-    def _open_session(self) -> aiohttp.ClientSession:
+    def _session_for(self, via: _Proxy, url: str) -> aiohttp.ClientSession:
+        """The session for a request to `url` through `via`, made on first use.
+
+        A plain-http request through a proxy is forwarded by it (an https one is tunnelled with CONNECT, and
+        the tunnel is kept alive like a direct connection). Forwarding proxies such as tinyproxy close the
+        connection after each answer without saying so (no `Connection: close`), so a next request on it
+        would fail before it is sent: forwarded requests get a connection each.
+        """
+        if self._closed:
+            raise RuntimeError("the HTTP client has been closed")  # a bug: the provider was closed
+        if via.url is not None and url.startswith("http:"):
+            if self._forwarding is None:
+                self._forwarding = self._open_session(force_close=True)
+            return self._forwarding
+        if self._session is None:
+            self._session = self._open_session()
+        return self._session
+
+    def _open_session(self, *, force_close: bool = False) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, keepalive_timeout=self._keepalive_s, ssl=self._ssl
+            limit=self._max_connections,
+            keepalive_timeout=None if force_close else self._keepalive_s,
+            force_close=force_close,
+            ssl=self._ssl,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -243,18 +266,14 @@ class AiohttpClient:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts
     ) -> AsyncIterator[Reply]:
-        if self._closed:
-            raise RuntimeError("the HTTP client has been closed")  # a bug: the provider was closed
-        session = self._session
-        if session is None:
-            session = self._session = self._open_session()
+        via = self._fixed or self._proxy_for(url)
+        session = self._session_for(via, url)
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=timeouts.request_s,  # the wait for a pooled connection, and connecting
             sock_connect=timeouts.connect_s,
             sock_read=None,  # the response head is bounded below, the body by _SilenceWatch
         )
-        via = self._fixed or self._proxy_for(url)
         head = asyncio.timeout(timeouts.request_s)
         try:
             async with head:
@@ -284,11 +303,6 @@ class AiohttpClient:
     async def fetch(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts, max_error_bytes: int
     ) -> Fetched:
-        if self._closed:
-            raise RuntimeError("the HTTP client has been closed")  # a bug: the provider was closed
-        session = self._session
-        if session is None:
-            session = self._session = self._open_session()
         timeout = self._fetch_timeouts.get(timeouts)
         if timeout is None:
             # Only connecting has a limit here (`connect` is the pool wait too, bounded by the caller).
@@ -302,6 +316,7 @@ class AiohttpClient:
                 self._targets.clear()
             target = self._targets[url] = (URL(url), self._fixed or self._proxy_for(url))
         parsed, via = target
+        session = self._session_for(via, url)
         response = await session.post(
             parsed,
             data=body,
@@ -340,8 +355,9 @@ class AiohttpClient:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._forwarding):
+            if session is not None:
+                await session.close()
 
 
 class _HttpxReply:
