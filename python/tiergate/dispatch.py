@@ -430,6 +430,12 @@ class Run:
         finally:
             await stream.aclose()
 
+    def record_overhead(self, started: float) -> None:
+        """Fills the decision's overhead: the wall time since `started` (time.monotonic) minus the time spent
+        waiting on upstreams or backing off."""
+        total_s = time.monotonic() - started
+        self.decision.overhead_ms = max(total_s - self.busy.total_s, 0.0) * 1000
+
     def _loop_deadline(self) -> float:
         assert self.deadline is not None
         # The dispatcher's clock may differ from the event loop's: translate the remaining time.

@@ -315,7 +315,7 @@ class Sidecar:
             try:
                 completion = await run.complete()
             finally:
-                _finish(run, started)
+                run.record_overhead(started)
             if lookup is not None:
                 await self._cache_keep(lookup, completion, run.decision)
             report.usage = completion.usage
@@ -366,7 +366,7 @@ class Sidecar:
                     if text is not None:
                         text.append(chunk.text)
                     if chunk.usage is not None:
-                        _finish(run, started)
+                        run.record_overhead(started)
                         finished = True
                         report.usage = chunk.usage
                         report.finish_reason = chunk.finish_reason or "stop"
@@ -378,7 +378,7 @@ class Sidecar:
                     yield chunk, None
             finally:
                 if not finished:
-                    _finish(run, started)
+                    run.record_overhead(started)
         except BaseException as exc:
             # A consumer that stops reading after the last chunk has had the whole answer.
             if not (finished and isinstance(exc, GeneratorExit)):
@@ -589,12 +589,6 @@ class _InFlight:
         self.count -= 1
         if not self.count:
             self.idle.set()
-
-
-def _finish(run: Run, started: float) -> None:
-    """Fills the overhead: wall time minus the time spent waiting on upstreams or backing off."""
-    total_s = time.monotonic() - started
-    run.decision.overhead_ms = max(total_s - run.busy.total_s, 0.0) * 1000
 
 
 def _unchanged_models(previous: Sidecar | None, config: Config) -> set[str]:
