@@ -96,33 +96,26 @@ class Window:
     first_error: str
 
 
-def build_loadgen(out_dir: Path) -> Path:
+def go_build(src: Path, out_dir: Path, needed_for: str) -> Path:
+    """Builds the Go program in `src` into `out_dir`; without Go, says what needed it."""
     if shutil.which("go") is None:
-        raise SystemExit("bench_streams needs Go to build its load generator (benches/loadgen)")
-    exe = out_dir / "loadgen"
+        raise SystemExit(f"bench_streams needs Go to build {needed_for} ({src.relative_to(ROOT)})")
+    exe = out_dir / src.name
     env = {**os.environ, "GOFLAGS": "-mod=mod"}
-    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=LOADGEN_SRC, check=True, env=env)
+    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=src, check=True, env=env)
     return exe
+
+
+def build_loadgen(out_dir: Path) -> Path:
+    return go_build(LOADGEN_SRC, out_dir, "its load generator")
 
 
 def build_upstream(out_dir: Path) -> Path:
-    if shutil.which("go") is None:
-        raise SystemExit(
-            "bench_streams needs Go to build its upstream (benches/upstream); "
-            "`--upstream python` uses benches/stream_upstream.py instead"
-        )
-    exe = out_dir / "upstream"
-    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=UPSTREAM_SRC, check=True)
-    return exe
+    return go_build(UPSTREAM_SRC, out_dir, "its upstream (`--upstream python` needs no Go)")
 
 
 def build_relay_floor(out_dir: Path) -> Path:
-    if shutil.which("go") is None:
-        raise SystemExit("bench_streams --go-floor needs Go to build benches/relay_floor")
-    exe = out_dir / "relay_floor"
-    env = {**os.environ, "GOFLAGS": "-mod=mod"}
-    subprocess.run(["go", "build", "-o", str(exe), "."], cwd=RELAY_FLOOR_SRC, check=True, env=env)
-    return exe
+    return go_build(RELAY_FLOOR_SRC, out_dir, "the relay floor (--go-floor)")
 
 
 def before_tree(ref: str, into: Path) -> Path:

@@ -229,9 +229,8 @@ async def main() -> None:
                      await acpu_us_per(n, streams(read_aiohttp))))  # fmt: skip
         rows.append(("upstream read + SSE framing from bytes: aiohttp + SSEDecoder.feed (after)",
                      await acpu_us_per(n, streams(read_and_frame_aiohttp))))  # fmt: skip
-    rows.append(
-        ("SSE framing from lines (SSEDecoder.feed_line; native since the relay)", cpu_us_per(STREAM_CHUNKS, sse_framing))
-    )
+    framing = "SSE framing from lines (SSEDecoder.feed_line; native since the relay)"
+    rows.append((framing, cpu_us_per(STREAM_CHUNKS, sse_framing)))
     rows.append(("JSON decode + domain (StreamParser.feed)", cpu_us_per(STREAM_CHUNKS, json_domain)))
     rows.append(
         (

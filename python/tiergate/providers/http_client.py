@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -193,6 +193,26 @@ class _Proxy:
         return cls(url.with_user(None), auth)
 
 
+def _send(
+    session: aiohttp.ClientSession,
+    url: str | URL,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+    via: _Proxy,
+) -> Awaitable[aiohttp.ClientResponse]:
+    """POSTs `body`; the response once its head has arrived (redirects are answers, not followed)."""
+    return session.post(
+        url,
+        data=body,
+        headers=headers,
+        timeout=timeout,
+        proxy=via.url,
+        proxy_headers=via.headers,
+        allow_redirects=False,
+    )
+
+
 class AiohttpClient:
     """One provider's pooled client. The session is made on first use, inside the running event loop.
 
@@ -277,15 +297,7 @@ class AiohttpClient:
         head = asyncio.timeout(timeouts.request_s)
         try:
             async with head:
-                response = await session.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    proxy=via.url,
-                    proxy_headers=via.headers,
-                    allow_redirects=False,
-                )
+                response = await _send(session, url, body, headers, timeout, via)
         except TimeoutError:
             if head.expired():  # no response head in time (aiohttp's own connect timeouts pass through)
                 raise aiohttp.SocketTimeoutError(READ_TIMEOUT_MESSAGE) from None
@@ -316,16 +328,7 @@ class AiohttpClient:
                 self._targets.clear()
             target = self._targets[url] = (URL(url), self._fixed or self._proxy_for(url))
         parsed, via = target
-        session = self._session_for(via, url)
-        response = await session.post(
-            parsed,
-            data=body,
-            headers=headers,
-            timeout=timeout,
-            proxy=via.url,
-            proxy_headers=via.headers,
-            allow_redirects=False,
-        )
+        response = await _send(self._session_for(via, url), parsed, body, headers, timeout, via)
         try:
             if 200 <= response.status < 300:
                 data = await response.read()
