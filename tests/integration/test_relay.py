@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 
@@ -26,6 +27,7 @@ from tiergate.providers.hosted_http import EventStream
 from tiergate.server.http import HttpServer
 from tiergate.server.openai_facade import OpenAIFacade
 from tiergate.v1 import tiergate_pb2 as pb
+from tiergate.wire import DECISION_TRAILER
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -325,3 +327,30 @@ async def test_a_client_leaving_mid_relay_closes_the_upstream_and_is_not_the_mod
         breaker = side.sidecar.breakers["m"].metrics()
         assert breaker["failed"] == 0
     assert relaying.is_set()  # the client left while the text went the relay's way
+
+
+async def test_a_deadline_passing_mid_relay_ends_the_stream_with_its_status_and_closes_the_upstream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    relaying = asyncio.Event()
+    relay = EventStream.relay
+
+    async def watched(self: EventStream, sink: Any, wire: str) -> str:
+        relaying.set()
+        return await relay(self, sink, wire)
+
+    monkeypatch.setattr(EventStream, "relay", watched)
+    async with endless_upstream() as (url, gone), serve(config(url)) as side:
+        ask = pb.CompleteRequest(messages=[pb.Message(role="user", content="go")])
+        call = side.stub.StreamComplete(ask, timeout=1.0)
+        texts = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for chunk in call:
+                texts.append(chunk.text)
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        trailers = dict(ended.value.trailing_metadata() or ())
+        assert (
+            DECISION_TRAILER in trailers
+        )  # the sidecar's own answer, with its decision, not the client's timer
+        assert relaying.is_set() and len(texts) > 20  # it ran out while the text went the relay's way
+        await asyncio.wait_for(gone.wait(), 10)  # and the upstream's connection was closed

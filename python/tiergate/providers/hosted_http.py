@@ -228,7 +228,9 @@ class HostedEndpoint:
                     yield parser.final()
                     return
                 if sink is not None and parser.relays is not None:
-                    text = await events.relay(sink, parser.relays)
+                    # In a task of its own: each chunk then wakes the relay's short stack, not every generator
+                    # from here up to the server's handler. Cancelling this task cancels that one too.
+                    text = await asyncio.get_running_loop().create_task(events.relay(sink, parser.relays))
                     if text:
                         sink = yield Chunk(text, relayed=True)
         raise self._errors.stream_ended()
