@@ -14,7 +14,7 @@ dispatcher owns TTFT and total deadlines and enforces them by cancelling.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -64,10 +64,10 @@ class EventStream:
     straight to the client (`relay.py`).
     """
 
-    __slots__ = ("_chunks", "_decoder", "_errors")
+    __slots__ = ("_decoder", "_errors", "_read")
 
-    def __init__(self, chunks: AsyncIterator[bytes], errors: ErrorMapper) -> None:
-        self._chunks = chunks
+    def __init__(self, read: Callable[[], Awaitable[bytes]], errors: ErrorMapper) -> None:
+        self._read = read  # the body's next piece; b"" at its end
         self._decoder = SseRelay()
         self._errors = errors
 
@@ -79,8 +79,9 @@ class EventStream:
         event = decoder.next_event()
         if event is not None:
             return SSEEvent(*event)
+        read = self._read
         try:
-            async for data in self._chunks:
+            while data := await read():
                 decoder.feed(data)
                 event = decoder.next_event()
                 if event is not None:
@@ -105,8 +106,8 @@ class EventStream:
             if status != RELAY_EMPTY:
                 break
             try:
-                data = await anext(self._chunks, None)
-                if data is None:
+                data = await self._read()
+                if not data:
                     break
                 decoder.feed(data)
             except TRANSPORT_ERRORS as exc:
@@ -123,7 +124,7 @@ class EventStream:
         """
         try:
             async with asyncio.timeout(timeout_s):
-                async for _ in self._chunks:
+                while await self._read():
                     pass
         except (TimeoutError, aiohttp.ClientError, httpx.HTTPError):
             return False
@@ -201,7 +202,7 @@ class HostedEndpoint:
                 if reply.headers.get("content-type", "").startswith("application/json"):
                     # Some servers answer a streamed request that failed with a 200 JSON error body.
                     raise self._errors.json_instead_of_stream(await _read_bounded(reply))
-                yield EventStream(reply.chunks(), self._errors)
+                yield EventStream(reply.reader(), self._errors)
         except TRANSPORT_ERRORS as exc:
             raise self._errors.from_exception(exc) from exc
 

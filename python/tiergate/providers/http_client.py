@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -70,6 +70,11 @@ class Reply(Protocol):
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in pieces of any size."""
+        ...
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        """What reads the body's next piece as it arrives (of any size; b"" at its end): the same body as
+        `chunks`, one await per piece."""
         ...
 
     async def read(self) -> bytes: ...
@@ -170,6 +175,9 @@ class _AiohttpReply:
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self._response.content.iter_any()
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        return self._response.content.readany
 
     async def read(self) -> bytes:
         return await self._response.read()
@@ -379,6 +387,14 @@ class _HttpxReply:
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self._response.aiter_bytes()
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        pieces = self._response.aiter_bytes()
+
+        async def read() -> bytes:
+            return await anext(pieces, b"")
+
+        return read
 
     async def read(self) -> bytes:
         return await self._response.aread()
