@@ -82,6 +82,7 @@ class _Live:
     stream: ChunkStream | None = None
     first: Chunk | None = None
     first_at: float = 0.0
+    whole: bool = False  # a non-streamed answer: it arrived at once (first_at is its end)
 
 
 @dataclass(slots=True)
@@ -263,6 +264,7 @@ class Run:
                 self._end(live, Outcome.CANCELLED, None)
                 raise
             live.first_at = clock()
+            live.whole = True
             accepted = self._accept(live, completion)
             if accepted is not None:
                 return accepted
@@ -474,9 +476,11 @@ class Run:
         usage = completion.usage
         first_at = live.first_at or now
         self._end(live, Outcome.OK, None, end=now)
-        self.dispatcher.stats[name].observe(
-            (first_at - live.started) * 1000, usage.output_tokens, (now - first_at) * 1000
-        )
+        stats = self.dispatcher.stats[name]
+        if live.whole:
+            stats.observe_whole((now - live.started) * 1000, usage.output_tokens)
+        else:
+            stats.observe((first_at - live.started) * 1000, usage.output_tokens, (now - first_at) * 1000)
         self.decision.served_by = name
         return completion
 
