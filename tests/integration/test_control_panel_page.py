@@ -1,6 +1,6 @@
 """panel.js in headless Chromium against a canned `/ui/api/state`, for what a live sidecar of this tree cannot
 show yet or should never send: on-device worker state, restarts and last error, and client-chosen names
-(tenant, task) that look like HTML, which must appear as text and never run."""
+(tenant, task) that look like HTML, which must appear as text and never run; and a route's response cache."""
 
 from __future__ import annotations
 
@@ -55,7 +55,44 @@ STATE: dict[str, Any] = {
         model("local"),
         model("crashy", worker="down", worker_restarts=3, worker_error="worker exited with signal SIGSEGV"),
     ],
-    "routes": [],
+    "routes": [
+        {
+            "name": "support",
+            "configured": True,
+            "objective": "cost",
+            "chain": ["local"],
+            "requests": 8.0,
+            "errors": 0.0,
+            "by_model": {"local": 4.0},
+            "by_outcome": {"ok": 8.0},
+            "fallbacks": 0.0,
+            "fallback_rate": 0.0,
+            "hedges": 0.0,
+            "hedge_rate": 0.0,
+            "p50_ms": 12.0,
+            "p99_ms": 40.0,
+            "cost_usd": 0.0,
+            "cache": {"lookups": 8.0, "hit_rate": 0.5, "hits": {"exact": 3.0, "semantic": 1.0}},
+        },
+        {
+            "name": "uncached",
+            "configured": True,
+            "objective": "cost",
+            "chain": ["local"],
+            "requests": 1.0,
+            "errors": 0.0,
+            "by_model": {"local": 1.0},
+            "by_outcome": {"ok": 1.0},
+            "fallbacks": 0.0,
+            "fallback_rate": 0.0,
+            "hedges": 0.0,
+            "hedge_rate": 0.0,
+            "p50_ms": 12.0,
+            "p99_ms": 12.0,
+            "cost_usd": 0.0,
+            "cache": {"lookups": 0, "hit_rate": None, "hits": {}},
+        },
+    ],
     "tenants": [
         {
             "tenant": HOSTILE,
@@ -155,6 +192,9 @@ def test_worker_state_and_hostile_names_render_as_text(canned_panel: str, tmp_pa
     assert fields["model.local.worker"] == ("up", "up, 0 restarts")
     assert fields["model.crashy.worker"] == ("down", "down, 3 restartsworker exited with signal SIGSEGV")
     assert fields["model.local.queue"] == ("3", "3")
+    # The response cache per route: the share of lookups it answered, and its hits by kind.
+    assert fields["route.support.cache_hit_rate"] == ("0.5", "50.0% exact 3 · semantic 1")
+    assert fields["route.uncached.cache_hit_rate"] == ("", "\N{EN DASH}")  # no lookups: nothing to show
     assert fields["decision.0.sensitivity"][1] == "restricted"
     # The names are shown as text (escaped in the DOM), never parsed as markup.
     assert (title, injected) == ("tiergate control panel", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.server.ui_state import histogram_quantile
+from tiergate.server.ui_state import cache_figures, histogram_quantile
 
 BOUNDS = (0.1, 0.5, 1.0)
 
@@ -25,3 +25,14 @@ BOUNDS = (0.1, 0.5, 1.0)
 def test_histogram_quantile(q: float, counts: list[float], expected: float | None) -> None:
     found = histogram_quantile(q, BOUNDS, counts)
     assert found == (None if expected is None else pytest.approx(expected))
+
+
+def test_cache_figures_of_a_route_come_from_the_cache_series() -> None:
+    lookups = {("support", "hit"): 3.0, ("support", "miss"): 1.0, ("other", "hit"): 5.0}
+    hits = {("support", "exact"): 2.0, ("support", "semantic"): 1.0, ("other", "exact"): 5.0}
+    assert cache_figures("support", lookups, hits) == {
+        "lookups": 4.0,
+        "hit_rate": 0.75,
+        "hits": {"exact": 2.0, "semantic": 1.0},
+    }
+    assert cache_figures("uncached", lookups, hits) == {"lookups": 0, "hit_rate": None, "hits": {}}

@@ -52,6 +52,23 @@ def _route_label(route: str) -> str:
     return route or UNPLANNED_ROUTE
 
 
+def cache_figures(
+    route: str,
+    lookups: dict[tuple[str, ...], float],
+    hits: dict[tuple[str, ...], float],
+) -> dict[str, Any]:
+    """A route's response cache: its lookups, the share answered from the cache (None without lookups),
+    and its hits by kind (exact, semantic), from the series `tiergate_cache_lookups_total{route,result}`
+    and `tiergate_cache_hits_total{route,match}`."""
+    looked = sum(count for (r, _), count in lookups.items() if r == route)
+    hit = sum(count for (r, result), count in lookups.items() if r == route and result == "hit")
+    return {
+        "lookups": looked,
+        "hit_rate": hit / looked if looked else None,
+        "hits": {match: count for (r, match), count in hits.items() if r == route},
+    }
+
+
 def _routes(sidecar: Sidecar, telemetry: Telemetry) -> list[dict[str, Any]]:
     metrics = telemetry.metrics
     names = list(sidecar.config.routes)
@@ -96,6 +113,7 @@ def _routes(sidecar: Sidecar, telemetry: Telemetry) -> list[dict[str, Any]]:
                 "p50_ms": None if p50 is None else p50 * 1000,
                 "p99_ms": None if p99 is None else p99 * 1000,
                 "cost_usd": costs.get(route, 0.0),
+                "cache": cache_figures(route, metrics.cache.values, metrics.cache_hits.values),
             }
         )
     return out

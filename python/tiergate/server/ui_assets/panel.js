@@ -139,6 +139,14 @@ function split(route) {
   return td;
 }
 
+function cacheCell(field, cache) {
+  if (!cache || cache.hit_rate === null) return cell(field, "", dash);
+  const kinds = Object.keys(cache.hits).sort().map((k) => `${k} ${int(cache.hits[k])}`).join(" · ");
+  const td = cell(field, cache.hit_rate, pct(cache.hit_rate));
+  if (kinds) td.append(el("small", {}, ` ${kinds}`));
+  return td;
+}
+
 function renderRoutes(routes) {
   fill("routes", routes.map((r) => {
     const f = (k) => `route.${r.name}.${k}`;
@@ -155,6 +163,7 @@ function renderRoutes(routes) {
       cell(f("hedge_rate"), r.hedge_rate, pct(r.hedge_rate)),
       cell(f("p50_ms"), r.p50_ms, ms(r.p50_ms)),
       cell(f("p99_ms"), r.p99_ms, ms(r.p99_ms)),
+      cacheCell(f("cache_hit_rate"), r.cache),
       cell(f("cost_usd"), r.cost_usd, usd(r.cost_usd))
     );
   }));
