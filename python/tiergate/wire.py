@@ -46,7 +46,6 @@ DECISION_TRAILER = "tiergate-decision-bin"
 KIND_TRAILER = "tiergate-error-kind"
 LIMIT_TRAILER = "tiergate-limit"
 
-_SENSITIVITIES = frozenset(int(s) for s in Sensitivity)
 _SENSITIVITY_OF = {int(s): s for s in Sensitivity}  # a dict lookup, not an enum call, per request
 # Proto enums accept their value names; ours match the proto's numbers, not its spelling of UNSPECIFIED.
 _SENSITIVITY_NAMES = {s: pb.Sensitivity.Name(int(s)) for s in Sensitivity}
@@ -268,9 +267,7 @@ def decision_from_proto(msg: pb.Decision) -> Decision:
     return Decision(
         route=msg.route,
         task=msg.task,
-        sensitivity=Sensitivity(msg.sensitivity)
-        if msg.sensitivity in _SENSITIVITIES
-        else Sensitivity.UNSPECIFIED,
+        sensitivity=_SENSITIVITY_OF.get(msg.sensitivity, Sensitivity.UNSPECIFIED),
         complexity=msg.complexity,
         complexity_by=msg.complexity_by,
         matched_rules=list(msg.matched_rules),

@@ -43,6 +43,26 @@ def model(name: str, **overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
+def route(name: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "configured": True,
+        "objective": "cost",
+        "chain": ["local"],
+        "requests": 8.0,
+        "errors": 0.0,
+        "by_model": {"local": 8.0},
+        "by_outcome": {"ok": 8.0},
+        "fallbacks": 0.0,
+        "fallback_rate": 0.0,
+        "hedges": 0.0,
+        "hedge_rate": 0.0,
+        "p50_ms": 12.0,
+        "p99_ms": 40.0,
+        "cost_usd": 0.0,
+    } | overrides
+
+
 STATE: dict[str, Any] = {
     "generated_at": 1_800_000_000.0,
     "version": "0.1.0",
@@ -56,42 +76,8 @@ STATE: dict[str, Any] = {
         model("crashy", worker="down", worker_restarts=3, worker_error="worker exited with signal SIGSEGV"),
     ],
     "routes": [
-        {
-            "name": "support",
-            "configured": True,
-            "objective": "cost",
-            "chain": ["local"],
-            "requests": 8.0,
-            "errors": 0.0,
-            "by_model": {"local": 4.0},
-            "by_outcome": {"ok": 8.0},
-            "fallbacks": 0.0,
-            "fallback_rate": 0.0,
-            "hedges": 0.0,
-            "hedge_rate": 0.0,
-            "p50_ms": 12.0,
-            "p99_ms": 40.0,
-            "cost_usd": 0.0,
-            "cache": {"lookups": 8.0, "hit_rate": 0.5, "hits": {"exact": 3.0, "semantic": 1.0}},
-        },
-        {
-            "name": "uncached",
-            "configured": True,
-            "objective": "cost",
-            "chain": ["local"],
-            "requests": 1.0,
-            "errors": 0.0,
-            "by_model": {"local": 1.0},
-            "by_outcome": {"ok": 1.0},
-            "fallbacks": 0.0,
-            "fallback_rate": 0.0,
-            "hedges": 0.0,
-            "hedge_rate": 0.0,
-            "p50_ms": 12.0,
-            "p99_ms": 12.0,
-            "cost_usd": 0.0,
-            "cache": {"lookups": 0, "hit_rate": None, "hits": {}},
-        },
+        route("support", cache={"lookups": 8.0, "hit_rate": 0.5, "hits": {"exact": 3.0, "semantic": 1.0}}),
+        route("uncached", cache={"lookups": 0, "hit_rate": None, "hits": {}}),
     ],
     "tenants": [
         {

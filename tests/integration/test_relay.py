@@ -286,18 +286,24 @@ async def endless_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
         await runner.cleanup()
 
 
-@pytest.mark.parametrize("door", ["grpc", "http"])
-async def test_a_client_leaving_mid_relay_closes_the_upstream_and_is_not_the_models_fault(
-    door: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    relaying = asyncio.Event()
+@pytest.fixture
+def relaying(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once an `EventStream.relay` has started (it may never return: these tests end streams midway)."""
+    started = asyncio.Event()
     relay = EventStream.relay
 
     async def watched(self: EventStream, sink: Any, wire: str) -> str:
-        relaying.set()
+        started.set()
         return await relay(self, sink, wire)
 
     monkeypatch.setattr(EventStream, "relay", watched)
+    return started
+
+
+@pytest.mark.parametrize("door", ["grpc", "http"])
+async def test_a_client_leaving_mid_relay_closes_the_upstream_and_is_not_the_models_fault(
+    door: str, relaying: asyncio.Event
+) -> None:
     async with endless_upstream() as (url, gone), serve(config(url)) as side:
         if door == "grpc":
             call = side.stub.StreamComplete(
@@ -330,16 +336,8 @@ async def test_a_client_leaving_mid_relay_closes_the_upstream_and_is_not_the_mod
 
 
 async def test_a_deadline_passing_mid_relay_ends_the_stream_with_its_status_and_closes_the_upstream(
-    monkeypatch: pytest.MonkeyPatch,
+    relaying: asyncio.Event,
 ) -> None:
-    relaying = asyncio.Event()
-    relay = EventStream.relay
-
-    async def watched(self: EventStream, sink: Any, wire: str) -> str:
-        relaying.set()
-        return await relay(self, sink, wire)
-
-    monkeypatch.setattr(EventStream, "relay", watched)
     async with endless_upstream() as (url, gone), serve(config(url)) as side:
         ask = pb.CompleteRequest(messages=[pb.Message(role="user", content="go")])
         call = side.stub.StreamComplete(ask, timeout=1.0)

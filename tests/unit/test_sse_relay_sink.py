@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import orjson
+
 from tiergate.relay import RELAY_CLOSED, RELAY_EMPTY, RELAY_FULL, RELAY_PARSER, SseRelay
 from tiergate.server.sse_relay import SseRelaySink, text_template
 
@@ -19,7 +21,7 @@ def _events(*texts: str, then: bytes = b"") -> SseRelay:
 
 def test_the_template_is_the_event_around_its_text() -> None:
     event = {"model": f"m{SseRelaySink.MARK}", "choices": [{"delta": {"content": SseRelaySink.MARK}}]}
-    prefix, suffix = text_template(event)  # the mark in the model name does not cut there
+    prefix, suffix = text_template(b"data: " + orjson.dumps(event) + b"\n\n")  # the mark in the model: no cut
     assert prefix.startswith(b"data: {") and suffix == b"}}]}\n\n"
     assert json.loads((prefix + b'"x"' + suffix)[6:])["choices"][0]["delta"]["content"] == "x"
 

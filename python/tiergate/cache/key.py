@@ -23,9 +23,19 @@ from tiergate.request import Request
 _NOT_IN_KEY = frozenset({"task", "tenant", "metadata", "max_cost_usd", "stream", "sensitivity"})
 
 
-def cache_key(route: str, request: Request) -> str:
-    """A hex sha256 over the canonical JSON of the route and the request's answer-shaping fields."""
-    return _digest(route, _answer_shaping(request))
+def answer_fields(request: Request) -> dict[str, Any]:
+    """The request's answer-shaping fields in canonical form, which both keys hash (once per lookup)."""
+    return {
+        f.name: _canonical(getattr(request, f.name))
+        for f in dataclasses.fields(request)
+        if f.name not in _NOT_IN_KEY
+    }
+
+
+def cache_key(route: str, request: Request, fields: dict[str, Any] | None = None) -> str:
+    """A hex sha256 over the canonical JSON of the route and the request's answer-shaping fields (`fields`,
+    when `answer_fields` already made them)."""
+    return _digest(route, answer_fields(request) if fields is None else fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +44,9 @@ class SemanticParts:
     text: str  # the last message's text, which a semantic lookup embeds
 
 
-def semantic_parts(route: str, request: Request) -> SemanticParts | None:
+def semantic_parts(
+    route: str, request: Request, fields: dict[str, Any] | None = None
+) -> SemanticParts | None:
     """What a semantic lookup compares, or None when the request cannot match semantically.
 
     The text is the last message, if it is a user's in plain text; everything else (the route, the earlier
@@ -47,17 +59,9 @@ def semantic_parts(route: str, request: Request) -> SemanticParts | None:
     last = request.messages[-1]
     if last.role != "user" or last.images or not last.content.strip():
         return None
-    fields = _answer_shaping(request)
-    fields["messages"] = [*fields["messages"][:-1], {"role": last.role, "name": last.name}]
-    return SemanticParts(_digest(route, fields), last.content)
-
-
-def _answer_shaping(request: Request) -> dict[str, Any]:
-    return {
-        f.name: _canonical(getattr(request, f.name))
-        for f in dataclasses.fields(request)
-        if f.name not in _NOT_IN_KEY
-    }
+    shaping = answer_fields(request) if fields is None else fields
+    scope = {**shaping, "messages": [*shaping["messages"][:-1], {"role": last.role, "name": last.name}]}
+    return SemanticParts(_digest(route, scope), last.content)
 
 
 def _digest(route: str, fields: dict[str, Any]) -> str:

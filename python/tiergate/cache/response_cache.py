@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tiergate.cache.key import cache_key, semantic_parts, tenant_scope
+from tiergate.cache.key import answer_fields, cache_key, semantic_parts, tenant_scope
 from tiergate.cache.semantic import SemanticIndex
 from tiergate.cache.store import CachedAnswer, MemoryStore, RedisStore, Store, StoreError
 from tiergate.config import CacheConfig, Config
@@ -90,14 +90,15 @@ class ResponseCache:
         if request.metadata.get("cache", "").lower() in OPT_OUT:
             return Lookup("", None, restricted)
         tenant = tenant_scope(request.tenant)
-        key = f"{tenant}:{cache_key(route, request)}"
+        fields = answer_fields(request)
+        key = f"{tenant}:{cache_key(route, request, fields)}"
         _, answer = await self._get(restricted, key)
         if answer is not None:
             return Lookup(key, answer, restricted, "exact")
         semantic = self.config.semantic
         if self._index is None or semantic is None or embedder is None:
             return Lookup(key, None, restricted)
-        parts = semantic_parts(route, request)
+        parts = semantic_parts(route, request, fields)
         if parts is None:
             self._semantic_result(route, "not_applicable")
             return Lookup(key, None, restricted)

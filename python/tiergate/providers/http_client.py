@@ -105,18 +105,30 @@ class UpstreamClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def _error_body(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
-    """A failed response's body, for the provider's words: up to `max_bytes` (and a piece), or empty when
-    reading it fails."""
+async def read_bounded(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """A body read up to `max_bytes` (and a piece); transport errors pass through."""
     body = bytearray()
+    async for part in chunks:
+        body += part
+        if len(body) > max_bytes:
+            break
+    return bytes(body)
+
+
+async def error_body(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """A failed response's body, for the provider's words: up to `max_bytes` (and a piece), or empty when
+    reading it fails (the status already says what went wrong)."""
     try:
-        async for part in chunks:
-            body += part
-            if len(body) > max_bytes:
-                break
+        return await read_bounded(chunks, max_bytes)
     except TRANSPORT_ERRORS:
         return b""
-    return bytes(body)
+
+
+def _release_or_close(response: aiohttp.ClientResponse) -> None:
+    if response.content.at_eof():
+        response.release()  # read to its end: the connection goes back to the pool
+    else:
+        response.close()  # cancelled or cut short: closes the connection now (the upstream stops)
 
 
 _MAX_TARGETS = 64  # URLs whose parsed form `AiohttpClient.fetch` keeps
@@ -244,7 +256,6 @@ class AiohttpClient:
             raise ValueError("proxy: expected `direct` or an http:// or https:// URL")
         self._fixed = None if proxy is None else _Proxy.of(None if proxy == DIRECT else proxy)
         self._env = urllib.request.getproxies_environment() if proxy is None else {}
-        self._routes: dict[tuple[str, str], _Proxy] = {}  # (scheme, host) -> its proxy, from the environment
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._max_connections = max_connections
         self._keepalive_s = keepalive_expiry_s
@@ -252,12 +263,21 @@ class AiohttpClient:
         # Plain-http requests through a proxy: forwarded by it, one connection each (`_session_for`).
         self._forwarding: aiohttp.ClientSession | None = None
         self._closed = False
-        # For `fetch`, what is fixed per URL and per Timeouts, made once: the parsed URL and its proxy, and
-        # aiohttp's timeout settings (URLs come from the config, so these stay small).
+        # What is fixed per URL and per Timeouts, made once: the parsed URL and its proxy (`_target`), and
+        # `fetch`'s aiohttp timeout settings (URLs come from the config, so these stay small).
         self._targets: dict[str, tuple[URL, _Proxy]] = {}
         self._fetch_timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
-    def _session_for(self, via: _Proxy, url: str) -> aiohttp.ClientSession:
+    def _target(self, url: str) -> tuple[URL, _Proxy]:
+        """`url` parsed, and the proxy it goes through."""
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= _MAX_TARGETS:
+                self._targets.clear()
+            target = self._targets[url] = (URL(url), self._fixed or self._proxy_for(url))
+        return target
+
+    def _session_for(self, via: _Proxy, url: URL) -> aiohttp.ClientSession:
         """The session for a request to `url` through `via`, made on first use.
 
         A plain-http request through a proxy is forwarded by it (an https one is tunnelled with CONNECT, and
@@ -267,7 +287,7 @@ class AiohttpClient:
         """
         if self._closed:
             raise RuntimeError("the HTTP client has been closed")  # a bug: the provider was closed
-        if via.url is not None and url.startswith("http:"):
+        if via.url is not None and url.scheme == "http":
             if self._forwarding is None:
                 self._forwarding = self._open_session(force_close=True)
             return self._forwarding
@@ -294,8 +314,8 @@ class AiohttpClient:
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts
     ) -> AsyncIterator[Reply]:
-        via = self._fixed or self._proxy_for(url)
-        session = self._session_for(via, url)
+        parsed, via = self._target(url)
+        session = self._session_for(via, parsed)
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=timeouts.request_s,  # the wait for a pooled connection, and connecting
@@ -305,7 +325,7 @@ class AiohttpClient:
         head = asyncio.timeout(timeouts.request_s)
         try:
             async with head:
-                response = await _send(session, url, body, headers, timeout, via)
+                response = await _send(session, parsed, body, headers, timeout, via)
         except TimeoutError:
             if head.expired():  # no response head in time (aiohttp's own connect timeouts pass through)
                 raise aiohttp.SocketTimeoutError(READ_TIMEOUT_MESSAGE) from None
@@ -315,10 +335,7 @@ class AiohttpClient:
             yield _AiohttpReply(response)
         finally:
             watch.cancel()
-            if response.content.at_eof():
-                response.release()  # read to its end: the connection goes back to the pool
-            else:
-                response.close()  # closes the connection now: the upstream stops generating
+            _release_or_close(response)
 
     async def fetch(
         self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts, max_error_bytes: int
@@ -330,39 +347,28 @@ class AiohttpClient:
                 total=None, connect=None, sock_connect=timeouts.connect_s, sock_read=None
             )
             self._fetch_timeouts[timeouts] = timeout
-        target = self._targets.get(url)
-        if target is None:
-            if len(self._targets) >= _MAX_TARGETS:
-                self._targets.clear()
-            target = self._targets[url] = (URL(url), self._fixed or self._proxy_for(url))
-        parsed, via = target
-        response = await _send(self._session_for(via, url), parsed, body, headers, timeout, via)
+        parsed, via = self._target(url)
+        response = await _send(self._session_for(via, parsed), parsed, body, headers, timeout, via)
         try:
             if 200 <= response.status < 300:
                 data = await response.read()
             else:
-                data = await _error_body(response.content.iter_any(), max_error_bytes)
+                data = await error_body(response.content.iter_any(), max_error_bytes)
         finally:
-            if response.content.at_eof():
-                response.release()  # read to its end: the connection goes back to the pool
-            else:
-                response.close()  # cancelled or cut short: closes the connection now
+            _release_or_close(response)
         return Fetched(response.status, response.headers, data)
 
     def _proxy_for(self, url: str) -> _Proxy:
+        """The environment's proxy for `url` (made once per URL: `_target` keeps it)."""
         target = URL(url)
-        key = (target.scheme, target.host or "")
-        found = self._routes.get(key)
-        if found is None:
-            chosen = self._env.get(target.scheme)
-            # NO_PROXY matching as urllib does it (typeshed does not declare this stdlib function).
-            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-            if chosen and bypass(target.host or "", self._env):
-                chosen = None
-            if chosen and not chosen.startswith(("http://", "https://")):
-                chosen = None  # a proxy scheme aiohttp cannot speak (socks5://): connect directly
-            found = self._routes[key] = _Proxy.of(chosen)
-        return found
+        chosen = self._env.get(target.scheme)
+        # NO_PROXY matching as urllib does it (typeshed does not declare this stdlib function).
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if chosen and bypass(target.host or "", self._env):
+            chosen = None
+        if chosen and not chosen.startswith(("http://", "https://")):
+            chosen = None  # a proxy scheme aiohttp cannot speak (socks5://): connect directly
+        return _Proxy.of(chosen)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -423,7 +429,7 @@ class HttpxClient:
         async with self.post(url, body, headers, timeouts) as reply:
             if 200 <= reply.status < 300:
                 return Fetched(reply.status, reply.headers, await reply.read())
-            return Fetched(reply.status, reply.headers, await _error_body(reply.chunks(), max_error_bytes))
+            return Fetched(reply.status, reply.headers, await error_body(reply.chunks(), max_error_bytes))
 
     async def aclose(self) -> None:
         if self._owned:

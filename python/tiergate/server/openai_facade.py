@@ -245,40 +245,36 @@ class OpenAIFacade:
         Text deltas after it may be relayed (`relay.py`): their events are built natively from the template of
         a text event, which is what `_sse` would write for them.
         """
-        head = {
-            "id": _completion_id(),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "system_fingerprint": system_fingerprint(),
-        }
-        text_event = {**head, "model": call.model, "choices": [_text_choice(SseRelaySink.MARK)]}
-        if call.include_usage:
-            text_event["usage"] = None
-        sink = SseRelaySink(*text_template(text_event))
+        events = _Events(call)
+        # A relayed text delta's event is built natively around its text: the event `_sse` writes for it.
+        sink = SseRelaySink(*text_template(events.event([_delta(Chunk(text=SseRelaySink.MARK))])))
         chunks = aiter(sidecar.stream(call.request, deadline, parent=parent, sink=sink))
         try:
             first = await anext(chunks)
         except BaseException:
             await _aclose(chunks)
             raise
-        return StreamResponse(200, _sse(call, head, first, chunks), SSE, relay=sink)
+        return StreamResponse(200, _sse(call, events, first, chunks), SSE, relay=sink)
 
 
-def _text_choice(text: str) -> dict[str, Any]:
-    return {"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}
+class _Events:
+    """The SSE events of one streamed answer: the same id, creation time and fingerprint on each."""
 
+    __slots__ = ("_call", "_head")
 
-async def _sse(
-    call: ChatCall,
-    head: dict[str, Any],
-    first: tuple[Chunk, Decision | None],
-    rest: AsyncIterator[tuple[Chunk, Decision | None]],
-) -> AsyncGenerator[bytes, None]:
-    """The stream's events; chunks marked `relayed` were written by the relay sink already."""
+    def __init__(self, call: ChatCall) -> None:
+        self._call = call
+        self._head = {
+            "id": _completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "system_fingerprint": system_fingerprint(),
+        }
 
-    def event(choices: list[dict[str, Any]], decision: Decision | None = None, **extra: Any) -> bytes:
+    def event(self, choices: list[dict[str, Any]], decision: Decision | None = None, **extra: Any) -> bytes:
+        call = self._call
         model = decision.served_by if decision is not None and decision.served_by else call.model
-        data: dict[str, Any] = {**head, "model": model, "choices": choices}
+        data: dict[str, Any] = {**self._head, "model": model, "choices": choices}
         if call.include_usage:
             data["usage"] = None  # on every chunk but the last, as OpenAI sends it
         data.update(extra)
@@ -286,19 +282,30 @@ async def _sse(
             data["tiergate_decision"] = decision_json(decision)
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    def delta(chunk: Chunk | None, finish: str | None = None) -> dict[str, Any]:
-        content: dict[str, Any] = {}
-        if chunk is None:  # the opening chunk
-            content = {"role": "assistant", "content": "", "refusal": None}
-        else:
-            if chunk.text:
-                content["content"] = chunk.text
-            if chunk.refusal:
-                content["refusal"] = chunk.refusal
-            if chunk.tool_calls:
-                content["tool_calls"] = _delta_calls(chunk.tool_calls)
-        return {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
 
+def _delta(chunk: Chunk | None, finish: str | None = None) -> dict[str, Any]:
+    """A chunk as the stream's choice; None: the opening chunk."""
+    content: dict[str, Any] = {}
+    if chunk is None:
+        content = {"role": "assistant", "content": "", "refusal": None}
+    else:
+        if chunk.text:
+            content["content"] = chunk.text
+        if chunk.refusal:
+            content["refusal"] = chunk.refusal
+        if chunk.tool_calls:
+            content["tool_calls"] = _delta_calls(chunk.tool_calls)
+    return {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
+
+
+async def _sse(
+    call: ChatCall,
+    events: _Events,
+    first: tuple[Chunk, Decision | None],
+    rest: AsyncIterator[tuple[Chunk, Decision | None]],
+) -> AsyncGenerator[bytes, None]:
+    """The stream's events; chunks marked `relayed` were written by the relay sink already."""
+    event, delta = events.event, _delta
     try:
         yield event([delta(None)])
         item: tuple[Chunk, Decision | None] | None = first

@@ -8,7 +8,6 @@ goes the parser's way), so nothing can overtake the head or the first chunk.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 
@@ -19,10 +18,9 @@ __all__ = ["SseRelaySink", "text_template"]
 _MARK = "\x00tiergate-relayed-text\x00"
 
 
-def text_template(event: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The SSE event `event` (a dict whose delta content is `MARK`), cut around it: (prefix, suffix)."""
-    whole = b"data: " + orjson.dumps(event) + b"\n\n"
-    prefix, _, suffix = whole.rpartition(orjson.dumps(_MARK))
+def text_template(event: bytes) -> tuple[bytes, bytes]:
+    """An SSE event whose text is `MARK`, cut around it: (prefix, suffix)."""
+    prefix, _, suffix = event.rpartition(orjson.dumps(_MARK))
     if not prefix:
         raise ValueError("the event template has no text mark")
     return prefix, suffix

@@ -119,7 +119,7 @@ impl Wakes {
 
     /// Wakes every stream written to since the last flush: at most one wake-up of the runtime's thread.
     pub(crate) fn flush(&self) {
-        if !self.pending.lock().is_empty() && self.parked.load(Ordering::SeqCst) {
+        if self.parked.load(Ordering::SeqCst) && !self.pending.lock().is_empty() {
             self.notify.notify_one();
         }
     }
@@ -128,13 +128,19 @@ impl Wakes {
     /// here when it is idle again).
     pub(crate) fn before_park(&self) {
         self.parked.store(true, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *self.pending.lock());
-        if !wakers.is_empty() {
+        if self.wake_pending() {
             self.parked.store(false, Ordering::SeqCst);
-            for waker in wakers {
-                waker.wake();
-            }
         }
+    }
+
+    /// Wakes the streams written to since the last time; whether there were any.
+    fn wake_pending(&self) -> bool {
+        let wakers = std::mem::take(&mut *self.pending.lock());
+        let any = !wakers.is_empty();
+        for waker in wakers {
+            waker.wake();
+        }
+        any
     }
 
     /// The runtime's thread woke up.
@@ -146,10 +152,7 @@ impl Wakes {
     pub(crate) async fn pump(self: Arc<Self>) {
         loop {
             self.notify.notified().await;
-            let wakers = std::mem::take(&mut *self.pending.lock());
-            for waker in wakers {
-                waker.wake();
-            }
+            self.wake_pending();
         }
     }
 }

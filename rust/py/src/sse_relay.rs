@@ -31,7 +31,6 @@ pub(crate) struct PySseRelay {
     wire: Wire,
     /// The text relayed since the last `take_text`.
     text: String,
-    scratch: Vec<u8>,
 }
 
 #[pymethods]
@@ -44,7 +43,6 @@ impl PySseRelay {
             decoder: sse::Decoder::new(),
             wire: wire_named(wire)?,
             text: String::new(),
-            scratch: Vec::new(),
         })
     }
 
@@ -83,11 +81,6 @@ impl PySseRelay {
             .map(|event| (event.event, event.data))
     }
 
-    /// Whether decoded events wait to be taken.
-    fn has_events(&mut self) -> bool {
-        !self.decoder.ready().is_empty()
-    }
-
     /// Forwards the plain text deltas at the front of the queue to `call` as `CompleteChunk`s.
     /// Returns 0 (queue empty), 1 (an event for the parser is at the front), 2 (the call's queue is full:
     /// the event stays), 3 (the call is over).
@@ -101,8 +94,9 @@ impl PySseRelay {
                 Delta::Parser => return Ok(PARSER),
                 Delta::Nothing => {}
                 Delta::Text(text) => {
-                    encode::complete_chunk(&text, &mut self.scratch);
-                    match call.send_bytes(Bytes::copy_from_slice(&self.scratch))? {
+                    let mut message = Vec::with_capacity(text.len() + 6);
+                    encode::complete_chunk(&text, &mut message);
+                    match call.send_bytes(Bytes::from(message))? {
                         Sent::Sent => self.text.push_str(&text),
                         Sent::Full => return Ok(FULL),
                         Sent::Closed => return Ok(CLOSED),

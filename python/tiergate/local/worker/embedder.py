@@ -12,7 +12,6 @@ it takes down the worker, which the sidecar restarts, never the sidecar.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from tiergate.embedded_model import sha256
 from tiergate.providers.base import RequestTooLarge
 
 # Texts run through the model together; padded to the longest of the batch, so inputs are sorted by length
@@ -30,7 +30,6 @@ from tiergate.providers.base import RequestTooLarge
 # with 512 tokens a batch it peaked at 144 MiB, with 256 at 134, and 32 short texts took no longer).
 BATCH_SIZE = 16
 BATCH_TOKENS = 256
-_HASH_CHUNK = 1 << 20
 
 Vectors = npt.NDArray[np.float32]
 
@@ -145,11 +144,7 @@ def batches(lengths: list[int]) -> list[range]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
-            while block := f.read(_HASH_CHUNK):
-                digest.update(block)
+        return sha256(path)
     except OSError as exc:
         raise LoadFailed(f"cannot read {path}: {exc.strerror}") from None
-    return digest.hexdigest()
